@@ -1,0 +1,198 @@
+//! The grammar of the commands whose behaviour arrives with later issues.
+//! Their options are fixed now (per DESIGN.md and spec/cli.md) so that
+//! building them fills in behaviour rather than reshaping the CLI.
+
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct DemoArgs {
+    /// Seconds spent in each rollout stage.
+    #[arg(long, default_value_t = 3)]
+    pub(crate) stage_seconds: u64,
+    /// Keep the temporary directory (captures, audit log) after the demo.
+    #[arg(long)]
+    pub(crate) keep: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct BrokerArgs {
+    /// Listen on `unix:PATH` or `tcp:HOST:PORT` (repeatable).
+    #[arg(long = "listen", value_name = "ENDPOINT")]
+    pub(crate) listen: Vec<String>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct RelayArgs {
+    /// The domain to relay (market_data, signal, execution, system).
+    #[arg(long, conflicts_with = "all")]
+    pub(crate) domain: Option<String>,
+    /// Relay all four domains in one process.
+    #[arg(long)]
+    pub(crate) all: bool,
+    /// Socket path for this run (overrides the configured one).
+    #[arg(long)]
+    pub(crate) socket: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ProduceArgs {
+    /// Feed kind: polygon, kraken or synthetic.
+    #[arg(long)]
+    pub(crate) feed: String,
+    /// Replay file, `-` for stdin, or a ws:// / wss:// URL.
+    #[arg(long)]
+    pub(crate) input: Option<String>,
+    /// Service name (its rollout stage decides the route).
+    #[arg(long)]
+    pub(crate) service: Option<String>,
+    /// Take timestamps from the events so the same input gives the same bytes.
+    #[arg(long)]
+    pub(crate) deterministic: bool,
+    /// Messages per second (default: as fast as possible).
+    #[arg(long)]
+    pub(crate) rate: Option<u64>,
+    /// Pace a replay by event time.
+    #[arg(long)]
+    pub(crate) realtime: bool,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+    /// Dry run: write the messages to this pcapng capture instead of publishing.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// On exit, print the summary as the last line of stdout.
+    #[arg(long)]
+    pub(crate) summary_json: bool,
+    /// Serve Prometheus metrics on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CaptureArgs {
+    /// Tap this relay socket (repeatable).
+    #[arg(long = "relay", value_name = "PATH")]
+    pub(crate) relays: Vec<PathBuf>,
+    /// Tap this broker endpoint (with --topic; repeatable).
+    #[arg(long = "broker", value_name = "ENDPOINT")]
+    pub(crate) brokers: Vec<String>,
+    /// Broker topic to tap (repeatable).
+    #[arg(long = "topic")]
+    pub(crate) topics: Vec<String>,
+    /// Tap this NATS server (with --subject; repeatable).
+    #[arg(long = "nats", value_name = "URL")]
+    pub(crate) nats: Vec<String>,
+    /// NATS subject to tap (repeatable).
+    #[arg(long = "subject")]
+    pub(crate) subjects: Vec<String>,
+    /// Output pcapng file.
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Stop after this long (e.g. 10s).
+    #[arg(long)]
+    pub(crate) duration: Option<String>,
+    /// Stop after this many messages.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum VerifyCommand {
+    /// Compare two captures, or two interfaces of one capture.
+    Files {
+        /// Reference capture (or the one file holding both streams).
+        reference: PathBuf,
+        /// Candidate capture.
+        candidate: Option<PathBuf>,
+        /// Reference interface name inside one file.
+        #[arg(long)]
+        reference_if: Option<String>,
+        /// Candidate interface name inside one file.
+        #[arg(long)]
+        candidate_if: Option<String>,
+        /// Compare as if this header field were equal (timestamp, checksum, sequence; repeatable).
+        #[arg(long)]
+        ignore: Vec<String>,
+        /// Examples per kind in the report.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+    },
+    /// Tap both streams now for a while, then report.
+    Live {
+        /// How long to tap (e.g. 10s).
+        #[arg(long, default_value = "10s")]
+        duration: String,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum RolloutCommand {
+    /// Every service's stage.
+    Status,
+    /// Set a stage (operator override, audited, not gated).
+    Set {
+        /// Service name.
+        service: String,
+        /// relay, dual_relay_primary, dual_broker_primary or broker.
+        stage: String,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Move one stage forward, given verify evidence.
+    Advance {
+        /// Service name.
+        service: String,
+        /// A verify JSON report for this service's stream.
+        #[arg(long)]
+        evidence: Option<PathBuf>,
+        /// Skip the gate (recorded in the audit log).
+        #[arg(long)]
+        force: bool,
+        /// Why.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Move back toward relay (never gated).
+    Rollback {
+        /// Service name.
+        service: String,
+        /// Why.
+        #[arg(long)]
+        reason: String,
+        /// Go straight to this stage.
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// The audit log, oldest first.
+    History {
+        /// Only this service.
+        service: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum ConfigCommand {
+    /// Print the built-in default settings.
+    PrintDefault,
+    /// Check a settings file.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+    /// The effective settings after every layer.
+    Show,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConsoleArgs {
+    /// Address to serve the console on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub(crate) listen: String,
+}

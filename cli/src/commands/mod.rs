@@ -1,0 +1,44 @@
+//! Runs a parsed command line: one module per command, each turning clap
+//! values into library calls and rendering the result.
+//!
+//! It deliberately keeps protocol and server logic out: that lives in the
+//! library crates, so tests and other programs get the same behaviour.
+
+mod bench;
+mod tlv;
+
+use anyhow::bail;
+
+use crate::args::{Cli, Command, TlvCommand};
+
+/// How a command ended, when it did not fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Exit 0.
+    Success,
+    /// Exit 1: a negative answer (verify found differences, a gate refused).
+    Negative,
+}
+
+pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
+    match &cli.command {
+        Command::Tlv(TlvCommand::Decode(args)) => tlv::decode(args),
+        Command::Tlv(TlvCommand::Encode(args)) => tlv::encode(args),
+        Command::Bench(args) => bench::run(args, cli.global.format),
+        Command::Demo(_) => not_built("demo"),
+        Command::Broker(_) => not_built("broker"),
+        Command::Relay(_) => not_built("relay"),
+        Command::Produce(_) => not_built("produce"),
+        Command::Capture(_) => not_built("capture"),
+        Command::Verify(_) => not_built("verify"),
+        Command::Rollout(_) => not_built("rollout"),
+        Command::Config(_) => not_built("config"),
+        Command::Console(_) => not_built("console"),
+    }
+}
+
+/// The answer of a command whose grammar exists but whose behaviour does not
+/// yet: a clear error (exit 2), never a crash.
+fn not_built(command: &str) -> anyhow::Result<Outcome> {
+    bail!("`myc {command}` is not built yet in this version of the toolkit (see the README for what is)")
+}

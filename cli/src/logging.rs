@@ -1,0 +1,16 @@
+//! Logging set-up: `tracing` to stderr, level from `RUST_LOG` (default
+//! `info`), text or JSON lines. Stdout stays for command output.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::args::LogFormat;
+
+pub(crate) fn init(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    // A second initialisation (in tests) is harmless, so its error is ignored.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}

@@ -25,7 +25,7 @@ pub(crate) struct Scenario {
     pub(crate) payload_bytes: usize,
     /// Runs the scenario once over `n_messages` messages; returns the rate.
     pub(crate) run: fn(n_messages: u64) -> anyhow::Result<f64>,
-    /// Messages per run in a full run (`--quick` uses a tenth).
+    /// Messages per run in a full run (`--quick` uses a hundredth).
     pub(crate) n_messages: u64,
 }
 
@@ -70,7 +70,7 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
     let json = args.json || format == Format::Json;
     let mut reports = Vec::with_capacity(selected.len());
     for scenario in selected {
-        let n_messages = if args.quick { scenario.n_messages / 10 } else { scenario.n_messages };
+        let n_messages = if args.quick { scenario.n_messages / 100 } else { scenario.n_messages };
         if !json {
             eprint_progress(scenario.name);
         }

@@ -1,0 +1,51 @@
+//! The command tree as a user meets it: help, global options in either
+//! position, and commands not built yet failing cleanly.
+
+use super::myc;
+
+#[test]
+fn help_lists_every_command() {
+    let output = myc(&["--help"], b"");
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    for command in
+        ["demo", "broker", "relay", "produce", "capture", "verify", "rollout", "config", "tlv", "bench", "console"]
+    {
+        assert!(help.contains(command), "help lacks {command}:\n{help}");
+    }
+}
+
+#[test]
+fn commands_not_built_yet_exit_2_with_a_clear_message() {
+    for args in [&["demo"][..], &["broker", "--listen", "unix:/tmp/x.sock"], &["rollout", "status"]] {
+        let output = myc(args, b"");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(stderr.contains("not built yet"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
+fn global_options_may_stand_before_or_after_the_subcommand() {
+    let before = myc(&["--format", "json", "tlv", "encode", "--hex"], b"");
+    let after = myc(&["tlv", "encode", "--hex", "--format", "json", "--log-format", "json"], b"");
+    assert!(before.status.success() && after.status.success());
+    let bad = myc(&["tlv", "encode", "--format", "xml"], b"");
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn bench_quick_codec_reports_every_codec_scenario_as_json() {
+    let output = myc(&["bench", "--quick", "--scenario", "codec", "--json"], b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<_> = report["scenarios"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["codec_build", "codec_parse", "codec_parse_crc"]);
+    for scenario in report["scenarios"].as_array().unwrap() {
+        assert_eq!(scenario["ok"], true);
+        assert!(scenario["msgs_per_sec"]["median"].as_f64().unwrap() > 0.0);
+    }
+    assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
+    let unknown = myc(&["bench", "--scenario", "warp_drive"], b"");
+    assert_eq!(unknown.status.code(), Some(2));
+}

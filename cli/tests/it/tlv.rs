@@ -44,7 +44,8 @@ fn decode_reads_a_file_argument_and_hex_lines() {
     let vectors = good_vectors();
     let dir = tempfile::tempdir().unwrap();
     let hex_file = dir.path().join("in.hex");
-    let hex_text: String = vectors.iter().map(|(name, bytes, _)| format!("# {name}\n{}\n\n", hex::encode(bytes))).collect();
+    let hex_text: String =
+        vectors.iter().map(|(name, bytes, _)| format!("# {name}\n{}\n\n", hex::encode(bytes))).collect();
     fs::write(&hex_file, hex_text).unwrap();
     let output = myc(&["tlv", "decode", "--hex", hex_file.to_str().unwrap()], b"");
     assert!(output.status.success());

@@ -1,9 +1,24 @@
 //! The byte-stream plumbing shared by every client and server: the
-//! `Endpoint` (`unix:PATH` or `tcp:HOST:PORT`, parsed once), a framed
-//! connection over any `AsyncRead + AsyncWrite`, the jittered backoff function
-//! and the sans-IO circuit breaker.
+//! [`Endpoint`] (`unix:PATH` or `tcp:HOST:PORT`, parsed once) with its
+//! [`Listener`] and [`Stream`], a framed reader over any `AsyncRead` that
+//! bounds each frame before buffering it ([`FrameReader`]), the jittered
+//! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`] and
+//! the bounded publish buffer ([`PublishBuffer`]) used by the broker and relay
+//! clients.
 //!
-//! It deliberately knows nothing of message contents: it frames bytes and moves
-//! them, and leaves Protocol V2 to `codec` and the broker ops to `broker`.
-//!
-//! Not built yet: arrives with the broker issue.
+//! It deliberately knows nothing of message contents: framing rules come in
+//! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
+//! ops in `broker`.
+
+pub mod backoff;
+mod breaker;
+mod buffer;
+mod endpoint;
+mod error;
+mod framed;
+
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use buffer::{BufferLimits, FullPolicy, PublishBuffer, PushError};
+pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
+pub use error::Error;
+pub use framed::{FrameReader, Framing, LengthPrefixed};

@@ -1,0 +1,269 @@
+//! Endpoints (`unix:PATH`, `tcp:HOST:PORT`), listeners and streams, so that
+//! code above this module never branches on the socket kind.
+//!
+//! Unix socket files get the server treatment the specs ask for: the parent
+//! directory is created, a stale file from a dead server is replaced, a live
+//! one (connect succeeds) is an error naming the path, and the file mode is
+//! set (default `0660`). It deliberately does no framing.
+
+use std::fmt;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+
+use crate::error::Error;
+
+/// Where a server listens or a client connects, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Endpoint {
+    /// A Unix domain socket path.
+    Unix(PathBuf),
+    /// A TCP `host:port` (resolved when used; port 0 binds a free port).
+    Tcp(String),
+}
+
+impl Endpoint {
+    /// Parses `unix:PATH` or `tcp:HOST:PORT`.
+    ///
+    /// # Errors
+    /// [`Error::BadEndpoint`] for any other form.
+    pub fn parse(text: &str) -> Result<Endpoint, Error> {
+        let bad = |reason| Error::BadEndpoint { text: text.to_owned(), reason };
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(bad("empty socket path"));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        if let Some(address) = text.strip_prefix("tcp:") {
+            let Some((host, port)) = address.rsplit_once(':') else {
+                return Err(bad("expected tcp:HOST:PORT"));
+            };
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(bad("expected tcp:HOST:PORT with a port from 0 to 65535"));
+            }
+            return Ok(Endpoint::Tcp(address.to_owned()));
+        }
+        Err(bad("expected unix:PATH or tcp:HOST:PORT"))
+    }
+
+    /// Connects to the endpoint.
+    ///
+    /// # Errors
+    /// [`Error::Io`] naming the endpoint.
+    pub async fn connect(&self) -> Result<Stream, Error> {
+        let stream = match self {
+            Endpoint::Unix(path) => UnixStream::connect(path).await.map(Stream::Unix),
+            Endpoint::Tcp(address) => TcpStream::connect(address.as_str()).await.and_then(|stream| {
+                stream.set_nodelay(true)?;
+                Ok(Stream::Tcp(stream))
+            }),
+        };
+        stream.map_err(|source| Error::io(format!("cannot connect to {self}"), source))
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(path) => write!(f, "unix:{}", path.display()),
+            Endpoint::Tcp(address) => write!(f, "tcp:{address}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Endpoint, Error> {
+        Endpoint::parse(text)
+    }
+}
+
+/// How a listener's Unix socket file is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketOptions {
+    /// File mode of the socket (default `0o660`: never world-writable).
+    pub mode: u32,
+}
+
+impl Default for SocketOptions {
+    fn default() -> Self {
+        SocketOptions { mode: 0o660 }
+    }
+}
+
+/// A bound listener of either kind. Dropping a Unix listener removes its
+/// socket file.
+#[derive(Debug)]
+pub enum Listener {
+    /// A Unix listener and the path it owns.
+    Unix(UnixListener, PathBuf),
+    /// A TCP listener.
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds `endpoint`. For a Unix path: creates the parent directory,
+    /// replaces a stale socket file, refuses a live one, sets the mode.
+    ///
+    /// # Errors
+    /// [`Error::SocketInUse`] when another server answers on the path,
+    /// [`Error::Io`] naming the endpoint otherwise.
+    pub async fn bind(endpoint: &Endpoint, options: SocketOptions) -> Result<Listener, Error> {
+        match endpoint {
+            Endpoint::Unix(path) => bind_unix(path, options).await,
+            Endpoint::Tcp(address) => TcpListener::bind(address.as_str())
+                .await
+                .map(Listener::Tcp)
+                .map_err(|source| Error::io(format!("cannot bind {endpoint}"), source)),
+        }
+    }
+
+    /// The endpoint clients can connect to (with the real port for `tcp:…:0`).
+    pub fn local_endpoint(&self) -> Endpoint {
+        match self {
+            Listener::Unix(_, path) => Endpoint::Unix(path.clone()),
+            Listener::Tcp(listener) => match listener.local_addr() {
+                Ok(address) => Endpoint::Tcp(address.to_string()),
+                Err(_) => Endpoint::Tcp("unknown:0".to_owned()),
+            },
+        }
+    }
+
+    /// Accepts one connection.
+    ///
+    /// # Errors
+    /// The accept error (often transient, such as too many open files).
+    pub async fn accept(&self) -> io::Result<Stream> {
+        match self {
+            Listener::Unix(listener, _) => listener.accept().await.map(|(stream, _)| Stream::Unix(stream)),
+            Listener::Tcp(listener) => {
+                let (stream, _) = listener.accept().await?;
+                stream.set_nodelay(true)?;
+                Ok(Stream::Tcp(stream))
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+async fn bind_unix(path: &Path, options: SocketOptions) -> Result<Listener, Error> {
+    let context = |what: &str| format!("cannot {what} {}", path.display());
+    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|source| Error::io(context("create the directory of"), source))?;
+    }
+    if path.exists() {
+        if UnixStream::connect(path).await.is_ok() {
+            return Err(Error::SocketInUse { path: path.to_owned() });
+        }
+        std::fs::remove_file(path).map_err(|source| Error::io(context("remove the stale socket"), source))?;
+    }
+    let listener = UnixListener::bind(path).map_err(|source| Error::io(context("bind"), source))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))
+        .map_err(|source| Error::io(context("set the mode of"), source))?;
+    Ok(Listener::Unix(listener, path.to_owned()))
+}
+
+/// A connected stream of either kind.
+#[derive(Debug)]
+pub enum Stream {
+    /// Unix domain socket.
+    Unix(UnixStream),
+    /// TCP (no Nagle delay).
+    Tcp(TcpStream),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(stream) => Pin::new(stream).poll_read(cx, buf),
+            Stream::Tcp(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Unix(stream) => Pin::new(stream).poll_write(cx, buf),
+            Stream::Tcp(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(stream) => Pin::new(stream).poll_flush(cx),
+            Stream::Tcp(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Unix(stream) => Pin::new(stream).poll_shutdown(cx),
+            Stream::Tcp(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
+impl Stream {
+    /// Splits into owned read and write halves usable from two tasks.
+    pub fn into_split(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
+        match self {
+            Stream::Unix(stream) => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+            Stream::Tcp(stream) => {
+                let (read, write) = stream.into_split();
+                (Box::new(read), Box::new(write))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_parse_and_display_the_same_way() {
+        for text in ["unix:/tmp/mycelium.sock", "tcp:127.0.0.1:7474", "tcp:[::1]:0", "tcp:localhost:80"] {
+            assert_eq!(Endpoint::parse(text).unwrap().to_string(), text);
+        }
+        for bad in ["", "unix:", "tcp:1.2.3.4", "tcp::80", "tcp:host:99999", "http://x", "/tmp/x.sock"] {
+            assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = Endpoint::Unix(dir.path().join("sub/dir/broker.sock"));
+        let first = Listener::bind(&endpoint, SocketOptions::default()).await.unwrap();
+        let Endpoint::Unix(path) = &endpoint else { unreachable!() };
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o660);
+        let second = Listener::bind(&endpoint, SocketOptions::default()).await;
+        assert!(matches!(second, Err(Error::SocketInUse { .. })), "{second:?}");
+        // The refused bind left the live server's socket alone.
+        assert!(endpoint.connect().await.is_ok());
+        // A socket file nobody listens on is stale: leak it, then rebind.
+        std::mem::forget(first);
+        let stale = std::os::unix::net::UnixListener::bind(dir.path().join("stale.sock")).unwrap();
+        drop(stale);
+        let stale_endpoint = Endpoint::Unix(dir.path().join("stale.sock"));
+        assert!(Listener::bind(&stale_endpoint, SocketOptions::default()).await.is_ok());
+    }
+}

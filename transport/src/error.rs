@@ -1,0 +1,57 @@
+//! The one error type of the transport crate.
+
+use std::io;
+use std::path::PathBuf;
+
+/// What can go wrong below the protocols: parsing an endpoint, binding,
+/// connecting, or a peer that breaks framing.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An endpoint string that is not `unix:PATH` or `tcp:HOST:PORT`.
+    #[error("invalid endpoint {text:?}: {reason}")]
+    BadEndpoint {
+        /// The text given.
+        text: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Another live server answers on this socket path.
+    #[error("{} is in use by another live server (connect succeeded); refusing to replace it", path.display())]
+    SocketInUse {
+        /// The socket path.
+        path: PathBuf,
+    },
+    /// A frame announced a length over the limit; nothing was buffered.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// The announced length.
+        len: u64,
+        /// The limit.
+        max: usize,
+    },
+    /// The peer's bytes do not frame (a zero length, a bad header).
+    #[error("framing lost: {0}")]
+    Framing(String),
+    /// The peer closed the stream in the middle of a frame.
+    #[error("connection closed mid-frame ({buffered} bytes of an incomplete frame buffered)")]
+    ClosedMidFrame {
+        /// Bytes of the incomplete frame.
+        buffered: usize,
+    },
+    /// An I/O error, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done (names the endpoint or path).
+        context: String,
+        /// The cause.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Error {
+        Error::Io { context: context.into(), source }
+    }
+}

@@ -1,8 +1,58 @@
-//! The Mycelium topic broker: the sans-IO wire protocol (every op, encode and
-//! decode), the broker server, the client producers publish through, and the
-//! NATS backend for deployments larger than one machine.
+//! The Mycelium topic broker: the sans-IO wire protocol ([`protocol`]), the
+//! broker server ([`server::serve`]) and the client producers publish through
+//! ([`client::Client`]).
 //!
 //! It deliberately treats payloads as opaque bytes: the broker never parses
-//! the Protocol V2 messages it carries.
-//!
-//! Not built yet: arrives with the broker issue.
+//! the Protocol V2 messages it carries, and forwards each payload as a shared
+//! `Bytes` slice of the frame it arrived in.
+
+pub mod client;
+pub mod protocol;
+pub mod server;
+
+pub use client::{Client, ClientOptions, Delivery, Subscription};
+pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
+pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve};
+
+/// The one error type of the broker crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Below the protocol: endpoints, sockets, framing.
+    #[error(transparent)]
+    Transport(#[from] transport::Error),
+    /// The broker sent ERROR.
+    #[error("broker error {}: {message}", code.name())]
+    Broker {
+        /// The code.
+        code: ErrorCode,
+        /// The broker's message.
+        message: String,
+    },
+    /// The peer broke the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The publish buffer refused the message.
+    #[error(transparent)]
+    Buffer(#[from] transport::PushError),
+    /// A topic that breaks the rules.
+    #[error("bad topic {topic:?}: {reason}")]
+    BadTopic {
+        /// The topic given.
+        topic: String,
+        /// The rule broken.
+        reason: &'static str,
+    },
+    /// `flush` did not see every publish acknowledged before its deadline.
+    #[error("flush deadline passed with {pending} publish(es) unacknowledged")]
+    FlushTimeout {
+        /// Publishes not yet acknowledged.
+        pending: u64,
+    },
+    /// The client gave up reconnecting.
+    #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
+    MaxReconnectsExceeded(u32),
+    /// The client was closed.
+    #[error("client closed")]
+    Closed,
+}

@@ -102,8 +102,10 @@ impl Default for SocketOptions {
 /// socket file.
 #[derive(Debug)]
 pub enum Listener {
-    /// A Unix listener and the path it owns.
-    Unix(UnixListener, PathBuf),
+    /// A Unix listener, the path it owns, and the `(dev, inode)` of the
+    /// socket file it created, so that dropping it never removes a file a
+    /// later server created at the same path.
+    Unix(UnixListener, PathBuf, (u64, u64)),
     /// A TCP listener.
     Tcp(TcpListener),
 }
@@ -128,7 +130,7 @@ impl Listener {
     /// The endpoint clients can connect to (with the real port for `tcp:…:0`).
     pub fn local_endpoint(&self) -> Endpoint {
         match self {
-            Listener::Unix(_, path) => Endpoint::Unix(path.clone()),
+            Listener::Unix(_, path, _) => Endpoint::Unix(path.clone()),
             Listener::Tcp(listener) => match listener.local_addr() {
                 Ok(address) => Endpoint::Tcp(address.to_string()),
                 Err(_) => Endpoint::Tcp("unknown:0".to_owned()),
@@ -142,7 +144,7 @@ impl Listener {
     /// The accept error (often transient, such as too many open files).
     pub async fn accept(&self) -> io::Result<Stream> {
         match self {
-            Listener::Unix(listener, _) => listener.accept().await.map(|(stream, _)| Stream::Unix(stream)),
+            Listener::Unix(listener, _, _) => listener.accept().await.map(|(stream, _)| Stream::Unix(stream)),
             Listener::Tcp(listener) => {
                 let (stream, _) = listener.accept().await?;
                 stream.set_nodelay(true)?;
@@ -154,8 +156,10 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
+        if let Listener::Unix(_, path, identity) = self {
+            if file_identity(path).is_some_and(|found| found == *identity) {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
 }
@@ -169,12 +173,23 @@ async fn bind_unix(path: &Path, options: SocketOptions) -> Result<Listener, Erro
         if UnixStream::connect(path).await.is_ok() {
             return Err(Error::SocketInUse { path: path.to_owned() });
         }
-        std::fs::remove_file(path).map_err(|source| Error::io(context("remove the stale socket"), source))?;
+        match std::fs::remove_file(path) {
+            Err(source) if source.kind() != io::ErrorKind::NotFound => {
+                return Err(Error::io(context("remove the stale socket"), source));
+            }
+            _ => {}
+        }
     }
     let listener = UnixListener::bind(path).map_err(|source| Error::io(context("bind"), source))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))
         .map_err(|source| Error::io(context("set the mode of"), source))?;
-    Ok(Listener::Unix(listener, path.to_owned()))
+    let identity = file_identity(path).unwrap_or_default();
+    Ok(Listener::Unix(listener, path.to_owned(), identity))
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path).ok().map(|metadata| (metadata.dev(), metadata.ino()))
 }
 
 /// A connected stream of either kind.

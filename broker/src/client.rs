@@ -1,0 +1,423 @@
+//! The broker client (spec §4): a cloneable [`Client`] handle over one
+//! connection task. Publishes wait in a bounded [`PublishBuffer`]; the task
+//! connects in the background, reconnects with jittered backoff, says HELLO,
+//! re-subscribes, resends unacknowledged publishes in order, then drains the
+//! buffer in batches. A publish is forgotten only once an ACK covers it.
+//!
+//! It deliberately does not look inside payloads and offers no ordering
+//! across clients: order is per client.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
+use transport::backoff::Backoff;
+use transport::{BufferLimits, Endpoint, FrameReader, LengthPrefixed, PublishBuffer, PushError};
+
+use crate::Error;
+use crate::protocol::{self, ClientOp, ServerOp, Topic};
+
+/// Client options (defaults per spec §4).
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Where the broker is.
+    pub endpoint: Endpoint,
+    /// Sent in HELLO.
+    pub client_name: String,
+    /// Sent in HELLO; empty for none.
+    pub token: String,
+    /// Publish buffer bounds, deadline and policy.
+    pub buffer: BufferLimits,
+    /// Backoff base.
+    pub backoff_base: Duration,
+    /// Backoff ceiling.
+    pub backoff_max: Duration,
+    /// Consecutive failed attempts before giving up (`None`: never).
+    pub max_reconnects: Option<u32>,
+    /// Connect + HELLO must complete within this.
+    pub connect_timeout: Duration,
+    /// Largest frame this client reads.
+    pub max_frame: usize,
+    /// Deliveries buffered per subscription before the reader waits.
+    pub subscription_capacity: usize,
+}
+
+impl ClientOptions {
+    /// Defaults for `endpoint`.
+    pub fn new(endpoint: Endpoint) -> ClientOptions {
+        ClientOptions {
+            endpoint,
+            client_name: "myc-client".to_owned(),
+            token: String::new(),
+            buffer: BufferLimits::default(),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+            max_reconnects: None,
+            connect_timeout: Duration::from_secs(5),
+            max_frame: protocol::MAX_MAX_FRAME,
+            subscription_capacity: 65_536,
+        }
+    }
+}
+
+/// A message delivered to a subscription.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// The topic.
+    pub topic: Bytes,
+    /// The payload, byte for byte as published.
+    pub payload: Bytes,
+}
+
+/// The receiving end of a subscription.
+#[derive(Debug)]
+pub struct Subscription {
+    rx: mpsc::Receiver<Delivery>,
+}
+
+impl Subscription {
+    /// The next delivery; `None` once the client is dropped.
+    pub async fn recv(&mut self) -> Option<Delivery> {
+        self.rx.recv().await
+    }
+}
+
+/// Counters of one client.
+#[derive(Debug, Default)]
+pub struct ClientCounters {
+    /// Publishes accepted into the buffer.
+    pub published: AtomicU64,
+    /// Publishes acknowledged by the broker.
+    pub acked: AtomicU64,
+    /// Successful connections (the first included).
+    pub connects: AtomicU64,
+    /// Publishes sent again after a reconnect.
+    pub resent: AtomicU64,
+}
+
+struct SubscriptionEntry {
+    topic: Bytes,
+    group: Bytes,
+    tx: mpsc::Sender<Delivery>,
+}
+
+struct Inner {
+    options: ClientOptions,
+    buffer: PublishBuffer<Bytes>,
+    counters: ClientCounters,
+    /// Cumulative acknowledged publishes, for `flush`.
+    acked: watch::Sender<u64>,
+    subscriptions: Mutex<HashMap<u32, SubscriptionEntry>>,
+    next_sub_id: AtomicU32,
+    /// Wakes the connection task for new subscriptions.
+    control: Notify,
+    /// Set when the client gave up (`max_reconnects_exceeded`).
+    failed: Mutex<Option<String>>,
+}
+
+/// A cloneable handle to one broker connection.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    _task: Arc<TaskGuard>,
+}
+
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("endpoint", &self.inner.options.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Starts the client; it connects in the background.
+    pub fn start(options: ClientOptions) -> Client {
+        let (acked, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            buffer: PublishBuffer::new(options.buffer),
+            options,
+            counters: ClientCounters::default(),
+            acked,
+            subscriptions: Mutex::new(HashMap::new()),
+            next_sub_id: AtomicU32::new(1),
+            control: Notify::new(),
+            failed: Mutex::new(None),
+        });
+        let task = tokio::spawn(run(Arc::clone(&inner)));
+        Client { inner, _task: Arc::new(TaskGuard(task)) }
+    }
+
+    /// Publishes `payload` on `topic`, waiting only for buffer room (up to
+    /// the deadline, per the policy).
+    ///
+    /// # Errors
+    /// A bad topic, or the buffer's refusal (`buffer_full`, a drop,
+    /// `max_reconnects_exceeded`).
+    pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        let frame = self.frame(topic, payload)?;
+        let len = frame.len();
+        self.inner.buffer.push(frame, len).await?;
+        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Publishes without waiting.
+    ///
+    /// # Errors
+    /// As [`Client::publish`], with `buffer_full` at once under `block`.
+    pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
+        let frame = self.frame(topic, payload)?;
+        let len = frame.len();
+        self.inner.buffer.try_push(frame, len)?;
+        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn frame(&self, topic: &str, payload: &[u8]) -> Result<Bytes, Error> {
+        Topic::new(Bytes::copy_from_slice(topic.as_bytes()))
+            .map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
+        let mut frame = BytesMut::with_capacity(6 + topic.len() + payload.len());
+        protocol::encode_publish(&mut frame, topic.as_bytes(), payload);
+        Ok(frame.freeze())
+    }
+
+    /// Waits until every publish so far is acknowledged, or `deadline` passes.
+    ///
+    /// # Errors
+    /// [`Error::FlushTimeout`], or the reason the client gave up.
+    pub async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        let target = self.inner.counters.published.load(Ordering::Relaxed);
+        let mut acked = self.inner.acked.subscribe();
+        let wait = acked.wait_for(|&count| count >= target);
+        match tokio::time::timeout(deadline, wait).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => {
+                if let Some(reason) =
+                    self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+                {
+                    return Err(Error::Buffer(PushError::Closed(reason)));
+                }
+                let pending = target.saturating_sub(*self.inner.acked.borrow());
+                Err(Error::FlushTimeout { pending })
+            }
+        }
+    }
+
+    /// Subscribes to `topic` (`group` empty: fan-out; else one member of the
+    /// group gets each message). Re-issued after every reconnect.
+    ///
+    /// # Errors
+    /// A bad topic or group name.
+    pub fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription, Error> {
+        let topic_bytes = Bytes::copy_from_slice(topic.as_bytes());
+        Topic::new(topic_bytes.clone()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
+        let (tx, rx) = mpsc::channel(self.inner.options.subscription_capacity);
+        let sub_id = self.inner.next_sub_id.fetch_add(1, Ordering::Relaxed);
+        let entry = SubscriptionEntry { topic: topic_bytes, group: Bytes::copy_from_slice(group.as_bytes()), tx };
+        self.inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sub_id, entry);
+        self.inner.control.notify_one();
+        Ok(Subscription { rx })
+    }
+
+    /// The client's counters.
+    pub fn counters(&self) -> &ClientCounters {
+        &self.inner.counters
+    }
+}
+
+/// The connection task: connect, run, reconnect, until given up.
+async fn run(inner: Arc<Inner>) {
+    let options = inner.options.clone();
+    let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
+    // Publishes written on the current connection and not yet acknowledged,
+    // oldest first; kept across reconnects and resent first.
+    let unacked: Arc<Mutex<VecDeque<Bytes>>> = Arc::new(Mutex::new(VecDeque::new()));
+    loop {
+        let connected = tokio::time::timeout(options.connect_timeout, connect(&inner)).await;
+        let stream = match connected {
+            Ok(Ok(stream)) => stream,
+            failure => {
+                if let Ok(Err(error)) = failure {
+                    tracing::debug!(%error, endpoint = %options.endpoint, "connect failed");
+                }
+                if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
+                    let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();
+                    *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
+                    inner.buffer.close(&reason);
+                    return;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+                continue;
+            }
+        };
+        inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        let up_since = Instant::now();
+        let result = session(&inner, stream, &unacked).await;
+        if let Err(error) = result {
+            tracing::debug!(%error, "connection lost");
+        }
+        if up_since.elapsed() >= Duration::from_secs(1) {
+            backoff.reset();
+        }
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
+}
+
+async fn connect(
+    inner: &Inner,
+) -> Result<
+    (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
+    Error,
+> {
+    let stream = inner.options.endpoint.connect().await?;
+    let (read_half, mut write_half) = stream.into_split();
+    let mut frame = BytesMut::new();
+    ClientOp::Hello {
+        version: protocol::VERSION,
+        flags: 0,
+        client_name: inner.options.client_name.clone(),
+        token: inner.options.token.clone(),
+    }
+    .encode(&mut frame);
+    write_half
+        .write_all(&frame)
+        .await
+        .map_err(|source| transport::Error::Io { context: "write HELLO".to_owned(), source })?;
+    let mut reader = FrameReader::new(read_half, LengthPrefixed { max_body: inner.options.max_frame });
+    let Some(frame) = reader.read_frame().await? else {
+        return Err(Error::Protocol("closed before WELCOME".to_owned()));
+    };
+    match ServerOp::decode(frame.slice(4..)).map_err(|error| Error::Protocol(error.to_string()))? {
+        ServerOp::Welcome { .. } => Ok((reader, write_half)),
+        ServerOp::Error { code, message } => Err(Error::Broker { code, message }),
+        other => Err(Error::Protocol(format!("expected WELCOME, got {other:?}"))),
+    }
+}
+
+type Halves =
+    (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
+
+async fn session(
+    inner: &Arc<Inner>,
+    (reader, mut writer): Halves,
+    unacked: &Arc<Mutex<VecDeque<Bytes>>>,
+) -> Result<(), Error> {
+    let io_error = |source| Error::Transport(transport::Error::Io { context: "write to broker".to_owned(), source });
+    // Subscriptions first, then resend what was never acknowledged.
+    let mut subscribed: Vec<u32> = Vec::new();
+    let mut out = BytesMut::new();
+    subscribe_new(inner, &mut subscribed, &mut out);
+    let resend: Vec<Bytes> =
+        unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
+    inner.counters.resent.fetch_add(resend.len() as u64, Ordering::Relaxed);
+    for frame in &resend {
+        out.extend_from_slice(frame);
+    }
+    writer.write_all(&out).await.map_err(io_error)?;
+    let mut read_task = tokio::spawn(read_loop(Arc::clone(inner), reader, Arc::clone(unacked)));
+    let mut batch = Vec::with_capacity(4096);
+    loop {
+        tokio::select! {
+            finished = &mut read_task => {
+                return match finished {
+                    Ok(result) => result,
+                    Err(_) => Err(Error::Closed),
+                };
+            }
+            () = inner.buffer.ready() => {
+                batch.clear();
+                inner.buffer.pop_batch(&mut batch, 4096);
+                out.clear();
+                {
+                    let mut pending = unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for (frame, _) in &batch {
+                        out.extend_from_slice(frame);
+                        pending.push_back(frame.clone());
+                    }
+                }
+                if let Err(error) = writer.write_all(&out).await {
+                    read_task.abort();
+                    return Err(io_error(error));
+                }
+            }
+            () = inner.control.notified() => {
+                out.clear();
+                subscribe_new(inner, &mut subscribed, &mut out);
+                if let Err(error) = writer.write_all(&out).await {
+                    read_task.abort();
+                    return Err(io_error(error));
+                }
+            }
+        }
+    }
+}
+
+/// Encodes SUBSCRIBE for every subscription not yet sent on this connection.
+fn subscribe_new(inner: &Inner, subscribed: &mut Vec<u32>, out: &mut BytesMut) {
+    let subscriptions = inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for (&sub_id, entry) in subscriptions.iter() {
+        if !subscribed.contains(&sub_id) {
+            ClientOp::Subscribe { sub_id, topic: entry.topic.clone(), group: entry.group.clone() }.encode(out);
+            subscribed.push(sub_id);
+        }
+    }
+}
+
+async fn read_loop(
+    inner: Arc<Inner>,
+    mut reader: FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>,
+    unacked: Arc<Mutex<VecDeque<Bytes>>>,
+) -> Result<(), Error> {
+    // ACK counts are per connection; this is the count already applied.
+    let mut acked_here = 0u64;
+    loop {
+        let Some(frame) = reader.read_frame().await? else {
+            return Err(Error::Protocol("broker closed the connection".to_owned()));
+        };
+        match ServerOp::decode(frame.slice(4..)).map_err(|error| Error::Protocol(error.to_string()))? {
+            ServerOp::Ack { count } => {
+                let newly = count.saturating_sub(acked_here);
+                acked_here = acked_here.max(count);
+                let mut released_bytes = 0;
+                let mut released = 0;
+                {
+                    let mut pending = unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    for _ in 0..newly {
+                        let Some(frame) = pending.pop_front() else { break };
+                        released_bytes += frame.len();
+                        released += 1;
+                    }
+                }
+                inner.buffer.release(released, released_bytes);
+                let total = inner.counters.acked.fetch_add(released as u64, Ordering::Relaxed) + released as u64;
+                inner.acked.send_replace(total);
+            }
+            ServerOp::Deliver { sub_id, topic, payload } => {
+                let tx = inner
+                    .subscriptions
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .get(&sub_id)
+                    .map(|entry| entry.tx.clone());
+                if let Some(tx) = tx {
+                    let _ = tx.send(Delivery { topic, payload }).await;
+                }
+            }
+            ServerOp::Error { code, message } if code.is_fatal() => return Err(Error::Broker { code, message }),
+            ServerOp::Error { code, message } => tracing::warn!(code = code.name(), %message, "broker error"),
+            ServerOp::Welcome { .. } | ServerOp::SubAck { .. } | ServerOp::UnsubAck { .. } | ServerOp::Pong { .. } => {}
+        }
+    }
+}

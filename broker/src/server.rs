@@ -1,0 +1,686 @@
+//! The broker server (spec §3): accepts connections on any number of
+//! listeners, routes PUBLISH frames to fan-out subscriptions and round-robin
+//! groups, acknowledges publishes once their deliveries are written to the
+//! subscribers' sockets, and enforces limits and the slow-consumer policy.
+//!
+//! Each connection has a reader task (frames in, routing) and a writer task
+//! (one outbound queue, written in batches). Acknowledgement bookkeeping is
+//! a checkpoint list per publisher: a checkpoint records, for each subscriber
+//! queue the publisher routed to, the position its copy was queued at; the
+//! checkpoint is done once every such queue has written past that position
+//! (or was closed). It deliberately never parses payloads.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use transport::{FrameReader, LengthPrefixed, Listener, Stream};
+
+use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, ServerOp, Topic};
+
+/// What the broker does with a connection over its outbound limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SlowConsumerPolicy {
+    /// ERROR `slow_consumer`, then close (the default).
+    #[default]
+    Disconnect,
+    /// Drop deliveries while over the limit (counted).
+    DropNew,
+}
+
+/// Broker settings (defaults per spec).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Sent in WELCOME.
+    pub server_id: String,
+    /// Largest frame body accepted.
+    pub max_frame: usize,
+    /// Connections at once.
+    pub max_connections: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Topics with subscriptions, broker-wide.
+    pub max_topics: usize,
+    /// How often ACKs are sent while the count grows.
+    pub ack_interval: Duration,
+    /// How long after start PUBLISH frames are held.
+    pub restart_grace: Duration,
+    /// Bytes queued per connection before the slow-consumer policy applies.
+    pub outbound_limit: usize,
+    /// The slow-consumer policy.
+    pub slow_consumer: SlowConsumerPolicy,
+    /// Required HELLO token, if any.
+    pub token: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server_id: "mycelium".to_owned(),
+            max_frame: protocol::DEFAULT_MAX_FRAME,
+            max_connections: 4096,
+            max_subscriptions: 1024,
+            max_topics: 65_536,
+            ack_interval: Duration::from_millis(1),
+            restart_grace: Duration::from_millis(500),
+            outbound_limit: 64 * 1024 * 1024,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            token: None,
+        }
+    }
+}
+
+/// Counters exported by the broker.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Connections now open.
+    pub connections: AtomicU64,
+    /// PUBLISH frames routed.
+    pub publishes: AtomicU64,
+    /// DELIVER frames queued.
+    pub deliveries: AtomicU64,
+    /// Deliveries dropped (slow consumer, `drop_new`).
+    pub dropped: AtomicU64,
+    /// Connections closed as slow consumers.
+    pub slow_consumers: AtomicU64,
+    /// ERROR frames sent.
+    pub errors_sent: AtomicU64,
+}
+
+/// A running broker: its metrics and the endpoints it listens on.
+#[derive(Debug, Clone)]
+pub struct ServerHandle {
+    /// Live counters.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves `listeners` until `shutdown` completes, then sends ERROR
+/// `shutting_down` to every connection after flushing what is queued, and
+/// returns once the connections are closed (Unix socket files are removed
+/// when the listeners drop).
+pub async fn serve(
+    listeners: Vec<Listener>,
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send,
+    on_start: impl FnOnce(ServerHandle),
+) {
+    let shared = Arc::new(Shared {
+        connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
+        grace_ends: Instant::now() + settings.restart_grace,
+        settings,
+        router: RwLock::new(HashMap::new()),
+        connections: Mutex::new(HashMap::new()),
+        next_connection_id: AtomicU64::new(1),
+        metrics: Arc::new(Metrics::default()),
+    });
+    on_start(ServerHandle { metrics: Arc::clone(&shared.metrics) });
+    let mut tasks = JoinSet::new();
+    let listeners: Vec<Arc<Listener>> = listeners.into_iter().map(Arc::new).collect();
+    let (accepted_tx, mut accepted_rx) = mpsc::channel::<Stream>(64);
+    let mut acceptors = JoinSet::new();
+    for listener in &listeners {
+        let listener = Arc::clone(listener);
+        let accepted_tx = accepted_tx.clone();
+        acceptors.spawn(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(stream) => {
+                        if accepted_tx.send(stream).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+        });
+    }
+    drop(accepted_tx);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(stream) = accepted_rx.recv() => {
+                let shared = Arc::clone(&shared);
+                tasks.spawn(async move { serve_connection(shared, stream).await });
+            }
+        }
+    }
+    acceptors.abort_all();
+    drop(listeners);
+    let open: Vec<Arc<Outbound>> = shared.lock_connections().values().cloned().collect();
+    for outbound in open {
+        outbound.send_fatal(ErrorCode::ShuttingDown, "broker is shutting down");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
+}
+
+struct Shared {
+    settings: Settings,
+    connection_slots: Arc<Semaphore>,
+    grace_ends: Instant,
+    router: RwLock<HashMap<Topic, TopicEntry>>,
+    connections: Mutex<HashMap<u64, Arc<Outbound>>>,
+    next_connection_id: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Shared {
+    fn lock_connections(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Outbound>>> {
+        self.connections.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[derive(Default)]
+struct TopicEntry {
+    fanout: Vec<Subscriber>,
+    groups: Vec<Group>,
+}
+
+struct Group {
+    name: Bytes,
+    members: Vec<Subscriber>,
+    /// Round-robin position.
+    next: AtomicUsize,
+}
+
+#[derive(Clone)]
+struct Subscriber {
+    connection_id: u64,
+    sub_id: u32,
+    outbound: Arc<Outbound>,
+}
+
+/// One item of a connection's outbound queue.
+enum Out {
+    /// An encoded control frame.
+    Frame(Bytes),
+    /// A delivery, encoded by the writer.
+    Deliver { sub_id: u32, topic: Bytes, payload: Bytes },
+    /// Write what came before, then close.
+    Close,
+}
+
+/// A connection's outbound side, shared with every publisher that routes to it.
+struct Outbound {
+    /// The queue, and the count of items pushed into it; one lock so that an
+    /// item's position is its place in the queue even with many publishers.
+    queue: Mutex<(mpsc::UnboundedSender<(Out, usize)>, u64)>,
+    policy: SlowConsumerPolicy,
+    limit: usize,
+    /// Bytes queued and not yet written.
+    queued_bytes: AtomicUsize,
+    /// Items written to the socket so far.
+    written: AtomicU64,
+    /// Set once the connection is closing: nothing more will be written, so
+    /// publishers waiting on it count their copies as done.
+    closed: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+impl Outbound {
+    /// Queues a delivery; returns the position to wait for, or `None` when the
+    /// copy was dropped or the connection is closed (done at once).
+    fn deliver(&self, sub_id: u32, topic: &Bytes, payload: &Bytes) -> Option<u64> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let size = 4 + 1 + 4 + 1 + topic.len() + payload.len();
+        if self.queued_bytes.load(Ordering::Relaxed) + size > self.limit {
+            match self.policy {
+                SlowConsumerPolicy::DropNew => {
+                    self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!("closing a slow consumer over its outbound limit");
+                    self.send_fatal(ErrorCode::SlowConsumer, "outbound limit exceeded");
+                }
+            }
+            return None;
+        }
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        let item = Out::Deliver { sub_id, topic: topic.clone(), payload: payload.clone() };
+        let position = self.enqueue(item, size)?;
+        self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
+        Some(position)
+    }
+
+    /// Pushes an item; returns its position (1-based), `None` once the writer is gone.
+    fn enqueue(&self, item: Out, size: usize) -> Option<u64> {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        queue.0.send((item, size)).ok()?;
+        queue.1 += 1;
+        Some(queue.1)
+    }
+
+    fn send(&self, op: &ServerOp) {
+        let mut frame = BytesMut::new();
+        op.encode(&mut frame);
+        let _ = self.enqueue(Out::Frame(frame.freeze()), 0);
+    }
+
+    /// Queues the close marker (not counted as a position).
+    fn close_after_queued(&self) {
+        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = queue.0.send((Out::Close, 0));
+    }
+
+    /// Sends ERROR and closes the connection after it; nothing is queued after.
+    fn send_fatal(&self, code: ErrorCode, message: &str) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.metrics.errors_sent.fetch_add(1, Ordering::Relaxed);
+        self.send(&ServerOp::Error { code, message: message.to_owned() });
+        self.close_after_queued();
+    }
+
+    fn is_done(&self, position: u64) -> bool {
+        self.closed.load(Ordering::Acquire) || self.written.load(Ordering::Acquire) >= position
+    }
+}
+
+/// For each subscriber queue a publisher routed to, the position of its
+/// latest copy there.
+type Positions = Vec<(Arc<Outbound>, u64)>;
+
+/// A publisher connection's acknowledgement state.
+#[derive(Default)]
+struct AckState {
+    /// PUBLISH frames handled so far.
+    routed: u64,
+    /// Positions queued since the last checkpoint, one entry per queue.
+    current: Positions,
+    /// Checkpoints not yet done: (routed count, positions to wait for).
+    checkpoints: VecDeque<(u64, Positions)>,
+    /// The count last sent in an ACK.
+    acked: u64,
+}
+
+impl AckState {
+    fn record(&mut self, outbound: &Arc<Outbound>, position: u64) {
+        match self.current.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, outbound)) {
+            Some(entry) => entry.1 = position,
+            None => self.current.push((Arc::clone(outbound), position)),
+        }
+    }
+
+    /// Closes the current checkpoint and returns the new cumulative count if
+    /// it grew.
+    fn advance(&mut self) -> Option<u64> {
+        let last_checkpoint = self.checkpoints.back().map_or(self.acked, |(count, _)| *count);
+        if self.routed > last_checkpoint {
+            let positions = std::mem::take(&mut self.current);
+            self.checkpoints.push_back((self.routed, positions));
+        }
+        let mut done = None;
+        while let Some((count, positions)) = self.checkpoints.front() {
+            if !positions.iter().all(|(queue, position)| queue.is_done(*position)) {
+                break;
+            }
+            done = Some(*count);
+            self.checkpoints.pop_front();
+        }
+        match done {
+            Some(count) if count > self.acked => {
+                self.acked = count;
+                Some(count)
+            }
+            _ => None,
+        }
+    }
+
+    fn outstanding(&self) -> bool {
+        self.routed > self.acked
+    }
+}
+
+async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
+    let (read_half, write_half) = stream.into_split();
+    let (tx, rx) = mpsc::unbounded_channel();
+    let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
+    let outbound = Arc::new(Outbound {
+        queue: Mutex::new((tx, 0)),
+        policy: shared.settings.slow_consumer,
+        limit: shared.settings.outbound_limit,
+        queued_bytes: AtomicUsize::new(0),
+        written: AtomicU64::new(0),
+        closed: AtomicBool::new(false),
+        metrics: Arc::clone(&shared.metrics),
+    });
+    let writer = tokio::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
+    let Ok(_permit) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
+        outbound.send_fatal(ErrorCode::Protocol, "too many connections");
+        let _ = writer.await;
+        return;
+    };
+    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
+    let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
+    let acker = tokio::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval));
+    let mut connection = Connection {
+        shared: Arc::clone(&shared),
+        connection_id,
+        outbound: Arc::clone(&outbound),
+        ack,
+        subscriptions: HashMap::new(),
+    };
+    if let Err((code, message)) = connection.read_loop(read_half).await {
+        tracing::debug!(connection_id, code = code.name(), %message, "closing connection");
+        outbound.send_fatal(code, &message);
+    } else {
+        outbound.closed.store(true, Ordering::Release);
+        outbound.close_after_queued();
+    }
+    connection.remove_subscriptions();
+    acker.abort();
+    let _ = writer.await;
+    outbound.closed.store(true, Ordering::Release);
+    shared.lock_connections().remove(&connection_id);
+    shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+struct Connection {
+    shared: Arc<Shared>,
+    connection_id: u64,
+    outbound: Arc<Outbound>,
+    ack: Arc<(Mutex<AckState>, Notify)>,
+    /// sub_id → (topic, group) of this connection's subscriptions.
+    subscriptions: HashMap<u32, (Topic, Bytes)>,
+}
+
+type Fatal = (ErrorCode, String);
+
+impl Connection {
+    async fn read_loop(&mut self, read_half: impl AsyncRead + Unpin) -> Result<(), Fatal> {
+        let framing = LengthPrefixed { max_body: self.shared.settings.max_frame };
+        let mut reader = FrameReader::new(read_half, framing);
+        let mut greeted = false;
+        let mut pending: Positions = Vec::new();
+        let mut routed_in_batch = 0u64;
+        loop {
+            while let Some(frame) = reader.try_frame().map_err(fatal_framing)? {
+                let op = ClientOp::decode(frame.slice(4..)).map_err(fatal_decode)?;
+                if !greeted {
+                    self.hello(&op)?;
+                    greeted = true;
+                    continue;
+                }
+                match op {
+                    ClientOp::Publish { topic, payload } => {
+                        if Instant::now() < self.shared.grace_ends {
+                            self.flush_acks(&mut pending, &mut routed_in_batch);
+                            tokio::time::sleep_until(self.shared.grace_ends).await;
+                        }
+                        self.route(topic, &payload, &mut pending);
+                        routed_in_batch += 1;
+                    }
+                    ClientOp::Ping { nonce } => {
+                        self.flush_acks(&mut pending, &mut routed_in_batch);
+                        let count = {
+                            let mut state = self.lock_ack();
+                            state.advance();
+                            state.acked
+                        };
+                        self.outbound.send(&ServerOp::Ack { count });
+                        self.outbound.send(&ServerOp::Pong { nonce });
+                    }
+                    ClientOp::Subscribe { sub_id, topic, group } => self.subscribe(sub_id, topic, group),
+                    ClientOp::Unsubscribe { sub_id } => self.unsubscribe(sub_id),
+                    ClientOp::Hello { .. } => return Err((ErrorCode::Protocol, "HELLO sent twice".to_owned())),
+                }
+            }
+            self.flush_acks(&mut pending, &mut routed_in_batch);
+            match reader.fill().await {
+                Ok(true) => {}
+                Ok(false) if reader.buffered() == 0 => return Ok(()),
+                Ok(false) => return Err((ErrorCode::Protocol, "connection closed mid-frame".to_owned())),
+                Err(_) => return Ok(()),
+            }
+        }
+    }
+
+    fn lock_ack(&self) -> std::sync::MutexGuard<'_, AckState> {
+        self.ack.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn flush_acks(&self, pending: &mut Positions, routed: &mut u64) {
+        if *routed == 0 {
+            return;
+        }
+        let mut state = self.lock_ack();
+        state.routed += *routed;
+        for (outbound, position) in pending.drain(..) {
+            state.record(&outbound, position);
+        }
+        drop(state);
+        *routed = 0;
+        self.ack.1.notify_one();
+    }
+
+    fn hello(&self, op: &ClientOp) -> Result<(), Fatal> {
+        let ClientOp::Hello { version, token, .. } = op else {
+            return Err((ErrorCode::HelloRequired, "the first frame must be HELLO".to_owned()));
+        };
+        if *version != protocol::VERSION {
+            return Err((ErrorCode::UnsupportedVersion, format!("version {version} is not supported (1 is)")));
+        }
+        if let Some(expected) = &self.shared.settings.token {
+            if !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+                return Err((ErrorCode::Unauthorized, "wrong or missing token".to_owned()));
+            }
+        }
+        let max_frame = u32::try_from(self.shared.settings.max_frame).unwrap_or(u32::MAX);
+        self.outbound.send(&ServerOp::Welcome {
+            version: protocol::VERSION,
+            server_id: self.shared.settings.server_id.clone(),
+            max_frame,
+        });
+        Ok(())
+    }
+
+    fn route(&self, topic: Bytes, payload: &Bytes, pending: &mut Positions) {
+        self.shared.metrics.publishes.fetch_add(1, Ordering::Relaxed);
+        let topic = match Topic::new(topic) {
+            Ok(topic) => topic,
+            Err(reason) => {
+                self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: reason.to_owned() });
+                return;
+            }
+        };
+        let router = self.shared.router.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(entry) = router.get(&topic) else {
+            return;
+        };
+        let mut push = |subscriber: &Subscriber| {
+            if let Some(position) = subscriber.outbound.deliver(subscriber.sub_id, topic.as_bytes(), payload) {
+                match pending.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, &subscriber.outbound)) {
+                    Some(entry) => entry.1 = position,
+                    None => pending.push((Arc::clone(&subscriber.outbound), position)),
+                }
+            }
+        };
+        for subscriber in &entry.fanout {
+            push(subscriber);
+        }
+        for group in &entry.groups {
+            if !group.members.is_empty() {
+                let index = group.next.fetch_add(1, Ordering::Relaxed) % group.members.len();
+                push(&group.members[index]);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, sub_id: u32, topic: Bytes, group: Bytes) {
+        let topic = match Topic::new(topic) {
+            Ok(topic) => topic,
+            Err(reason) => {
+                self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: reason.to_owned() });
+                return;
+            }
+        };
+        if !group.is_empty() && Topic::new(group.clone()).is_err() {
+            self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: "bad group name".to_owned() });
+            return;
+        }
+        if !self.subscriptions.contains_key(&sub_id)
+            && self.subscriptions.len() >= self.shared.settings.max_subscriptions
+        {
+            let message = format!("limit of {} subscriptions reached", self.shared.settings.max_subscriptions);
+            self.outbound.send(&ServerOp::Error { code: ErrorCode::TooManySubscriptions, message });
+            return;
+        }
+        self.unsubscribe_quietly(sub_id);
+        let subscriber = Subscriber { connection_id: self.connection_id, sub_id, outbound: Arc::clone(&self.outbound) };
+        {
+            let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !router.contains_key(&topic) && router.len() >= self.shared.settings.max_topics {
+                drop(router);
+                let message = format!("limit of {} topics reached", self.shared.settings.max_topics);
+                self.outbound.send(&ServerOp::Error { code: ErrorCode::TooManySubscriptions, message });
+                return;
+            }
+            let entry = router.entry(topic.clone()).or_default();
+            if group.is_empty() {
+                entry.fanout.push(subscriber);
+            } else if let Some(existing) = entry.groups.iter_mut().find(|existing| existing.name == group) {
+                existing.members.push(subscriber);
+            } else {
+                entry.groups.push(Group { name: group.clone(), members: vec![subscriber], next: AtomicUsize::new(0) });
+            }
+        }
+        self.subscriptions.insert(sub_id, (topic, group));
+        self.outbound.send(&ServerOp::SubAck { sub_id });
+    }
+
+    fn unsubscribe(&mut self, sub_id: u32) {
+        if self.unsubscribe_quietly(sub_id) {
+            self.outbound.send(&ServerOp::UnsubAck { sub_id });
+        } else {
+            let message = format!("no subscription {sub_id}");
+            self.outbound.send(&ServerOp::Error { code: ErrorCode::UnknownSubscription, message });
+        }
+    }
+
+    fn unsubscribe_quietly(&mut self, sub_id: u32) -> bool {
+        let Some((topic, _)) = self.subscriptions.remove(&sub_id) else {
+            return false;
+        };
+        let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        remove_from(&mut router, &topic, |subscriber| {
+            subscriber.connection_id == self.connection_id && subscriber.sub_id == sub_id
+        });
+        true
+    }
+
+    fn remove_subscriptions(&mut self) {
+        let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (_, (topic, _)) in self.subscriptions.drain() {
+            remove_from(&mut router, &topic, |subscriber| subscriber.connection_id == self.connection_id);
+        }
+    }
+}
+
+fn remove_from(router: &mut HashMap<Topic, TopicEntry>, topic: &Topic, matches: impl Fn(&Subscriber) -> bool) {
+    let Some(entry) = router.get_mut(topic) else {
+        return;
+    };
+    entry.fanout.retain(|subscriber| !matches(subscriber));
+    for group in &mut entry.groups {
+        group.members.retain(|subscriber| !matches(subscriber));
+    }
+    entry.groups.retain(|group| !group.members.is_empty());
+    if entry.fanout.is_empty() && entry.groups.is_empty() {
+        router.remove(topic);
+    }
+}
+
+fn fatal_framing(error: transport::Error) -> Fatal {
+    match error {
+        transport::Error::FrameTooLarge { len, max } => {
+            (ErrorCode::FrameTooLarge, format!("frame of {len} bytes exceeds max_frame {max}"))
+        }
+        other => (ErrorCode::Protocol, other.to_string()),
+    }
+}
+
+fn fatal_decode(error: DecodeError) -> Fatal {
+    (ErrorCode::Protocol, error.to_string())
+}
+
+/// Compares secrets in time that depends only on their lengths.
+fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
+    let mut difference = u8::from(expected.len() != given.len());
+    for (index, &byte) in expected.iter().enumerate() {
+        difference |= byte ^ given.get(index).copied().unwrap_or(0);
+    }
+    difference == 0
+}
+
+async fn ack_loop(ack: Arc<(Mutex<AckState>, Notify)>, outbound: Arc<Outbound>, interval: Duration) {
+    let (state, notify) = &*ack;
+    loop {
+        let outstanding = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outstanding();
+        if !outstanding {
+            notify.notified().await;
+        }
+        tokio::time::sleep(interval).await;
+        let advanced = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).advance();
+        if let Some(count) = advanced {
+            outbound.send(&ServerOp::Ack { count });
+        }
+    }
+}
+
+async fn write_loop(
+    mut write_half: impl AsyncWrite + Unpin,
+    mut rx: mpsc::UnboundedReceiver<(Out, usize)>,
+    outbound: Arc<Outbound>,
+) {
+    let mut items = Vec::with_capacity(1024);
+    let mut buffer = BytesMut::with_capacity(256 * 1024);
+    loop {
+        items.clear();
+        if rx.recv_many(&mut items, 1024).await == 0 {
+            break;
+        }
+        buffer.clear();
+        let mut close = false;
+        let mut n_items = 0u64;
+        let mut bytes = 0usize;
+        for (item, size) in items.drain(..) {
+            match item {
+                Out::Frame(frame) => buffer.extend_from_slice(&frame),
+                Out::Deliver { sub_id, topic, payload } => {
+                    protocol::encode_deliver(&mut buffer, sub_id, &topic, &payload)
+                }
+                Out::Close => {
+                    close = true;
+                    break;
+                }
+            }
+            n_items += 1;
+            bytes += size;
+        }
+        if write_half.write_all(&buffer).await.is_err() {
+            break;
+        }
+        outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        outbound.written.fetch_add(n_items, Ordering::AcqRel);
+        if close {
+            break;
+        }
+    }
+    outbound.closed.store(true, Ordering::Release);
+    let _ = write_half.shutdown().await;
+}

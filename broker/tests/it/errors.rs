@@ -1,0 +1,130 @@
+//! Bad input over raw sockets: every fatal error is sent, then only that
+//! connection closes; an oversized length prefix is refused without
+//! allocating it.
+
+use std::time::Duration;
+
+use broker::protocol::{ClientOp, ErrorCode, ServerOp};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{TestBroker, client, fast_settings};
+
+/// Sends `bytes` on a fresh raw connection and returns every frame the broker
+/// sends back until it closes the connection.
+async fn exchange(path: &std::path::Path, bytes: &[u8]) -> Vec<ServerOp> {
+    let mut stream = UnixStream::connect(path).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await.unwrap().unwrap();
+    let mut ops = Vec::new();
+    let mut rest = &received[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
+        rest = &rest[4 + len..];
+    }
+    ops
+}
+
+fn frame(op: &ClientOp) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    op.encode(&mut out);
+    out.to_vec()
+}
+
+fn hello() -> Vec<u8> {
+    frame(&ClientOp::Hello { version: 1, flags: 0, client_name: "raw".to_owned(), token: String::new() })
+}
+
+fn last_error(ops: &[ServerOp]) -> Option<ErrorCode> {
+    match ops.last() {
+        Some(ServerOp::Error { code, .. }) => Some(*code),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_fatal_error_is_sent_then_only_that_connection_closes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = broker::Settings { token: Some("secret".to_owned()), ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+    options.token = "secret".to_owned();
+    let healthy = broker::Client::start(options);
+    let mut healthy_sub = healthy.subscribe("health", "").unwrap();
+
+    let good_hello =
+        frame(&ClientOp::Hello { version: 1, flags: 0, client_name: "raw".to_owned(), token: "secret".to_owned() });
+    let cases: Vec<(Vec<u8>, ErrorCode)> = vec![
+        (frame(&ClientOp::Ping { nonce: 1 }), ErrorCode::HelloRequired),
+        (hello(), ErrorCode::Unauthorized),
+        (
+            frame(&ClientOp::Hello { version: 2, flags: 0, client_name: String::new(), token: "secret".to_owned() }),
+            ErrorCode::UnsupportedVersion,
+        ),
+        ([good_hello.clone(), vec![0, 0, 0, 0]].concat(), ErrorCode::Protocol),
+        ([good_hello.clone(), vec![1, 0, 0, 0, 0x42]].concat(), ErrorCode::Protocol),
+        ([good_hello.clone(), vec![2, 0, 0, 0, 0x02, 9]].concat(), ErrorCode::Protocol),
+        ([good_hello.clone(), u32::MAX.to_le_bytes().to_vec()].concat(), ErrorCode::FrameTooLarge),
+        ([good_hello.clone(), good_hello.clone()].concat(), ErrorCode::Protocol),
+    ];
+    for (bytes, expect) in cases {
+        let ops = exchange(&path, &bytes).await;
+        assert_eq!(last_error(&ops), Some(expect), "{ops:?}");
+    }
+    // The healthy client was never disturbed.
+    let publisher = {
+        let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+        options.token = "secret".to_owned();
+        broker::Client::start(options)
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    publisher.publish("health", b"ok").await.unwrap();
+    publisher.flush(Duration::from_secs(5)).await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), healthy_sub.recv()).await.unwrap().unwrap();
+    assert_eq!(&delivery.payload[..], b"ok");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_fatal_errors_keep_the_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let broker = TestBroker::start(&path, fast_settings()).await;
+    let mut stream = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = hello();
+    bytes.extend(frame(&ClientOp::Publish { topic: Bytes::from_static(b"Bad/Topic"), payload: Bytes::new() }));
+    bytes.extend(frame(&ClientOp::Unsubscribe { sub_id: 99 }));
+    bytes.extend(frame(&ClientOp::Ping { nonce: 7 }));
+    stream.write_all(&bytes).await.unwrap();
+    let mut received = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(&[0x85, 7, 0, 0, 0, 0, 0, 0, 0]) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut received)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed: {got:?}");
+        got.extend_from_slice(&received[..n]);
+    }
+    let mut ops = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
+        rest = &rest[4 + len..];
+    }
+    let codes: Vec<_> = ops
+        .iter()
+        .filter_map(|op| match op {
+            ServerOp::Error { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(codes, [ErrorCode::BadTopic, ErrorCode::UnknownSubscription]);
+    // The rejected PUBLISH still counts for ACK purposes: ACK 1 comes before the PONG.
+    assert!(ops.contains(&ServerOp::Ack { count: 1 }), "{ops:?}");
+    assert_eq!(ops.last(), Some(&ServerOp::Pong { nonce: 7 }));
+    drop(client(&broker.endpoint));
+    broker.stop().await;
+}

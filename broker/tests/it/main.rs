@@ -1,0 +1,64 @@
+//! The broker's one integration-test binary: a real broker in-process on a
+//! Unix socket in a temp dir, real clients, and raw sockets for the error
+//! cases.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+mod errors;
+mod pubsub;
+mod restart;
+
+use std::path::Path;
+use std::time::Duration;
+
+use broker::{Client, ClientOptions, Settings};
+use tokio::sync::oneshot;
+use transport::{Endpoint, Listener, SocketOptions};
+
+/// A broker running on `path` until the handle is dropped or stopped.
+pub(crate) struct TestBroker {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+    pub(crate) endpoint: Endpoint,
+}
+
+impl TestBroker {
+    pub(crate) async fn start(path: &Path, settings: Settings) -> TestBroker {
+        let endpoint = Endpoint::Unix(path.to_owned());
+        let listener = Listener::bind(&endpoint, SocketOptions::default()).await.unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(broker::serve(
+            vec![listener],
+            settings,
+            async move {
+                let _ = stopped.await;
+            },
+            |_| {},
+        ));
+        TestBroker { stop: Some(stop), task, endpoint }
+    }
+
+    /// Stops gracefully and waits.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = (&mut self.task).await;
+    }
+
+    /// Kills at once: tasks aborted, nothing flushed (a crash, as far as
+    /// clients can tell).
+    pub(crate) async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+}
+
+pub(crate) fn fast_settings() -> Settings {
+    Settings { restart_grace: Duration::ZERO, ..Settings::default() }
+}
+
+pub(crate) fn client(endpoint: &Endpoint) -> Client {
+    let mut options = ClientOptions::new(endpoint.clone());
+    options.backoff_base = Duration::from_millis(5);
+    options.backoff_max = Duration::from_millis(50);
+    Client::start(options)
+}

@@ -1,0 +1,92 @@
+//! Restarts: the broker killed twice under load loses nothing (at-least-once,
+//! duplicates counted); a broker down at start gets the buffered publishes
+//! once it appears; `max_reconnects` gives up with `max_reconnects_exceeded`.
+
+use std::time::Duration;
+
+use broker::ClientOptions;
+
+use super::{TestBroker, client, fast_settings};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_killed_twice_under_load_loses_no_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = || broker::Settings { restart_grace: Duration::from_millis(200), ..broker::Settings::default() };
+    let mut broker = TestBroker::start(&path, settings()).await;
+    let endpoint = broker.endpoint.clone();
+    let subscriber = client(&endpoint);
+    let mut subscription = subscriber.subscribe("numbers", "").unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let total: u32 = 200_000;
+    let publisher = client(&endpoint);
+    let producer = tokio::spawn(async move {
+        for number in 0..total {
+            publisher.publish("numbers", &number.to_le_bytes()).await.unwrap();
+            if number % 1000 == 0 {
+                tokio::task::yield_now().await;
+            }
+        }
+        publisher.flush(Duration::from_secs(60)).await.unwrap();
+        publisher
+    });
+    let mut seen = vec![0u32; total as usize];
+    let mut distinct = 0u32;
+    let mut restarts = 0;
+    while distinct < total {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), subscription.recv()).await.unwrap().unwrap();
+        let number = u32::from_le_bytes(delivery.payload[..].try_into().unwrap()) as usize;
+        seen[number] += 1;
+        if seen[number] == 1 {
+            distinct += 1;
+        }
+        if restarts < 2 && distinct > (restarts + 1) * total / 3 {
+            broker.kill().await;
+            broker = TestBroker::start(&path, settings()).await;
+            restarts += 1;
+        }
+    }
+    let _publisher = producer.await.unwrap();
+    assert_eq!(restarts, 2);
+    assert!(seen.iter().all(|&count| count >= 1), "no gaps");
+    let duplicates: u32 = seen.iter().map(|&count| count - 1).sum();
+    println!("broker restarted {restarts} times; {duplicates} duplicate deliveries of {total}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_made_while_the_broker_is_down_are_delivered_once_it_appears() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("late.sock");
+    let endpoint = transport::Endpoint::Unix(path.clone());
+    let publisher = client(&endpoint);
+    for number in 0u32..100 {
+        publisher.publish("late", &number.to_le_bytes()).await.unwrap();
+    }
+    let broker =
+        TestBroker::start(&path, broker::Settings { restart_grace: Duration::from_millis(300), ..fast_settings() })
+            .await;
+    let subscriber = client(&endpoint);
+    let mut subscription = subscriber.subscribe("late", "").unwrap();
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    for number in 0u32..100 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.unwrap().unwrap();
+        assert_eq!(&delivery.payload[..], number.to_le_bytes());
+    }
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_reconnects_exhausted_fails_pending_and_new_publishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut options = ClientOptions::new(transport::Endpoint::Unix(dir.path().join("nobody.sock")));
+    options.backoff_base = Duration::from_millis(1);
+    options.backoff_max = Duration::from_millis(5);
+    options.max_reconnects = Some(3);
+    let publisher = broker::Client::start(options);
+    publisher.publish("t", b"x").await.unwrap();
+    let flushed = publisher.flush(Duration::from_secs(5)).await;
+    assert!(flushed.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+    let later = publisher.publish("t", b"y").await;
+    assert!(later.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+}

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transport::backoff::Backoff;
 use transport::{BufferLimits, Endpoint, FrameReader, LengthPrefixed, PublishBuffer, PushError};
@@ -78,9 +78,26 @@ pub struct Delivery {
 #[derive(Debug)]
 pub struct Subscription {
     rx: mpsc::Receiver<Delivery>,
+    /// Fires at the broker's first SUBACK for this subscription.
+    active: Option<oneshot::Receiver<()>>,
 }
 
 impl Subscription {
+    /// Waits until the broker has confirmed the subscription (its first
+    /// SUBACK), so messages published from now on reach it.
+    ///
+    /// # Errors
+    /// [`Error::Closed`] when no confirmation came within `deadline`.
+    pub async fn wait_active(&mut self, deadline: Duration) -> Result<(), Error> {
+        let Some(active) = self.active.take() else {
+            return Ok(());
+        };
+        match tokio::time::timeout(deadline, active).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::Closed),
+        }
+    }
+
     /// The next delivery; `None` once the client is dropped.
     pub async fn recv(&mut self) -> Option<Delivery> {
         self.rx.recv().await
@@ -104,6 +121,8 @@ struct SubscriptionEntry {
     topic: Bytes,
     group: Bytes,
     tx: mpsc::Sender<Delivery>,
+    /// Taken at the first SUBACK.
+    on_active: Option<oneshot::Sender<()>>,
 }
 
 struct Inner {
@@ -225,10 +244,16 @@ impl Client {
         Topic::new(topic_bytes.clone()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
         let (tx, rx) = mpsc::channel(self.inner.options.subscription_capacity);
         let sub_id = self.inner.next_sub_id.fetch_add(1, Ordering::Relaxed);
-        let entry = SubscriptionEntry { topic: topic_bytes, group: Bytes::copy_from_slice(group.as_bytes()), tx };
+        let (on_active, active) = oneshot::channel();
+        let entry = SubscriptionEntry {
+            topic: topic_bytes,
+            group: Bytes::copy_from_slice(group.as_bytes()),
+            tx,
+            on_active: Some(on_active),
+        };
         self.inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sub_id, entry);
         self.inner.control.notify_one();
-        Ok(Subscription { rx })
+        Ok(Subscription { rx, active: Some(active) })
     }
 
     /// The client's counters.
@@ -417,7 +442,13 @@ async fn read_loop(
             }
             ServerOp::Error { code, message } if code.is_fatal() => return Err(Error::Broker { code, message }),
             ServerOp::Error { code, message } => tracing::warn!(code = code.name(), %message, "broker error"),
-            ServerOp::Welcome { .. } | ServerOp::SubAck { .. } | ServerOp::UnsubAck { .. } | ServerOp::Pong { .. } => {}
+            ServerOp::SubAck { sub_id } => {
+                let mut subscriptions = inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if let Some(on_active) = subscriptions.get_mut(&sub_id).and_then(|entry| entry.on_active.take()) {
+                    let _ = on_active.send(());
+                }
+            }
+            ServerOp::Welcome { .. } | ServerOp::UnsubAck { .. } | ServerOp::Pong { .. } => {}
         }
     }
 }

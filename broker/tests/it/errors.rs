@@ -55,6 +55,7 @@ async fn each_fatal_error_is_sent_then_only_that_connection_closes() {
     options.token = "secret".to_owned();
     let healthy = broker::Client::start(options);
     let mut healthy_sub = healthy.subscribe("health", "").unwrap();
+    healthy_sub.wait_active(Duration::from_secs(5)).await.unwrap();
 
     let good_hello =
         frame(&ClientOp::Hello { version: 1, flags: 0, client_name: "raw".to_owned(), token: "secret".to_owned() });
@@ -81,7 +82,6 @@ async fn each_fatal_error_is_sent_then_only_that_connection_closes() {
         options.token = "secret".to_owned();
         broker::Client::start(options)
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
     publisher.publish("health", b"ok").await.unwrap();
     publisher.flush(Duration::from_secs(5)).await.unwrap();
     let delivery = tokio::time::timeout(Duration::from_secs(5), healthy_sub.recv()).await.unwrap().unwrap();

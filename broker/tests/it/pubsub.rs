@@ -13,15 +13,8 @@ async fn payloads_of_every_size_arrive_byte_for_byte_and_in_order() {
     let broker = TestBroker::start(&dir.path().join("b.sock"), fast_settings()).await;
     let subscriber = client(&broker.endpoint);
     let mut subscription = subscriber.subscribe("market_data", "").unwrap();
-    // The SUBACK is not awaited by subscribe(); a flushed ping-pong publish proves it is in place.
+    subscription.wait_active(WAIT).await.unwrap();
     let publisher = client(&broker.endpoint);
-    loop {
-        publisher.publish("market_data", b"probe").await.unwrap();
-        publisher.flush(WAIT).await.unwrap();
-        if tokio::time::timeout(Duration::from_millis(50), subscription.recv()).await.is_ok() {
-            break;
-        }
-    }
     let max_payload = broker::protocol::DEFAULT_MAX_FRAME - 1 - 1 - "market_data".len();
     let payloads: Vec<Vec<u8>> = [0, 1, 128, 64 * 1024, max_payload]
         .iter()
@@ -50,7 +43,9 @@ async fn groups_deliver_each_message_once_and_fan_out_subscriptions_each_get_a_c
     let watcher = client(&broker.endpoint);
     let mut copy_a = watcher.subscribe("signals", "").unwrap();
     let mut copy_b = watcher.subscribe("signals", "").unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    for subscription in group_subs.iter_mut().chain([&mut copy_a, &mut copy_b]) {
+        subscription.wait_active(WAIT).await.unwrap();
+    }
     let publisher = client(&broker.endpoint);
     let n = 1000u32;
     for number in 0..n {

@@ -12,12 +12,13 @@ use super::{TestBroker, client, fast_settings};
 async fn a_broker_killed_twice_under_load_loses_no_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = || broker::Settings { restart_grace: Duration::from_millis(200), ..broker::Settings::default() };
+    // The grace lets the subscriber re-subscribe before resent publishes flow.
+    let settings = || broker::Settings { restart_grace: Duration::from_secs(1), ..broker::Settings::default() };
     let mut broker = TestBroker::start(&path, settings()).await;
     let endpoint = broker.endpoint.clone();
     let subscriber = client(&endpoint);
     let mut subscription = subscriber.subscribe("numbers", "").unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    subscription.wait_active(Duration::from_secs(10)).await.unwrap();
     let total: u32 = 200_000;
     let publisher = client(&endpoint);
     let producer = tokio::spawn(async move {
@@ -68,6 +69,7 @@ async fn publishes_made_while_the_broker_is_down_are_delivered_once_it_appears()
             .await;
     let subscriber = client(&endpoint);
     let mut subscription = subscriber.subscribe("late", "").unwrap();
+    subscription.wait_active(Duration::from_secs(10)).await.unwrap();
     publisher.flush(Duration::from_secs(10)).await.unwrap();
     for number in 0u32..100 {
         let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.unwrap().unwrap();

@@ -224,6 +224,9 @@ struct Outbound {
     /// Set once the connection is closing: nothing more will be written, so
     /// publishers waiting on it count their copies as done.
     closed: AtomicBool,
+    /// Wakes the connection's reader when a fatal error closes it, so the
+    /// connection ends even if the peer keeps its side open.
+    closing: Notify,
     metrics: Arc<Metrics>,
 }
 
@@ -283,6 +286,7 @@ impl Outbound {
         self.metrics.errors_sent.fetch_add(1, Ordering::Relaxed);
         self.send(&ServerOp::Error { code, message: message.to_owned() });
         self.close_after_queued();
+        self.closing.notify_one();
     }
 
     fn is_done(&self, position: u64) -> bool {
@@ -356,6 +360,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         queued_bytes: AtomicUsize::new(0),
         written: AtomicU64::new(0),
         closed: AtomicBool::new(false),
+        closing: Notify::new(),
         metrics: Arc::clone(&shared.metrics),
     });
     let writer = tokio::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
@@ -441,7 +446,11 @@ impl Connection {
                 }
             }
             self.flush_acks(&mut pending, &mut routed_in_batch);
-            match reader.fill().await {
+            let filled = tokio::select! {
+                filled = reader.fill() => filled,
+                () = self.outbound.closing.notified() => return Ok(()),
+            };
+            match filled {
                 Ok(true) => {}
                 Ok(false) if reader.buffered() == 0 => return Ok(()),
                 Ok(false) => return Err((ErrorCode::Protocol, "connection closed mid-frame".to_owned())),

@@ -5,6 +5,7 @@
 //! library crates, so tests and other programs get the same behaviour.
 
 mod bench;
+mod broker;
 mod tlv;
 
 use anyhow::bail;
@@ -26,7 +27,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Tlv(TlvCommand::Encode(args)) => tlv::encode(args),
         Command::Bench(args) => bench::run(args, cli.global.format),
         Command::Demo(_) => not_built("demo"),
-        Command::Broker(_) => not_built("broker"),
+        Command::Broker(args) => broker::run(args),
         Command::Relay(_) => not_built("relay"),
         Command::Produce(_) => not_built("produce"),
         Command::Capture(_) => not_built("capture"),

@@ -17,7 +17,7 @@ fn help_lists_every_command() {
 
 #[test]
 fn commands_not_built_yet_exit_2_with_a_clear_message() {
-    for args in [&["demo"][..], &["broker", "--listen", "unix:/tmp/x.sock"], &["rollout", "status"]] {
+    for args in [&["demo"][..], &["capture"], &["rollout", "status"]] {
         let output = myc(args, b"");
         assert_eq!(output.status.code(), Some(2), "{args:?}");
         let stderr = String::from_utf8(output.stderr).unwrap();
@@ -48,4 +48,42 @@ fn bench_quick_codec_reports_every_codec_scenario_as_json() {
     assert!(report["machine"]["cores"].as_u64().unwrap() >= 1);
     let unknown = myc(&["bench", "--scenario", "warp_drive"], b"");
     assert_eq!(unknown.status.code(), Some(2));
+}
+
+#[test]
+fn broker_serves_refuses_a_second_broker_on_its_socket_and_stops_cleanly_on_sigterm() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("b.sock");
+    let listen = format!("unix:{}", socket.display());
+    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["broker", "--listen", &listen])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut stream = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            break stream;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "broker did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // HELLO (version 1, no name, no token) is answered by WELCOME (op 0x81).
+    stream.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut welcome = [0u8; 5];
+    stream.read_exact(&mut welcome).unwrap();
+    assert_eq!(welcome[4], 0x81);
+
+    let second = myc(&["broker", "--listen", &listen], b"");
+    assert_eq!(second.status.code(), Some(2));
+    let stderr = String::from_utf8(second.stderr).unwrap();
+    assert!(stderr.contains(&socket.display().to_string()) && stderr.contains("in use"), "{stderr}");
+
+    let killed = std::process::Command::new("kill").args(["-TERM", &broker.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    assert!(broker.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
 }

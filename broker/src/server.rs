@@ -363,16 +363,19 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         closing: Notify::new(),
         metrics: Arc::clone(&shared.metrics),
     });
-    let writer = tokio::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
+    // Guards abort the helper tasks if this connection's future is dropped
+    // (the broker aborted), so no half of a connection outlives it.
+    let mut writer = AbortOnDrop(tokio::spawn(write_loop(write_half, rx, Arc::clone(&outbound))));
     let Ok(_permit) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
         outbound.send_fatal(ErrorCode::Protocol, "too many connections");
-        let _ = writer.await;
+        let _ = (&mut writer.0).await;
         return;
     };
     shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
     shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
     let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
-    let acker = tokio::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval));
+    let acker =
+        AbortOnDrop(tokio::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval)));
     let mut connection = Connection {
         shared: Arc::clone(&shared),
         connection_id,
@@ -388,11 +391,20 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         outbound.close_after_queued();
     }
     connection.remove_subscriptions();
-    acker.abort();
-    let _ = writer.await;
+    drop(acker);
+    let _ = (&mut writer.0).await;
     outbound.closed.store(true, Ordering::Release);
     shared.lock_connections().remove(&connection_id);
     shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 struct Connection {

@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::Context;
 use codec::{Checksum, Domain, Header, Message, MessageWriter, Source, TlvType, Trade};
 
-use super::{Scenario, rate};
+use super::{RunResult, Scenario, rate};
 
 /// Distinct messages cycled through by the parse scenarios, so the branch
 /// predictor and the cache see a realistic stream rather than one message.
@@ -35,7 +35,7 @@ fn sample_trade(n: u64) -> Trade {
     }
 }
 
-fn build(n_messages: u64) -> anyhow::Result<f64> {
+fn build(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> {
     let mut buf = [0u8; 128];
     let started = Instant::now();
     for sequence in 1..=n_messages {
@@ -46,18 +46,18 @@ fn build(n_messages: u64) -> anyhow::Result<f64> {
         let len = writer.finish(&header, Checksum::Zero)?;
         black_box(&buf[..len]);
     }
-    Ok(rate(n_messages, started.elapsed()))
+    Ok(RunResult::rate(rate(n_messages, started.elapsed())))
 }
 
-fn parse(n_messages: u64) -> anyhow::Result<f64> {
+fn parse(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> {
     parse_stream(n_messages, Checksum::Zero)
 }
 
-fn parse_crc(n_messages: u64) -> anyhow::Result<f64> {
+fn parse_crc(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> {
     parse_stream(n_messages, Checksum::Compute)
 }
 
-fn parse_stream(n_messages: u64, checksum: Checksum) -> anyhow::Result<f64> {
+fn parse_stream(n_messages: u64, checksum: Checksum) -> anyhow::Result<RunResult> {
     let (stream, message_len) = distinct_messages(checksum)?;
     let verify = checksum == Checksum::Compute;
     let mut volume_sum = 0i64;
@@ -77,7 +77,7 @@ fn parse_stream(n_messages: u64, checksum: Checksum) -> anyhow::Result<f64> {
     }
     let elapsed = started.elapsed();
     black_box(volume_sum);
-    Ok(rate(n_messages, elapsed))
+    Ok(RunResult::rate(rate(n_messages, elapsed)))
 }
 
 /// `N_DISTINCT` Trade messages back to back, and the length of each.

@@ -7,7 +7,9 @@
 //! module owns the running and the report; each scenario family lives in its
 //! own file.
 
+mod broker_scenarios;
 mod codec_scenarios;
+mod process;
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -19,18 +21,56 @@ use super::Outcome;
 use crate::args::{BenchArgs, Format};
 
 /// One scenario of the suite: a name, a payload size, and a function that does
-/// one timed run and returns messages per second.
+/// one timed run.
 pub(crate) struct Scenario {
     pub(crate) name: &'static str,
     pub(crate) payload_bytes: usize,
-    /// Runs the scenario once over `n_messages` messages; returns the rate.
-    pub(crate) run: fn(n_messages: u64) -> anyhow::Result<f64>,
+    /// Runs the scenario once over `n_messages` messages of `payload_bytes`.
+    pub(crate) run: fn(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult>,
     /// Messages per run in a full run (`--quick` uses a hundredth).
     pub(crate) n_messages: u64,
 }
 
+/// What one run of a scenario measured.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunResult {
+    pub(crate) msgs_per_sec: f64,
+    /// Messages not delivered (for scenarios that deliver).
+    pub(crate) lost: Option<u64>,
+    pub(crate) latency_us: Option<Latency>,
+    pub(crate) rss_bytes: Option<Rss>,
+    /// Set when the scenario cannot run here (then `skipped`, with the reason).
+    pub(crate) skipped: Option<String>,
+}
+
+impl RunResult {
+    pub(crate) fn rate(msgs_per_sec: f64) -> RunResult {
+        RunResult { msgs_per_sec, ..RunResult::default() }
+    }
+}
+
+/// Latency percentiles in microseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub(crate) struct Latency {
+    pub(crate) p50: f64,
+    pub(crate) p99: f64,
+    pub(crate) p999: f64,
+}
+
+/// Peak resident set sizes.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(crate) struct Rss {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) broker: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) client: Option<u64>,
+}
+
 /// Groups accepted by `--scenario` besides the scenario names.
-const GROUPS: &[(&str, &[&str])] = &[("codec", &["codec_build", "codec_parse", "codec_parse_crc"])];
+const GROUPS: &[(&str, &[&str])] = &[
+    ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
+    ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect"]),
+];
 
 #[derive(Debug, Serialize)]
 struct Report {
@@ -53,6 +93,16 @@ struct ScenarioReport {
     payload_bytes: usize,
     runs: usize,
     msgs_per_sec: Stats,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lost: Option<u64>,
+    /// Of the median run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    latency_us: Option<Latency>,
+    /// Highest of all runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_bytes: Option<Rss>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
     ok: bool,
     note: String,
 }
@@ -89,7 +139,9 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
 }
 
 fn all_scenarios() -> Vec<Scenario> {
-    codec_scenarios::scenarios()
+    let mut all = codec_scenarios::scenarios();
+    all.extend(broker_scenarios::scenarios());
+    all
 }
 
 fn select(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
@@ -113,28 +165,49 @@ fn select(names: &[String]) -> anyhow::Result<Vec<Scenario>> {
 }
 
 fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport {
-    let mut rates = Vec::with_capacity(runs);
+    let mut results: Vec<RunResult> = Vec::with_capacity(runs);
     let mut note = String::new();
+    let mut skipped = false;
     for _ in 0..runs {
-        match (scenario.run)(n_messages) {
-            Ok(rate) => rates.push(rate),
+        match (scenario.run)(n_messages, scenario.payload_bytes) {
+            Ok(result) if result.skipped.is_some() => {
+                note = result.skipped.unwrap_or_default();
+                skipped = true;
+                break;
+            }
+            Ok(result) => results.push(result),
             Err(error) => {
                 note = format!("{error:#}");
                 break;
             }
         }
     }
-    rates.sort_by(f64::total_cmp);
-    let stats = match (rates.first(), rates.last()) {
-        (Some(&min), Some(&max)) => Stats { min, median: rates[rates.len() / 2], max },
+    results.sort_by(|a, b| a.msgs_per_sec.total_cmp(&b.msgs_per_sec));
+    let stats = match (results.first(), results.last()) {
+        (Some(min), Some(max)) => {
+            Stats { min: min.msgs_per_sec, median: results[results.len() / 2].msgs_per_sec, max: max.msgs_per_sec }
+        }
         _ => Stats { min: 0.0, median: 0.0, max: 0.0 },
     };
+    let lost = results.iter().filter_map(|result| result.lost).reduce(|a, b| a + b);
+    if lost.is_some_and(|lost| lost > 0) && note.is_empty() {
+        note = "messages were lost".to_owned();
+    }
+    let latency_us = results.get(results.len() / 2).and_then(|result| result.latency_us);
+    let rss_bytes = results
+        .iter()
+        .filter_map(|result| result.rss_bytes)
+        .reduce(|a, b| Rss { broker: a.broker.max(b.broker), client: a.client.max(b.client) });
     ScenarioReport {
         name: scenario.name,
         payload_bytes: scenario.payload_bytes,
-        runs: rates.len(),
+        runs: results.len(),
         msgs_per_sec: stats,
-        ok: note.is_empty(),
+        lost,
+        latency_us,
+        rss_bytes,
+        skipped,
+        ok: skipped || note.is_empty(),
         note,
     }
 }
@@ -162,14 +235,22 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
         let stats = scenario.msgs_per_sec;
         writeln!(
             out,
-            "{:<18} {:>6} B {:>5} {:>14} {:>14} {:>14}  {}{}",
+            "{:<18} {:>6} B {:>5} {:>14} {:>14} {:>14} {:>6} {:>26}  {}{}",
             scenario.name,
             scenario.payload_bytes,
             scenario.runs,
             human_rate(stats.median),
             human_rate(stats.min),
             human_rate(stats.max),
-            if scenario.ok { "yes" } else { "NO" },
+            scenario.lost.map_or(String::new(), |lost| lost.to_string()),
+            scenario.latency_us.map_or(String::new(), |l| format!("{:.0}/{:.0}/{:.0}", l.p50, l.p99, l.p999)),
+            if scenario.skipped {
+                "skipped"
+            } else if scenario.ok {
+                "yes"
+            } else {
+                "NO"
+            },
             if scenario.note.is_empty() { String::new() } else { format!("  ({})", scenario.note) },
         )?;
     }

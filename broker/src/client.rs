@@ -1,5 +1,6 @@
 //! The broker client (spec §4): a cloneable [`Client`] handle over one
-//! connection task. Publishes wait in a bounded [`PublishBuffer`]; the task
+//! connection task. Publishes are encoded straight into a bounded
+//! [`FrameBuffer`]; the task
 //! connects in the background, reconnects with jittered backoff, says HELLO,
 //! re-subscribes, resends unacknowledged publishes in order, then drains the
 //! buffer in batches. A publish is forgotten only once an ACK covers it.
@@ -17,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use transport::backoff::Backoff;
-use transport::{BufferLimits, Endpoint, FrameReader, LengthPrefixed, PublishBuffer, PushError};
+use transport::{BufferLimits, Endpoint, FrameBuffer, FrameReader, LengthPrefixed, PushError};
 
 use crate::Error;
 use crate::protocol::{self, ClientOp, ServerOp, Topic};
@@ -43,8 +44,13 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     /// Largest frame this client reads.
     pub max_frame: usize,
-    /// Deliveries buffered per subscription before the reader waits.
+    /// Deliveries buffered per subscription (in broker-read batches) before
+    /// the reader waits.
     pub subscription_capacity: usize,
+    /// Bytes written and not yet acknowledged at most. Kept well under the
+    /// broker's per-subscriber outbound limit (64 MiB), so that one publisher
+    /// alone cannot push a reading subscriber over it: the ACKs pace it.
+    pub max_in_flight: usize,
 }
 
 impl ClientOptions {
@@ -60,16 +66,17 @@ impl ClientOptions {
             max_reconnects: None,
             connect_timeout: Duration::from_secs(5),
             max_frame: protocol::MAX_MAX_FRAME,
-            subscription_capacity: 65_536,
+            subscription_capacity: 1024,
+            max_in_flight: 16 * 1024 * 1024,
         }
     }
 }
 
-/// A message delivered to a subscription.
+/// A message delivered to a subscription. Its topic is the subscription's
+/// ([`Subscription::topic`]): topics match exactly, so it is not repeated per
+/// message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
-    /// The topic.
-    pub topic: Bytes,
     /// The payload, byte for byte as published.
     pub payload: Bytes,
 }
@@ -77,12 +84,22 @@ pub struct Delivery {
 /// The receiving end of a subscription.
 #[derive(Debug)]
 pub struct Subscription {
-    rx: mpsc::Receiver<Delivery>,
+    topic: String,
+    /// Deliveries arrive in batches (one per broker read), to keep channel
+    /// traffic per batch rather than per message.
+    rx: mpsc::Receiver<Vec<Delivery>>,
+    /// The rest of the current batch.
+    current: std::collections::VecDeque<Delivery>,
     /// Fires at the broker's first SUBACK for this subscription.
     active: Option<oneshot::Receiver<()>>,
 }
 
 impl Subscription {
+    /// The subscribed topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Waits until the broker has confirmed the subscription (its first
     /// SUBACK), so messages published from now on reach it.
     ///
@@ -100,7 +117,12 @@ impl Subscription {
 
     /// The next delivery; `None` once the client is dropped.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        loop {
+            if let Some(delivery) = self.current.pop_front() {
+                return Some(delivery);
+            }
+            self.current = self.rx.recv().await?.into();
+        }
     }
 }
 
@@ -120,14 +142,14 @@ pub struct ClientCounters {
 struct SubscriptionEntry {
     topic: Bytes,
     group: Bytes,
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::Sender<Vec<Delivery>>,
     /// Taken at the first SUBACK.
     on_active: Option<oneshot::Sender<()>>,
 }
 
 struct Inner {
     options: ClientOptions,
-    buffer: PublishBuffer<Bytes>,
+    buffer: FrameBuffer,
     counters: ClientCounters,
     /// Cumulative acknowledged publishes, for `flush`.
     acked: watch::Sender<u64>,
@@ -135,6 +157,10 @@ struct Inner {
     next_sub_id: AtomicU32,
     /// Wakes the connection task for new subscriptions.
     control: Notify,
+    /// Wakes the connection task when an ACK frees in-flight room.
+    ack_progress: Notify,
+    /// Bytes of the chunks in `unacked`.
+    in_flight: std::sync::atomic::AtomicUsize,
     /// Set when the client gave up (`max_reconnects_exceeded`).
     failed: Mutex<Option<String>>,
 }
@@ -165,13 +191,15 @@ impl Client {
     pub fn start(options: ClientOptions) -> Client {
         let (acked, _) = watch::channel(0);
         let inner = Arc::new(Inner {
-            buffer: PublishBuffer::new(options.buffer),
+            buffer: FrameBuffer::new(options.buffer, protocol::frame_len),
             options,
             counters: ClientCounters::default(),
             acked,
             subscriptions: Mutex::new(HashMap::new()),
             next_sub_id: AtomicU32::new(1),
             control: Notify::new(),
+            ack_progress: Notify::new(),
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
             failed: Mutex::new(None),
         });
         let task = tokio::spawn(run(Arc::clone(&inner)));
@@ -185,9 +213,8 @@ impl Client {
     /// A bad topic, or the buffer's refusal (`buffer_full`, a drop,
     /// `max_reconnects_exceeded`).
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
-        let frame = self.frame(topic, payload)?;
-        let len = frame.len();
-        self.inner.buffer.push(frame, len).await?;
+        let len = check_publish(topic, payload)?;
+        self.inner.buffer.push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload)).await?;
         self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -197,19 +224,10 @@ impl Client {
     /// # Errors
     /// As [`Client::publish`], with `buffer_full` at once under `block`.
     pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
-        let frame = self.frame(topic, payload)?;
-        let len = frame.len();
-        self.inner.buffer.try_push(frame, len)?;
+        let len = check_publish(topic, payload)?;
+        self.inner.buffer.try_push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload))?;
         self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
         Ok(())
-    }
-
-    fn frame(&self, topic: &str, payload: &[u8]) -> Result<Bytes, Error> {
-        Topic::new(Bytes::copy_from_slice(topic.as_bytes()))
-            .map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
-        let mut frame = BytesMut::with_capacity(6 + topic.len() + payload.len());
-        protocol::encode_publish(&mut frame, topic.as_bytes(), payload);
-        Ok(frame.freeze())
     }
 
     /// Waits until every publish so far is acknowledged, or `deadline` passes.
@@ -253,7 +271,12 @@ impl Client {
         };
         self.inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(sub_id, entry);
         self.inner.control.notify_one();
-        Ok(Subscription { rx, active: Some(active) })
+        Ok(Subscription {
+            topic: topic.to_owned(),
+            rx,
+            current: std::collections::VecDeque::new(),
+            active: Some(active),
+        })
     }
 
     /// The client's counters.
@@ -262,13 +285,22 @@ impl Client {
     }
 }
 
+/// Checks a publish and returns its frame length.
+fn check_publish(topic: &str, payload: &[u8]) -> Result<usize, Error> {
+    Topic::check(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
+    Ok(protocol::publish_frame_len(topic.as_bytes(), payload))
+}
+
+/// Chunks written on the current connection and not yet acknowledged, oldest
+/// first, each with its count of PUBLISH frames; kept across reconnects and
+/// resent first.
+type Unacked = Arc<Mutex<VecDeque<(Bytes, usize)>>>;
+
 /// The connection task: connect, run, reconnect, until given up.
 async fn run(inner: Arc<Inner>) {
     let options = inner.options.clone();
     let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
-    // Publishes written on the current connection and not yet acknowledged,
-    // oldest first; kept across reconnects and resent first.
-    let unacked: Arc<Mutex<VecDeque<Bytes>>> = Arc::new(Mutex::new(VecDeque::new()));
+    let unacked: Unacked = Arc::new(Mutex::new(VecDeque::new()));
     loop {
         let connected = tokio::time::timeout(options.connect_timeout, connect(&inner)).await;
         let stream = match connected {
@@ -334,26 +366,22 @@ async fn connect(
 type Halves =
     (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
 
-async fn session(
-    inner: &Arc<Inner>,
-    (reader, mut writer): Halves,
-    unacked: &Arc<Mutex<VecDeque<Bytes>>>,
-) -> Result<(), Error> {
+async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Unacked) -> Result<(), Error> {
     let io_error = |source| Error::Transport(transport::Error::Io { context: "write to broker".to_owned(), source });
     // Subscriptions first, then resend what was never acknowledged.
     let mut subscribed: Vec<u32> = Vec::new();
     let mut out = BytesMut::new();
     subscribe_new(inner, &mut subscribed, &mut out);
-    let resend: Vec<Bytes> =
+    let resend: Vec<(Bytes, usize)> =
         unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().cloned().collect();
-    inner.counters.resent.fetch_add(resend.len() as u64, Ordering::Relaxed);
-    for frame in &resend {
-        out.extend_from_slice(frame);
+    inner.counters.resent.fetch_add(resend.iter().map(|(_, frames)| *frames as u64).sum(), Ordering::Relaxed);
+    for (chunk, _) in &resend {
+        out.extend_from_slice(chunk);
     }
     writer.write_all(&out).await.map_err(io_error)?;
     let mut read_task = tokio::spawn(read_loop(Arc::clone(inner), reader, Arc::clone(unacked)));
-    let mut batch = Vec::with_capacity(4096);
     loop {
+        let room_in_flight = inner.in_flight.load(Ordering::Acquire) < inner.options.max_in_flight;
         tokio::select! {
             finished = &mut read_task => {
                 return match finished {
@@ -361,18 +389,12 @@ async fn session(
                     Err(_) => Err(Error::Closed),
                 };
             }
-            () = inner.buffer.ready() => {
-                batch.clear();
-                inner.buffer.pop_batch(&mut batch, 4096);
-                out.clear();
-                {
-                    let mut pending = unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for (frame, _) in &batch {
-                        out.extend_from_slice(frame);
-                        pending.push_back(frame.clone());
-                    }
-                }
-                if let Err(error) = writer.write_all(&out).await {
+            () = inner.ack_progress.notified(), if !room_in_flight => {}
+            () = inner.buffer.ready(), if room_in_flight => {
+                let Some((chunk, frames)) = inner.buffer.take() else { continue };
+                inner.in_flight.fetch_add(chunk.len(), Ordering::AcqRel);
+                unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back((chunk.clone(), frames));
+                if let Err(error) = writer.write_all(&chunk).await {
                     read_task.abort();
                     return Err(io_error(error));
                 }
@@ -403,52 +425,106 @@ fn subscribe_new(inner: &Inner, subscribed: &mut Vec<u32>, out: &mut BytesMut) {
 async fn read_loop(
     inner: Arc<Inner>,
     mut reader: FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>,
-    unacked: Arc<Mutex<VecDeque<Bytes>>>,
+    unacked: Unacked,
 ) -> Result<(), Error> {
     // ACK counts are per connection; this is the count already applied.
     let mut acked_here = 0u64;
+    let mut deliveries: Vec<(u32, Vec<Delivery>)> = Vec::new();
     loop {
-        let Some(frame) = reader.read_frame().await? else {
+        let Some(batch) = reader.read_batch().await? else {
             return Err(Error::Protocol("broker closed the connection".to_owned()));
         };
-        match ServerOp::decode(frame.slice(4..)).map_err(|error| Error::Protocol(error.to_string()))? {
-            ServerOp::Ack { count } => {
-                let newly = count.saturating_sub(acked_here);
-                acked_here = acked_here.max(count);
-                let mut released_bytes = 0;
-                let mut released = 0;
-                {
-                    let mut pending = unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                    for _ in 0..newly {
-                        let Some(frame) = pending.pop_front() else { break };
-                        released_bytes += frame.len();
-                        released += 1;
+        let mut offset = 0;
+        while offset < batch.len() {
+            let len = protocol::frame_len(&batch[offset..]);
+            offset += len;
+            if batch.get(offset - len + 4) == Some(&protocol::op::DELIVER) {
+                let (sub_id, _topic, payload) = split_deliver(&batch[offset - len + 4..offset])?;
+                let body_start = offset - len + 4;
+                let delivery = Delivery { payload: batch.slice(body_start + payload.start..body_start + payload.end) };
+                match deliveries.iter_mut().find(|(id, _)| *id == sub_id) {
+                    Some((_, list)) => list.push(delivery),
+                    None => deliveries.push((sub_id, vec![delivery])),
+                }
+                continue;
+            }
+            let body = batch.slice(offset - len + 4..offset);
+            match ServerOp::decode(body).map_err(|error| Error::Protocol(error.to_string()))? {
+                ServerOp::Ack { count } => {
+                    let newly = count.saturating_sub(acked_here);
+                    acked_here = acked_here.max(count);
+                    apply_ack(&inner, &unacked, newly);
+                }
+                ServerOp::Error { code, message } if code.is_fatal() => return Err(Error::Broker { code, message }),
+                ServerOp::Error { code, message } => tracing::warn!(code = code.name(), %message, "broker error"),
+                ServerOp::SubAck { sub_id } => {
+                    let mut subscriptions =
+                        inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if let Some(on_active) = subscriptions.get_mut(&sub_id).and_then(|entry| entry.on_active.take()) {
+                        let _ = on_active.send(());
                     }
                 }
-                inner.buffer.release(released, released_bytes);
-                let total = inner.counters.acked.fetch_add(released as u64, Ordering::Relaxed) + released as u64;
-                inner.acked.send_replace(total);
+                ServerOp::Deliver { .. }
+                | ServerOp::Welcome { .. }
+                | ServerOp::UnsubAck { .. }
+                | ServerOp::Pong { .. } => {}
             }
-            ServerOp::Deliver { sub_id, topic, payload } => {
-                let tx = inner
-                    .subscriptions
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .get(&sub_id)
-                    .map(|entry| entry.tx.clone());
-                if let Some(tx) = tx {
-                    let _ = tx.send(Delivery { topic, payload }).await;
-                }
+        }
+        for (sub_id, list) in deliveries.drain(..) {
+            let tx = inner
+                .subscriptions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(&sub_id)
+                .map(|entry| entry.tx.clone());
+            if let Some(tx) = tx {
+                let _ = tx.send(list).await;
             }
-            ServerOp::Error { code, message } if code.is_fatal() => return Err(Error::Broker { code, message }),
-            ServerOp::Error { code, message } => tracing::warn!(code = code.name(), %message, "broker error"),
-            ServerOp::SubAck { sub_id } => {
-                let mut subscriptions = inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if let Some(on_active) = subscriptions.get_mut(&sub_id).and_then(|entry| entry.on_active.take()) {
-                    let _ = on_active.send(());
-                }
-            }
-            ServerOp::Welcome { .. } | ServerOp::UnsubAck { .. } | ServerOp::Pong { .. } => {}
         }
     }
+}
+
+/// Forgets `newly` acknowledged publishes, oldest first, and gives their
+/// room back to the buffer.
+fn apply_ack(inner: &Inner, unacked: &Unacked, newly: u64) {
+    let mut remaining = usize::try_from(newly).unwrap_or(usize::MAX);
+    let mut released_bytes = 0;
+    let mut released = 0;
+    {
+        let mut pending = unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while remaining > 0 {
+            let Some((chunk, frames)) = pending.front_mut() else { break };
+            if *frames <= remaining {
+                remaining -= *frames;
+                released += *frames;
+                released_bytes += chunk.len();
+                pending.pop_front();
+            } else {
+                let bytes = transport::frames_len(chunk, remaining, protocol::frame_len);
+                *chunk = chunk.slice(bytes..);
+                *frames -= remaining;
+                released += remaining;
+                released_bytes += bytes;
+                remaining = 0;
+            }
+        }
+    }
+    inner.buffer.release(released, released_bytes);
+    inner.in_flight.fetch_sub(released_bytes, Ordering::AcqRel);
+    inner.ack_progress.notify_one();
+    let total = inner.counters.acked.fetch_add(released as u64, Ordering::Relaxed) + released as u64;
+    inner.acked.send_replace(total);
+}
+
+/// The sub_id, topic range and payload range of a DELIVER body.
+fn split_deliver(body: &[u8]) -> Result<(u32, std::ops::Range<usize>, std::ops::Range<usize>), Error> {
+    let (Some(sub_id), Some(&topic_len)) = (body.get(1..5), body.get(5)) else {
+        return Err(Error::Protocol("truncated DELIVER".to_owned()));
+    };
+    let topic_end = 6 + usize::from(topic_len);
+    if body.len() < topic_end {
+        return Err(Error::Protocol("truncated DELIVER topic".to_owned()));
+    }
+    let sub_id = u32::from_le_bytes([sub_id[0], sub_id[1], sub_id[2], sub_id[3]]);
+    Ok((sub_id, 6..topic_end, topic_end..body.len()))
 }

@@ -476,6 +476,28 @@ pub fn encode_deliver(dst: &mut BytesMut, sub_id: u32, topic: &[u8], payload: &[
     dst.put_slice(payload);
 }
 
+/// Appends the head of a DELIVER frame whose `payload_len` payload bytes
+/// follow separately (the broker queues large payloads as shared slices).
+pub fn encode_deliver_head(dst: &mut BytesMut, sub_id: u32, topic: &[u8], payload_len: usize) {
+    let topic = &topic[..topic.len().min(255)];
+    let body_len = 1 + 4 + 1 + topic.len() + payload_len;
+    dst.put_u32_le(u32::try_from(body_len).unwrap_or(u32::MAX));
+    dst.put_u8(op::DELIVER);
+    dst.put_u32_le(sub_id);
+    put_str8(dst, topic);
+}
+
+/// The length of a PUBLISH frame for this topic and payload.
+pub fn publish_frame_len(topic: &[u8], payload: &[u8]) -> usize {
+    4 + 1 + 1 + topic.len().min(255) + payload.len()
+}
+
+/// The length of the length-prefixed frame at the start of `bytes`
+/// (`4 + len`), for buffers of whole frames.
+pub fn frame_len(bytes: &[u8]) -> usize {
+    bytes.first_chunk::<4>().map_or(bytes.len(), |prefix| 4 + u32::from_le_bytes(*prefix) as usize)
+}
+
 /// Appends a PUBLISH frame: the client's hot path.
 pub fn encode_publish(dst: &mut BytesMut, topic: &[u8], payload: &[u8]) {
     let topic = &topic[..topic.len().min(255)];
@@ -524,6 +546,15 @@ impl Topic {
     /// # Errors
     /// The rule it breaks, for the `bad_topic` message.
     pub fn new(bytes: Bytes) -> Result<Topic, &'static str> {
+        Topic::check(&bytes)?;
+        Ok(Topic(bytes))
+    }
+
+    /// Checks the topic rules without building a `Topic`.
+    ///
+    /// # Errors
+    /// The rule it breaks.
+    pub fn check(bytes: &[u8]) -> Result<(), &'static str> {
         if bytes.is_empty() {
             return Err("topic is empty");
         }
@@ -536,7 +567,7 @@ impl Topic {
         if bytes.first() == Some(&b'.') || bytes.last() == Some(&b'.') {
             return Err("topic may not start or end with '.'");
         }
-        Ok(Topic(bytes))
+        Ok(())
     }
 
     /// The topic's bytes.
@@ -547,6 +578,14 @@ impl Topic {
     /// The topic as text (always ASCII).
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+/// Lets a router keyed by `Topic` be searched with the raw bytes of a frame
+/// (`Bytes` hashes as its byte slice, so the two hashes agree).
+impl std::borrow::Borrow<[u8]> for Topic {
+    fn borrow(&self) -> &[u8] {
+        &self.0
     }
 }
 

@@ -202,10 +202,8 @@ struct Subscriber {
 
 /// One item of a connection's outbound queue.
 enum Out {
-    /// An encoded control frame.
-    Frame(Bytes),
-    /// A delivery, encoded by the writer.
-    Deliver { sub_id: u32, topic: Bytes, payload: Bytes },
+    /// Whole encoded frames: control frames, or a batch of deliveries.
+    Chunk(Bytes),
     /// Write what came before, then close.
     Close,
 }
@@ -231,17 +229,17 @@ struct Outbound {
 }
 
 impl Outbound {
-    /// Queues a delivery; returns the position to wait for, or `None` when the
-    /// copy was dropped or the connection is closed (done at once).
-    fn deliver(&self, sub_id: u32, topic: &Bytes, payload: &Bytes) -> Option<u64> {
+    /// Queues deliveries (`frames` of them, whole frames in `chunks`, written
+    /// in order); returns the position to wait for, or `None` when they were
+    /// dropped or the connection is closed (done at once).
+    fn deliver(&self, chunks: impl IntoIterator<Item = Bytes>, bytes: usize, frames: u64) -> Option<u64> {
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        let size = 4 + 1 + 4 + 1 + topic.len() + payload.len();
-        if self.queued_bytes.load(Ordering::Relaxed) + size > self.limit {
+        if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.limit {
             match self.policy {
                 SlowConsumerPolicy::DropNew => {
-                    self.metrics.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.dropped.fetch_add(frames, Ordering::Relaxed);
                 }
                 SlowConsumerPolicy::Disconnect => {
                     self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -251,11 +249,14 @@ impl Outbound {
             }
             return None;
         }
-        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
-        let item = Out::Deliver { sub_id, topic: topic.clone(), payload: payload.clone() };
-        let position = self.enqueue(item, size)?;
-        self.metrics.deliveries.fetch_add(1, Ordering::Relaxed);
-        Some(position)
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut position = None;
+        for chunk in chunks {
+            let size = chunk.len();
+            position = self.enqueue(Out::Chunk(chunk), size);
+        }
+        self.metrics.deliveries.fetch_add(frames, Ordering::Relaxed);
+        position
     }
 
     /// Pushes an item; returns its position (1-based), `None` once the writer is gone.
@@ -269,7 +270,7 @@ impl Outbound {
     fn send(&self, op: &ServerOp) {
         let mut frame = BytesMut::new();
         op.encode(&mut frame);
-        let _ = self.enqueue(Out::Frame(frame.freeze()), 0);
+        let _ = self.enqueue(Out::Chunk(frame.freeze()), 0);
     }
 
     /// Queues the close marker (not counted as a position).
@@ -313,10 +314,7 @@ struct AckState {
 
 impl AckState {
     fn record(&mut self, outbound: &Arc<Outbound>, position: u64) {
-        match self.current.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, outbound)) {
-            Some(entry) => entry.1 = position,
-            None => self.current.push((Arc::clone(outbound), position)),
-        }
+        record(&mut self.current, outbound, position);
     }
 
     /// Closes the current checkpoint and returns the new cumulative count if
@@ -418,74 +416,148 @@ struct Connection {
 
 type Fatal = (ErrorCode, String);
 
+/// Payloads at least this large are queued as shared `Bytes` rather than
+/// copied into a subscriber's delivery batch: copying small payloads into one
+/// batch is cheaper than a reference count each, copying large ones is not.
+const SHARE_PAYLOAD_FROM: usize = 16 * 1024;
+
+/// Deliveries routed from one read batch, not yet queued.
+#[derive(Default)]
+struct Routed {
+    /// Per subscriber queue: encoded DELIVER frames and their count.
+    pending: Vec<(Arc<Outbound>, BytesMut, u64)>,
+    /// Queue positions of what was queued, for the ACK checkpoints.
+    positions: Positions,
+    /// PUBLISH frames handled and not yet counted in the ACK state.
+    routed: u64,
+}
+
+/// Where processing of a read batch stopped.
+enum Step {
+    /// The whole batch was processed.
+    Done,
+    /// A PUBLISH arrived during the restart grace at this batch offset.
+    Grace(usize),
+}
+
 impl Connection {
     async fn read_loop(&mut self, read_half: impl AsyncRead + Unpin) -> Result<(), Fatal> {
         let framing = LengthPrefixed { max_body: self.shared.settings.max_frame };
         let mut reader = FrameReader::new(read_half, framing);
         let mut greeted = false;
-        let mut pending: Positions = Vec::new();
-        let mut routed_in_batch = 0u64;
+        let mut routed = Routed::default();
         loop {
-            while let Some(frame) = reader.try_frame().map_err(fatal_framing)? {
-                let op = ClientOp::decode(frame.slice(4..)).map_err(fatal_decode)?;
-                if !greeted {
-                    self.hello(&op)?;
-                    greeted = true;
-                    continue;
-                }
-                match op {
-                    ClientOp::Publish { topic, payload } => {
-                        if Instant::now() < self.shared.grace_ends {
-                            self.flush_acks(&mut pending, &mut routed_in_batch);
-                            tokio::time::sleep_until(self.shared.grace_ends).await;
-                        }
-                        self.route(topic, &payload, &mut pending);
-                        routed_in_batch += 1;
+            let batch = match reader.try_batch() {
+                Ok(Some(batch)) => batch,
+                Ok(None) => {
+                    let filled = tokio::select! {
+                        filled = reader.fill() => filled,
+                        () = self.outbound.closing.notified() => return Ok(()),
+                    };
+                    match filled {
+                        Ok(true) => continue,
+                        Ok(false) if reader.buffered() == 0 => return Ok(()),
+                        Ok(false) => return Err((ErrorCode::Protocol, "connection closed mid-frame".to_owned())),
+                        Err(_) => return Ok(()),
                     }
-                    ClientOp::Ping { nonce } => {
-                        self.flush_acks(&mut pending, &mut routed_in_batch);
-                        let count = {
-                            let mut state = self.lock_ack();
-                            state.advance();
-                            state.acked
-                        };
-                        self.outbound.send(&ServerOp::Ack { count });
-                        self.outbound.send(&ServerOp::Pong { nonce });
-                    }
-                    ClientOp::Subscribe { sub_id, topic, group } => self.subscribe(sub_id, topic, group),
-                    ClientOp::Unsubscribe { sub_id } => self.unsubscribe(sub_id),
-                    ClientOp::Hello { .. } => return Err((ErrorCode::Protocol, "HELLO sent twice".to_owned())),
                 }
-            }
-            self.flush_acks(&mut pending, &mut routed_in_batch);
-            let filled = tokio::select! {
-                filled = reader.fill() => filled,
-                () = self.outbound.closing.notified() => return Ok(()),
+                Err(error) => return Err(fatal_framing(error)),
             };
-            match filled {
-                Ok(true) => {}
-                Ok(false) if reader.buffered() == 0 => return Ok(()),
-                Ok(false) => return Err((ErrorCode::Protocol, "connection closed mid-frame".to_owned())),
-                Err(_) => return Ok(()),
+            let mut offset = 0;
+            loop {
+                let step = self.process(&batch, offset, &mut greeted, &mut routed);
+                self.finish(&mut routed);
+                match step? {
+                    Step::Done => break,
+                    Step::Grace(at) => {
+                        tokio::time::sleep_until(self.shared.grace_ends).await;
+                        offset = at;
+                    }
+                }
             }
         }
+    }
+
+    /// Handles the frames of `batch` from `offset` on, without waiting.
+    fn process(
+        &mut self,
+        batch: &Bytes,
+        mut offset: usize,
+        greeted: &mut bool,
+        routed: &mut Routed,
+    ) -> Result<Step, Fatal> {
+        let shared = Arc::clone(&self.shared);
+        let mut router = None;
+        while offset < batch.len() {
+            let frame_len = batch
+                .get(offset..offset + 4)
+                .map_or(0, |prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize);
+            let body = batch.slice(offset + 4..offset + 4 + frame_len);
+            if *greeted && body.first() == Some(&protocol::op::PUBLISH) {
+                if Instant::now() < shared.grace_ends {
+                    return Ok(Step::Grace(offset));
+                }
+                let (topic, payload) = split_publish(&body)?;
+                let router = router
+                    .get_or_insert_with(|| shared.router.read().unwrap_or_else(std::sync::PoisonError::into_inner));
+                self.route(router, &body, topic, payload, routed);
+                routed.routed += 1;
+                offset += 4 + frame_len;
+                continue;
+            }
+            // Anything else is handled in order after the deliveries before it.
+            router = None;
+            self.finish(routed);
+            let op = ClientOp::decode(body).map_err(fatal_decode)?;
+            offset += 4 + frame_len;
+            if !*greeted {
+                self.hello(&op)?;
+                *greeted = true;
+                continue;
+            }
+            match op {
+                ClientOp::Ping { nonce } => {
+                    let count = {
+                        let mut state = self.lock_ack();
+                        state.advance();
+                        state.acked
+                    };
+                    self.outbound.send(&ServerOp::Ack { count });
+                    self.outbound.send(&ServerOp::Pong { nonce });
+                }
+                ClientOp::Subscribe { sub_id, topic, group } => self.subscribe(sub_id, topic, group),
+                ClientOp::Unsubscribe { sub_id } => self.unsubscribe(sub_id),
+                ClientOp::Hello { .. } => return Err((ErrorCode::Protocol, "HELLO sent twice".to_owned())),
+                ClientOp::Publish { .. } => {}
+            }
+        }
+        Ok(Step::Done)
     }
 
     fn lock_ack(&self) -> std::sync::MutexGuard<'_, AckState> {
         self.ack.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn flush_acks(&self, pending: &mut Positions, routed: &mut u64) {
-        if *routed == 0 {
+    /// Queues the routed deliveries and adds them to the ACK state.
+    fn finish(&self, routed: &mut Routed) {
+        for (outbound, mut frames_bytes, frames) in routed.pending.drain(..) {
+            if frames == 0 {
+                continue;
+            }
+            let bytes = frames_bytes.len();
+            if let Some(position) = outbound.deliver([frames_bytes.split().freeze()], bytes, frames) {
+                record(&mut routed.positions, &outbound, position);
+            }
+        }
+        if routed.routed == 0 && routed.positions.is_empty() {
             return;
         }
         let mut state = self.lock_ack();
-        state.routed += *routed;
-        for (outbound, position) in pending.drain(..) {
+        state.routed += std::mem::take(&mut routed.routed);
+        for (outbound, position) in routed.positions.drain(..) {
             state.record(&outbound, position);
         }
         drop(state);
-        *routed = 0;
         self.ack.1.notify_one();
     }
 
@@ -510,26 +582,53 @@ impl Connection {
         Ok(())
     }
 
-    fn route(&self, topic: Bytes, payload: &Bytes, pending: &mut Positions) {
+    /// Routes one PUBLISH (`topic` and `payload` are ranges of `body`).
+    fn route(
+        &self,
+        router: &HashMap<Topic, TopicEntry>,
+        body: &Bytes,
+        topic: std::ops::Range<usize>,
+        payload: std::ops::Range<usize>,
+        routed: &mut Routed,
+    ) {
         self.shared.metrics.publishes.fetch_add(1, Ordering::Relaxed);
-        let topic = match Topic::new(topic) {
-            Ok(topic) => topic,
-            Err(reason) => {
+        let topic_bytes = &body[topic];
+        let Some(entry) = router.get(topic_bytes) else {
+            if let Err(reason) = Topic::check(topic_bytes) {
                 self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: reason.to_owned() });
-                return;
             }
-        };
-        let router = self.shared.router.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(entry) = router.get(&topic) else {
             return;
         };
+        let payload_bytes = &body[payload.clone()];
         let mut push = |subscriber: &Subscriber| {
-            if let Some(position) = subscriber.outbound.deliver(subscriber.sub_id, topic.as_bytes(), payload) {
-                match pending.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, &subscriber.outbound)) {
-                    Some(entry) => entry.1 = position,
-                    None => pending.push((Arc::clone(&subscriber.outbound), position)),
+            if payload_bytes.len() >= SHARE_PAYLOAD_FROM {
+                // Large: queue the frame head and a shared slice of the payload,
+                // after this subscriber's pending small deliveries (order holds).
+                let (earlier, earlier_frames) =
+                    match routed.pending.iter_mut().find(|(queue, _, _)| Arc::ptr_eq(queue, &subscriber.outbound)) {
+                        Some((_, frames_bytes, frames)) => (frames_bytes.split().freeze(), std::mem::take(frames)),
+                        None => (Bytes::new(), 0),
+                    };
+                let mut head = BytesMut::with_capacity(10 + topic_bytes.len());
+                protocol::encode_deliver_head(&mut head, subscriber.sub_id, topic_bytes, payload_bytes.len());
+                let bytes = earlier.len() + head.len() + payload_bytes.len();
+                let chunks =
+                    [earlier, head.freeze(), body.slice(payload.clone())].into_iter().filter(|chunk| !chunk.is_empty());
+                if let Some(position) = subscriber.outbound.deliver(chunks, bytes, earlier_frames + 1) {
+                    record(&mut routed.positions, &subscriber.outbound, position);
                 }
+                return;
             }
+            let index = match routed.pending.iter().position(|(queue, _, _)| Arc::ptr_eq(queue, &subscriber.outbound)) {
+                Some(index) => index,
+                None => {
+                    routed.pending.push((Arc::clone(&subscriber.outbound), BytesMut::with_capacity(64 * 1024), 0));
+                    routed.pending.len() - 1
+                }
+            };
+            let (_, frames_bytes, frames) = &mut routed.pending[index];
+            protocol::encode_deliver(frames_bytes, subscriber.sub_id, topic_bytes, payload_bytes);
+            *frames += 1;
         };
         for subscriber in &entry.fanout {
             push(subscriber);
@@ -626,6 +725,30 @@ fn remove_from(router: &mut HashMap<Topic, TopicEntry>, topic: &Topic, matches: 
     }
 }
 
+/// Sets the position to wait for on `outbound` (the latest one wins: a
+/// queue writes in order).
+fn record(positions: &mut Positions, outbound: &Arc<Outbound>, position: u64) {
+    match positions.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, outbound)) {
+        Some(entry) => entry.1 = position,
+        None => positions.push((Arc::clone(outbound), position)),
+    }
+}
+
+/// The topic and payload ranges of a PUBLISH body (`[0x02][topic str8][payload]`).
+fn split_publish(body: &[u8]) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>), Fatal> {
+    let Some(&topic_len) = body.get(1) else {
+        return Err((ErrorCode::Protocol, "truncated PUBLISH: no topic length".to_owned()));
+    };
+    let topic_end = 2 + usize::from(topic_len);
+    if body.len() < topic_end {
+        return Err((
+            ErrorCode::Protocol,
+            format!("truncated PUBLISH: topic needs {} more byte(s)", topic_end - body.len()),
+        ));
+    }
+    Ok((2..topic_end, topic_end..body.len()))
+}
+
 fn fatal_framing(error: transport::Error) -> Fatal {
     match error {
         transport::Error::FrameTooLarge { len, max } => {
@@ -668,39 +791,49 @@ async fn write_loop(
     mut rx: mpsc::UnboundedReceiver<(Out, usize)>,
     outbound: Arc<Outbound>,
 ) {
-    let mut items = Vec::with_capacity(1024);
+    /// Chunks at least this large are written as they are, not copied.
+    const WRITE_DIRECT_FROM: usize = 32 * 1024;
+    let mut items = Vec::with_capacity(256);
     let mut buffer = BytesMut::with_capacity(256 * 1024);
-    loop {
+    'outer: loop {
         items.clear();
-        if rx.recv_many(&mut items, 1024).await == 0 {
+        if rx.recv_many(&mut items, 256).await == 0 {
             break;
         }
-        buffer.clear();
-        let mut close = false;
         let mut n_items = 0u64;
         let mut bytes = 0usize;
         for (item, size) in items.drain(..) {
-            match item {
-                Out::Frame(frame) => buffer.extend_from_slice(&frame),
-                Out::Deliver { sub_id, topic, payload } => {
-                    protocol::encode_deliver(&mut buffer, sub_id, &topic, &payload)
+            let Out::Chunk(chunk) = item else {
+                if !buffer.is_empty() && write_half.write_all(&buffer).await.is_err() {
+                    break 'outer;
                 }
-                Out::Close => {
-                    close = true;
-                    break;
+                outbound.written.fetch_add(n_items, Ordering::AcqRel);
+                break 'outer;
+            };
+            if chunk.len() >= WRITE_DIRECT_FROM {
+                if !buffer.is_empty() {
+                    if write_half.write_all(&buffer).await.is_err() {
+                        break 'outer;
+                    }
+                    buffer.clear();
                 }
+                if write_half.write_all(&chunk).await.is_err() {
+                    break 'outer;
+                }
+            } else {
+                buffer.extend_from_slice(&chunk);
             }
             n_items += 1;
             bytes += size;
         }
-        if write_half.write_all(&buffer).await.is_err() {
-            break;
+        if !buffer.is_empty() {
+            if write_half.write_all(&buffer).await.is_err() {
+                break;
+            }
+            buffer.clear();
         }
         outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         outbound.written.fetch_add(n_items, Ordering::AcqRel);
-        if close {
-            break;
-        }
     }
     outbound.closed.store(true, Ordering::Release);
     let _ = write_half.shutdown().await;

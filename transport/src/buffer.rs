@@ -1,18 +1,22 @@
 //! The bounded publish buffer shared by the broker and relay clients
-//! (broker spec §4): producers push without waiting while there is room; the
-//! connection task pops batches; room is given back when a message is
-//! acknowledged (broker) or written (relay), so unacknowledged messages count
-//! against the bounds too.
+//! (broker spec §4). Producers encode their frame straight into one shared
+//! byte buffer (no allocation per message); the connection task takes
+//! everything queued as one `Bytes` chunk and writes it with one call. Room
+//! is given back only when the caller says so — on acknowledgement (broker)
+//! or once written (relay) — so unacknowledged messages count against the
+//! bounds too.
 //!
 //! When full, the policy decides: `block` (wait up to the deadline, then
-//! `buffer_full`), `drop_newest` or `drop_oldest` (counted). It deliberately
-//! knows nothing of sockets or frames.
+//! `buffer_full`), `drop_newest` or `drop_oldest` (counted). Frames must be
+//! self-delimiting: the buffer finds the oldest frame's end with the
+//! `frame_len` function it was given. It deliberately knows nothing of
+//! sockets.
 
-use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::Notify;
 
 /// What to do with a push when the buffer is full.
@@ -23,7 +27,7 @@ pub enum FullPolicy {
     Block,
     /// Drop the message being pushed (counted).
     DropNewest,
-    /// Drop the oldest message not yet handed to the connection (counted).
+    /// Drop the oldest message not yet taken by the connection (counted).
     DropOldest,
 }
 
@@ -69,21 +73,25 @@ pub enum PushError {
 }
 
 #[derive(Debug)]
-struct Inner<T> {
-    queue: VecDeque<(T, usize)>,
-    /// Bytes of queued plus popped-but-unreleased messages.
+struct Inner {
+    /// Encoded frames not yet taken, back to back.
+    queued: BytesMut,
+    queued_frames: usize,
+    /// Bytes of queued plus taken-but-unreleased frames.
     held_bytes: usize,
-    /// Count of queued plus popped-but-unreleased messages.
-    held_messages: usize,
+    /// Count of queued plus taken-but-unreleased frames.
+    held_frames: usize,
     closed: Option<String>,
 }
 
-/// A bounded multi-producer, single-consumer buffer of messages of type `T`.
+/// A bounded multi-producer, single-consumer buffer of encoded frames.
 #[derive(Debug)]
-pub struct PublishBuffer<T> {
+pub struct FrameBuffer {
     limits: BufferLimits,
-    inner: Mutex<Inner<T>>,
-    /// Wakes the consumer when items arrive.
+    /// The length of the complete frame at the start of a byte slice.
+    frame_len: fn(&[u8]) -> usize,
+    inner: Mutex<Inner>,
+    /// Wakes the consumer when the queue becomes non-empty.
     ready: Notify,
     /// Wakes blocked producers when room is released.
     room: Notify,
@@ -91,12 +99,19 @@ pub struct PublishBuffer<T> {
     dropped_oldest: AtomicU64,
 }
 
-impl<T> PublishBuffer<T> {
-    /// An empty buffer.
-    pub fn new(limits: BufferLimits) -> PublishBuffer<T> {
-        PublishBuffer {
+impl FrameBuffer {
+    /// An empty buffer whose frames are delimited by `frame_len`.
+    pub fn new(limits: BufferLimits, frame_len: fn(&[u8]) -> usize) -> FrameBuffer {
+        FrameBuffer {
             limits,
-            inner: Mutex::new(Inner { queue: VecDeque::new(), held_bytes: 0, held_messages: 0, closed: None }),
+            frame_len,
+            inner: Mutex::new(Inner {
+                queued: BytesMut::with_capacity(64 * 1024),
+                queued_frames: 0,
+                held_bytes: 0,
+                held_frames: 0,
+                closed: None,
+            }),
             ready: Notify::new(),
             room: Notify::new(),
             dropped_newest: AtomicU64::new(0),
@@ -109,21 +124,23 @@ impl<T> PublishBuffer<T> {
         self.limits
     }
 
-    /// Queues `item` of `bytes` bytes, waiting for room per the policy.
+    /// Queues one frame of `len` bytes, written by `encode`, waiting for room
+    /// per the policy.
     ///
     /// # Errors
     /// [`PushError`] when it was not queued.
-    pub async fn push(&self, item: T, bytes: usize) -> Result<(), PushError> {
+    pub async fn push(&self, len: usize, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
+        let mut encode = Some(encode);
+        if let Some(result) = self.push_now(len, &mut encode) {
+            return result;
+        }
         let deadline = tokio::time::Instant::now() + self.limits.deadline;
-        let mut item = item;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
             room.as_mut().enable();
-            match self.try_push_inner(item, bytes) {
-                Ok(()) => return Ok(()),
-                Err((returned, PushError::Full)) if self.limits.policy == FullPolicy::Block => item = returned,
-                Err((_, error)) => return Err(error),
+            if let Some(result) = self.push_now(len, &mut encode) {
+                return result;
             }
             if tokio::time::timeout_at(deadline, room).await.is_err() {
                 return Err(PushError::Full);
@@ -131,102 +148,117 @@ impl<T> PublishBuffer<T> {
         }
     }
 
-    /// Queues `item` without waiting (`block` fails at once with `Full`).
+    /// Queues one frame without waiting (`block` fails at once with `Full`).
     ///
     /// # Errors
     /// [`PushError`] when it was not queued.
-    pub fn try_push(&self, item: T, bytes: usize) -> Result<(), PushError> {
-        self.try_push_inner(item, bytes).map_err(|(_, error)| error)
+    pub fn try_push(&self, len: usize, encode: impl FnOnce(&mut BytesMut)) -> Result<(), PushError> {
+        self.push_now(len, &mut Some(encode)).unwrap_or(Err(PushError::Full))
     }
 
-    fn try_push_inner(&self, item: T, bytes: usize) -> Result<(), (T, PushError)> {
-        if bytes > self.limits.max_bytes {
-            return Err((item, PushError::TooLarge(bytes)));
+    /// Pushes if the policy allows now; `None` means "full, wait" (`block`).
+    fn push_now(&self, len: usize, encode: &mut Option<impl FnOnce(&mut BytesMut)>) -> Option<Result<(), PushError>> {
+        if len > self.limits.max_bytes {
+            return Some(Err(PushError::TooLarge(len)));
         }
         let mut inner = self.lock();
         if let Some(reason) = &inner.closed {
-            return Err((item, PushError::Closed(reason.clone())));
+            return Some(Err(PushError::Closed(reason.clone())));
         }
-        let fits = |inner: &Inner<T>| {
-            inner.held_bytes + bytes <= self.limits.max_bytes && inner.held_messages < self.limits.max_messages
+        let fits = |inner: &Inner| {
+            inner.held_bytes + len <= self.limits.max_bytes && inner.held_frames < self.limits.max_messages
         };
         if !fits(&inner) {
             match self.limits.policy {
-                FullPolicy::Block => return Err((item, PushError::Full)),
+                FullPolicy::Block => return None,
                 FullPolicy::DropNewest => {
                     self.dropped_newest.fetch_add(1, Ordering::Relaxed);
-                    return Err((item, PushError::Dropped));
+                    return Some(Err(PushError::Dropped));
                 }
                 FullPolicy::DropOldest => {
                     while !fits(&inner) {
-                        let Some((_, old_bytes)) = inner.queue.pop_front() else {
+                        if inner.queued_frames == 0 {
                             // Everything held is in flight: nothing to drop but this one.
                             self.dropped_newest.fetch_add(1, Ordering::Relaxed);
-                            return Err((item, PushError::Dropped));
-                        };
-                        inner.held_bytes -= old_bytes;
-                        inner.held_messages -= 1;
+                            return Some(Err(PushError::Dropped));
+                        }
+                        let old_len = (self.frame_len)(&inner.queued).min(inner.queued.len());
+                        inner.queued.advance(old_len);
+                        inner.queued_frames -= 1;
+                        inner.held_bytes -= old_len;
+                        inner.held_frames -= 1;
                         self.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     }
                 }
             }
         }
-        inner.queue.push_back((item, bytes));
-        inner.held_bytes += bytes;
-        inner.held_messages += 1;
+        let was_empty = inner.queued_frames == 0;
+        let before = inner.queued.len();
+        if let Some(encode) = encode.take() {
+            encode(&mut inner.queued);
+        }
+        let written = inner.queued.len() - before;
+        inner.queued_frames += 1;
+        inner.held_bytes += written;
+        inner.held_frames += 1;
         drop(inner);
-        self.ready.notify_one();
-        Ok(())
+        if was_empty {
+            self.ready.notify_one();
+        }
+        Some(Ok(()))
     }
 
-    /// Moves up to `max` queued items to `out` (they stay counted as held
-    /// until [`PublishBuffer::release`]); returns how many.
-    pub fn pop_batch(&self, out: &mut Vec<(T, usize)>, max: usize) -> usize {
+    /// Takes every queued frame as one chunk, with the number of frames in it
+    /// (they stay counted as held until [`FrameBuffer::release`]).
+    pub fn take(&self) -> Option<(Bytes, usize)> {
         let mut inner = self.lock();
-        let n = inner.queue.len().min(max);
-        out.extend(inner.queue.drain(..n));
-        n
+        if inner.queued_frames == 0 {
+            return None;
+        }
+        let frames = std::mem::take(&mut inner.queued_frames);
+        Some((inner.queued.split().freeze(), frames))
     }
 
-    /// Waits until items are queued (returns at once if some are).
+    /// Waits until frames are queued (returns at once if some are).
     pub async fn ready(&self) {
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if !self.lock().queue.is_empty() {
+            if self.lock().queued_frames > 0 {
                 return;
             }
             notified.await;
         }
     }
 
-    /// Gives back room held by `messages` messages of `bytes` bytes in all.
-    pub fn release(&self, messages: usize, bytes: usize) {
+    /// Gives back room held by `frames` frames of `bytes` bytes in all.
+    pub fn release(&self, frames: usize, bytes: usize) {
         let mut inner = self.lock();
-        inner.held_messages = inner.held_messages.saturating_sub(messages);
+        inner.held_frames = inner.held_frames.saturating_sub(frames);
         inner.held_bytes = inner.held_bytes.saturating_sub(bytes);
         drop(inner);
         self.room.notify_waiters();
     }
 
-    /// Fails every later push (and waiting ones) with `reason`; returns the
-    /// items still queued so the caller can fail or count them.
-    pub fn close(&self, reason: &str) -> Vec<(T, usize)> {
+    /// Fails every later push (and waiting ones) with `reason`; returns how
+    /// many queued frames were discarded.
+    pub fn close(&self, reason: &str) -> usize {
         let mut inner = self.lock();
         inner.closed = Some(reason.to_owned());
-        let left: Vec<_> = inner.queue.drain(..).collect();
-        inner.held_messages = 0;
+        let discarded = std::mem::take(&mut inner.queued_frames);
+        inner.queued.clear();
+        inner.held_frames = 0;
         inner.held_bytes = 0;
         drop(inner);
         self.room.notify_waiters();
-        left
+        discarded
     }
 
-    /// `(queued, held messages, held bytes)` now.
+    /// `(queued frames, held frames, held bytes)` now.
     pub fn occupancy(&self) -> (usize, usize, usize) {
         let inner = self.lock();
-        (inner.queue.len(), inner.held_messages, inner.held_bytes)
+        (inner.queued_frames, inner.held_frames, inner.held_bytes)
     }
 
     /// Messages dropped by `drop_newest` (or `drop_oldest` with nothing older to drop).
@@ -239,77 +271,116 @@ impl<T> PublishBuffer<T> {
         self.dropped_oldest.load(Ordering::Relaxed)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner<T>> {
-        // A panic while holding this lock cannot leave the counters torn in a
-        // way that matters more than stopping would, so poison is ignored.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // The counters stay consistent under every early return above, so a
+        // poisoned lock (a panic elsewhere) is safe to keep using.
         self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Splits the first `n` frames off `chunk` (frames delimited by `frame_len`);
+/// returns their byte length. Used to forget acknowledged frames that share
+/// a chunk with unacknowledged ones.
+pub fn frames_len(chunk: &[u8], n: usize, frame_len: fn(&[u8]) -> usize) -> usize {
+    let mut offset = 0;
+    for _ in 0..n {
+        if offset >= chunk.len() {
+            break;
+        }
+        offset += frame_len(&chunk[offset..]).min(chunk.len() - offset);
+    }
+    offset
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
+    use bytes::BufMut;
+
     use super::*;
+
+    /// Test frames: `[len u8][len bytes]`.
+    fn byte_prefixed(bytes: &[u8]) -> usize {
+        1 + usize::from(bytes.first().copied().unwrap_or(0))
+    }
+
+    fn frame(value: u8) -> impl FnOnce(&mut BytesMut) {
+        move |dst: &mut BytesMut| {
+            dst.put_u8(1);
+            dst.put_u8(value);
+        }
+    }
 
     fn limits(policy: FullPolicy) -> BufferLimits {
         BufferLimits { max_bytes: 100, max_messages: 3, deadline: Duration::from_millis(50), policy }
     }
 
     #[test]
-    fn drop_newest_and_drop_oldest_are_counted() {
-        let buffer = PublishBuffer::new(limits(FullPolicy::DropNewest));
-        for n in 0..3 {
-            buffer.try_push(n, 10).unwrap();
+    fn frames_come_out_as_one_chunk_in_order() {
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        for value in 0..3 {
+            buffer.try_push(2, frame(value)).unwrap();
         }
-        assert_eq!(buffer.try_push(3, 10), Err(PushError::Dropped));
+        let (chunk, frames) = buffer.take().unwrap();
+        assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1, 1, 2][..], 3));
+        assert!(buffer.take().is_none());
+        assert_eq!(buffer.occupancy(), (0, 3, 6));
+        assert_eq!(frames_len(&chunk, 2, byte_prefixed), 4);
+    }
+
+    #[test]
+    fn drop_newest_and_drop_oldest_are_counted() {
+        let buffer = FrameBuffer::new(limits(FullPolicy::DropNewest), byte_prefixed);
+        for value in 0..3 {
+            buffer.try_push(2, frame(value)).unwrap();
+        }
+        assert_eq!(buffer.try_push(2, frame(3)), Err(PushError::Dropped));
         assert_eq!(buffer.dropped_newest(), 1);
 
-        let buffer = PublishBuffer::new(limits(FullPolicy::DropOldest));
-        for n in 0..5 {
-            buffer.try_push(n, 10).unwrap();
+        let buffer = FrameBuffer::new(limits(FullPolicy::DropOldest), byte_prefixed);
+        for value in 0..5 {
+            buffer.try_push(2, frame(value)).unwrap();
         }
-        let mut out = Vec::new();
-        buffer.pop_batch(&mut out, 10);
-        assert_eq!(out.iter().map(|(n, _)| *n).collect::<Vec<_>>(), [2, 3, 4]);
+        let (chunk, frames) = buffer.take().unwrap();
+        assert_eq!((&chunk[..], frames), (&[1, 2, 1, 3, 1, 4][..], 3));
         assert_eq!(buffer.dropped_oldest(), 2);
         // All three are in flight now: nothing older can be dropped.
-        assert_eq!(buffer.try_push(5, 10), Err(PushError::Dropped));
-        buffer.release(1, 10);
-        assert_eq!(buffer.try_push(6, 10), Ok(()));
+        assert_eq!(buffer.try_push(2, frame(5)), Err(PushError::Dropped));
+        buffer.release(1, 2);
+        assert_eq!(buffer.try_push(2, frame(6)), Ok(()));
     }
 
     #[test]
     fn bytes_bound_the_buffer_too() {
-        let buffer = PublishBuffer::new(limits(FullPolicy::Block));
-        buffer.try_push(1, 60).unwrap();
-        assert_eq!(buffer.try_push(2, 60), Err(PushError::Full));
-        assert_eq!(buffer.try_push(3, 101), Err(PushError::TooLarge(101)));
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        buffer.try_push(60, |dst| dst.put_slice(&[59; 60])).unwrap();
+        assert_eq!(buffer.try_push(60, |dst| dst.put_slice(&[59; 60])), Err(PushError::Full));
+        assert_eq!(buffer.try_push(101, |_| {}), Err(PushError::TooLarge(101)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_blocked_push_waits_for_room_then_gives_up_at_the_deadline() {
-        let buffer = Arc::new(PublishBuffer::new(limits(FullPolicy::Block)));
-        for n in 0..3 {
-            buffer.push(n, 1).await.unwrap();
+        let buffer = Arc::new(FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed));
+        for value in 0..3 {
+            buffer.push(2, frame(value)).await.unwrap();
         }
-        assert_eq!(buffer.push(9, 1).await, Err(PushError::Full), "nothing released within the deadline");
+        assert_eq!(buffer.push(2, frame(9)).await, Err(PushError::Full), "nothing released within the deadline");
         let waiter = tokio::spawn({
             let buffer = Arc::clone(&buffer);
-            async move { buffer.push(4, 1).await }
+            async move { buffer.push(2, frame(4)).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let mut out = Vec::new();
-        buffer.pop_batch(&mut out, 1);
-        buffer.release(1, 1);
+        let _ = buffer.take();
+        buffer.release(1, 2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }
 
     #[tokio::test]
     async fn close_fails_pushes_with_the_reason() {
-        let buffer = PublishBuffer::new(limits(FullPolicy::Block));
-        buffer.try_push(1, 1).unwrap();
-        assert_eq!(buffer.close("max_reconnects_exceeded").len(), 1);
-        assert_eq!(buffer.push(2, 1).await, Err(PushError::Closed("max_reconnects_exceeded".to_owned())));
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        buffer.try_push(2, frame(1)).unwrap();
+        assert_eq!(buffer.close("max_reconnects_exceeded"), 1);
+        assert_eq!(buffer.push(2, frame(2)).await, Err(PushError::Closed("max_reconnects_exceeded".to_owned())));
     }
 }

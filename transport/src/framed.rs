@@ -73,6 +73,49 @@ impl<R: AsyncRead + Unpin, F: Framing> FrameReader<R, F> {
         }
     }
 
+    /// Every complete frame already buffered, as one `Bytes` holding whole
+    /// frames back to back (split off without copying), or `None` when not
+    /// even one frame is complete. Callers walk the frames with the same
+    /// framing; batching this way costs one reference count per read, not
+    /// per frame.
+    ///
+    /// # Errors
+    /// When framing is lost (after the frames before the bad one are
+    /// returned by an earlier call).
+    pub fn try_batch(&mut self) -> Result<Option<Bytes>, Error> {
+        let mut end = 0;
+        loop {
+            let rest = &self.buffer[end..];
+            match self.framing.frame_len(rest) {
+                Ok(Some(len)) if rest.len() >= len => end += len,
+                Ok(_) => break,
+                Err(error) if end == 0 => return Err(error),
+                Err(_) => break,
+            }
+        }
+        Ok((end > 0).then(|| self.buffer.split_to(end).freeze()))
+    }
+
+    /// The next batch of complete frames (see [`FrameReader::try_batch`]),
+    /// reading as needed: `Ok(None)` on a clean end of stream.
+    ///
+    /// # Errors
+    /// When framing is lost, the stream ends mid-frame, or reading fails.
+    pub async fn read_batch(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if let Some(batch) = self.try_batch()? {
+                return Ok(Some(batch));
+            }
+            if !self.fill().await? {
+                return if self.buffer.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(Error::ClosedMidFrame { buffered: self.buffer.len() })
+                };
+            }
+        }
+    }
+
     /// The next frame: `Ok(None)` on a clean end of stream.
     ///
     /// # Errors
@@ -133,6 +176,17 @@ mod tests {
         assert_eq!(reader.read_frame().await.unwrap().unwrap().len(), 304);
         writer.await.unwrap();
         assert!(reader.read_frame().await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn batches_hold_whole_frames_only_and_stop_before_a_bad_one() {
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(b"\x01\0\0\0a\x02\0\0\0bc\x03\0\0\0d").await.unwrap();
+        let mut reader = FrameReader::new(server, LengthPrefixed { max_body: 8 });
+        assert_eq!(&reader.read_batch().await.unwrap().unwrap()[..], b"\x01\0\0\0a\x02\0\0\0bc");
+        client.write_all(b"ef\0\0\0\0").await.unwrap();
+        assert_eq!(&reader.read_batch().await.unwrap().unwrap()[..], b"\x03\0\0\0def");
+        assert!(matches!(reader.read_batch().await, Err(Error::Framing(_))));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 //! [`Listener`] and [`Stream`], a framed reader over any `AsyncRead` that
 //! bounds each frame before buffering it ([`FrameReader`]), the jittered
 //! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`] and
-//! the bounded publish buffer ([`PublishBuffer`]) used by the broker and relay
+//! the bounded publish buffer ([`FrameBuffer`]) used by the broker and relay
 //! clients.
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
@@ -18,7 +18,7 @@ mod error;
 mod framed;
 
 pub use breaker::{BreakerState, CircuitBreaker};
-pub use buffer::{BufferLimits, FullPolicy, PublishBuffer, PushError};
+pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};

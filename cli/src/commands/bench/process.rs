@@ -42,6 +42,9 @@ impl ChildBroker {
             }
             std::thread::sleep(Duration::from_millis(2));
         }
+        // A fresh broker holds publishes for its restart grace (500 ms by
+        // default); measure the broker in its steady state, after it.
+        std::thread::sleep(Duration::from_millis(550).saturating_sub(started.elapsed()));
         Ok(broker)
     }
 

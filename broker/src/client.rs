@@ -285,6 +285,9 @@ impl Client {
     }
 }
 
+/// The most bytes written per call.
+const MAX_WRITE: usize = 1024 * 1024;
+
 /// Checks a publish and returns its frame length.
 fn check_publish(topic: &str, payload: &[u8]) -> Result<usize, Error> {
     Topic::check(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
@@ -391,7 +394,8 @@ async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Una
             }
             () = inner.ack_progress.notified(), if !room_in_flight => {}
             () = inner.buffer.ready(), if room_in_flight => {
-                let Some((chunk, frames)) = inner.buffer.take() else { continue };
+                let room = inner.options.max_in_flight.saturating_sub(inner.in_flight.load(Ordering::Acquire));
+                let Some((chunk, frames)) = inner.buffer.take(room.clamp(1, MAX_WRITE)) else { continue };
                 inner.in_flight.fetch_add(chunk.len(), Ordering::AcqRel);
                 unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back((chunk.clone(), frames));
                 if let Err(error) = writer.write_all(&chunk).await {

@@ -54,6 +54,10 @@ pub struct Settings {
     pub restart_grace: Duration,
     /// Bytes queued per connection before the slow-consumer policy applies.
     pub outbound_limit: usize,
+    /// A write to a subscriber that makes no progress for this long marks it
+    /// a slow consumer too: a subscriber that stops reading must not hold
+    /// back its publishers' ACKs (and so their buffers) indefinitely.
+    pub write_deadline: Duration,
     /// The slow-consumer policy.
     pub slow_consumer: SlowConsumerPolicy,
     /// Required HELLO token, if any.
@@ -71,6 +75,7 @@ impl Default for Settings {
             ack_interval: Duration::from_millis(1),
             restart_grace: Duration::from_millis(500),
             outbound_limit: 64 * 1024 * 1024,
+            write_deadline: Duration::from_secs(2),
             slow_consumer: SlowConsumerPolicy::Disconnect,
             token: None,
         }
@@ -225,6 +230,15 @@ struct Outbound {
     /// Wakes the connection's reader when a fatal error closes it, so the
     /// connection ends even if the peer keeps its side open.
     closing: Notify,
+    /// Positions up to this one count as done although not yet written: the
+    /// queue went over its limit under `drop_new`, and a subscriber that does
+    /// not read must not hold back its publishers' ACKs (spec: a copy under
+    /// the slow-consumer policy is done). Only grows.
+    abandoned_upto: AtomicU64,
+    /// Set while a write has been stuck past the write deadline under
+    /// `drop_new`: everything queued counts as done until it moves again.
+    stalled: AtomicBool,
+    write_deadline: Duration,
     metrics: Arc<Metrics>,
 }
 
@@ -240,6 +254,8 @@ impl Outbound {
             match self.policy {
                 SlowConsumerPolicy::DropNew => {
                     self.metrics.dropped.fetch_add(frames, Ordering::Relaxed);
+                    let queued_upto = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
+                    self.abandoned_upto.fetch_max(queued_upto, Ordering::AcqRel);
                 }
                 SlowConsumerPolicy::Disconnect => {
                     self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
@@ -291,7 +307,37 @@ impl Outbound {
     }
 
     fn is_done(&self, position: u64) -> bool {
-        self.closed.load(Ordering::Acquire) || self.written.load(Ordering::Acquire) >= position
+        self.closed.load(Ordering::Acquire)
+            || self.written.load(Ordering::Acquire) >= position
+            || self.abandoned_upto.load(Ordering::Acquire) >= position
+            || self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Writes `bytes`, applying the slow-consumer policy when the write makes
+    /// no progress for the write deadline: `disconnect` gives up (the caller
+    /// closes), `drop_new` marks the queue stalled and keeps waiting.
+    async fn write(&self, write_half: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+        let write = write_half.write_all(bytes);
+        tokio::pin!(write);
+        loop {
+            match tokio::time::timeout(self.write_deadline, &mut write).await {
+                Ok(result) => {
+                    self.stalled.store(false, Ordering::Release);
+                    return result;
+                }
+                Err(_) => {
+                    if !self.stalled.swap(true, Ordering::AcqRel) {
+                        self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(deadline = ?self.write_deadline, "a subscriber stopped reading");
+                    }
+                    if self.policy == SlowConsumerPolicy::Disconnect {
+                        self.closed.store(true, Ordering::Release);
+                        self.closing.notify_one();
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -359,6 +405,9 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         written: AtomicU64::new(0),
         closed: AtomicBool::new(false),
         closing: Notify::new(),
+        abandoned_upto: AtomicU64::new(0),
+        stalled: AtomicBool::new(false),
+        write_deadline: shared.settings.write_deadline,
         metrics: Arc::clone(&shared.metrics),
     });
     // Guards abort the helper tasks if this connection's future is dropped
@@ -804,7 +853,7 @@ async fn write_loop(
         let mut bytes = 0usize;
         for (item, size) in items.drain(..) {
             let Out::Chunk(chunk) = item else {
-                if !buffer.is_empty() && write_half.write_all(&buffer).await.is_err() {
+                if !buffer.is_empty() && outbound.write(&mut write_half, &buffer).await.is_err() {
                     break 'outer;
                 }
                 outbound.written.fetch_add(n_items, Ordering::AcqRel);
@@ -812,12 +861,12 @@ async fn write_loop(
             };
             if chunk.len() >= WRITE_DIRECT_FROM {
                 if !buffer.is_empty() {
-                    if write_half.write_all(&buffer).await.is_err() {
+                    if outbound.write(&mut write_half, &buffer).await.is_err() {
                         break 'outer;
                     }
                     buffer.clear();
                 }
-                if write_half.write_all(&chunk).await.is_err() {
+                if outbound.write(&mut write_half, &chunk).await.is_err() {
                     break 'outer;
                 }
             } else {
@@ -827,7 +876,7 @@ async fn write_loop(
             bytes += size;
         }
         if !buffer.is_empty() {
-            if write_half.write_all(&buffer).await.is_err() {
+            if outbound.write(&mut write_half, &buffer).await.is_err() {
                 break;
             }
             buffer.clear();

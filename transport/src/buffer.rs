@@ -208,15 +208,30 @@ impl FrameBuffer {
         Some(Ok(()))
     }
 
-    /// Takes every queued frame as one chunk, with the number of frames in it
-    /// (they stay counted as held until [`FrameBuffer::release`]).
-    pub fn take(&self) -> Option<(Bytes, usize)> {
+    /// Takes the oldest queued frames, whole, up to `max_bytes` (at least one
+    /// frame), as one chunk with the number of frames in it. They stay
+    /// counted as held until [`FrameBuffer::release`].
+    pub fn take(&self, max_bytes: usize) -> Option<(Bytes, usize)> {
         let mut inner = self.lock();
         if inner.queued_frames == 0 {
             return None;
         }
-        let frames = std::mem::take(&mut inner.queued_frames);
-        Some((inner.queued.split().freeze(), frames))
+        if inner.queued.len() <= max_bytes {
+            let frames = std::mem::take(&mut inner.queued_frames);
+            return Some((inner.queued.split().freeze(), frames));
+        }
+        let mut end = 0;
+        let mut frames = 0;
+        while frames < inner.queued_frames {
+            let len = (self.frame_len)(&inner.queued[end..]).min(inner.queued.len() - end);
+            if frames > 0 && end + len > max_bytes {
+                break;
+            }
+            end += len;
+            frames += 1;
+        }
+        inner.queued_frames -= frames;
+        Some((inner.queued.split_to(end).freeze(), frames))
     }
 
     /// Waits until frames are queued (returns at once if some are).
@@ -322,11 +337,27 @@ mod tests {
         for value in 0..3 {
             buffer.try_push(2, frame(value)).unwrap();
         }
-        let (chunk, frames) = buffer.take().unwrap();
+        let (chunk, frames) = buffer.take(usize::MAX).unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1, 1, 2][..], 3));
-        assert!(buffer.take().is_none());
+        assert!(buffer.take(usize::MAX).is_none());
         assert_eq!(buffer.occupancy(), (0, 3, 6));
         assert_eq!(frames_len(&chunk, 2, byte_prefixed), 4);
+    }
+
+    #[test]
+    fn take_stops_at_the_byte_budget_on_a_frame_boundary() {
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        for value in 0..3 {
+            buffer.try_push(2, frame(value)).unwrap();
+        }
+        assert_eq!(buffer.take(3).map(|(chunk, frames)| (chunk.to_vec(), frames)), Some((vec![1, 0], 1)));
+        assert_eq!(
+            buffer.take(1).map(|(chunk, frames)| (chunk.to_vec(), frames)),
+            Some((vec![1, 1], 1)),
+            "at least one"
+        );
+        assert_eq!(buffer.take(4).map(|(chunk, frames)| (chunk.to_vec(), frames)), Some((vec![1, 2], 1)));
+        assert_eq!(buffer.occupancy(), (0, 3, 6));
     }
 
     #[test]
@@ -342,7 +373,7 @@ mod tests {
         for value in 0..5 {
             buffer.try_push(2, frame(value)).unwrap();
         }
-        let (chunk, frames) = buffer.take().unwrap();
+        let (chunk, frames) = buffer.take(usize::MAX).unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 2, 1, 3, 1, 4][..], 3));
         assert_eq!(buffer.dropped_oldest(), 2);
         // All three are in flight now: nothing older can be dropped.
@@ -371,7 +402,7 @@ mod tests {
             async move { buffer.push(2, frame(4)).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let _ = buffer.take();
+        let _ = buffer.take(usize::MAX);
         buffer.release(1, 2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }

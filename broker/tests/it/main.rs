@@ -7,6 +7,7 @@
 mod errors;
 mod pubsub;
 mod restart;
+mod slow;
 
 use std::path::Path;
 use std::time::Duration;
@@ -20,6 +21,7 @@ pub(crate) struct TestBroker {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     pub(crate) endpoint: Endpoint,
+    pub(crate) handle: broker::ServerHandle,
 }
 
 impl TestBroker {
@@ -27,15 +29,19 @@ impl TestBroker {
         let endpoint = Endpoint::Unix(path.to_owned());
         let listener = Listener::bind(&endpoint, SocketOptions::default()).await.unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let (started, handle) = oneshot::channel();
         let task = tokio::spawn(broker::serve(
             vec![listener],
             settings,
             async move {
                 let _ = stopped.await;
             },
-            |_| {},
+            move |handle| {
+                let _ = started.send(handle);
+            },
         ));
-        TestBroker { stop: Some(stop), task, endpoint }
+        let handle = handle.await.unwrap();
+        TestBroker { stop: Some(stop), task, endpoint, handle }
     }
 
     /// Stops gracefully and waits.

@@ -1,0 +1,81 @@
+//! Slow consumers: a subscriber that never reads does not slow a reading
+//! one, and is disconnected (or has its deliveries dropped) per policy,
+//! counted in the metrics.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use broker::SlowConsumerPolicy;
+use broker::protocol::ClientOp;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::UnixStream;
+
+use super::{TestBroker, client, fast_settings};
+
+const N: u32 = 20_000;
+
+/// A subscriber that subscribes and then never reads.
+async fn stuck_subscriber(path: &std::path::Path) -> UnixStream {
+    let mut stream = UnixStream::connect(path).await.unwrap();
+    let mut frames = BytesMut::new();
+    ClientOp::Hello { version: 1, flags: 0, client_name: "stuck".to_owned(), token: String::new() }.encode(&mut frames);
+    ClientOp::Subscribe { sub_id: 1, topic: Bytes::from_static(b"busy"), group: Bytes::new() }.encode(&mut frames);
+    stream.write_all(&frames).await.unwrap();
+    stream
+}
+
+async fn run(policy: SlowConsumerPolicy) -> TestBroker {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = broker::Settings {
+        outbound_limit: 1024 * 1024,
+        write_deadline: Duration::from_millis(200),
+        slow_consumer: policy,
+        ..fast_settings()
+    };
+    let broker = TestBroker::start(&path, settings).await;
+    let _stuck = stuck_subscriber(&path).await;
+    let reader = client(&broker.endpoint);
+    let mut subscription = reader.subscribe("busy", "").unwrap();
+    subscription.wait_active(Duration::from_secs(5)).await.unwrap();
+    // The stuck subscriber's SUBSCRIBE was sent before the reader's, so it is in place too.
+    // The publisher's in-flight window is well under the outbound limit, so
+    // the reading subscriber's queue never reaches it.
+    let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+    options.max_in_flight = 128 * 1024;
+    let publisher = broker::Client::start(options);
+    let payload = vec![7u8; 1024];
+    let consumer = tokio::spawn(async move {
+        for number in 0..N {
+            let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.unwrap().unwrap();
+            assert_eq!(&delivery.payload[..4], number.to_le_bytes(), "in order, nothing missing");
+        }
+    });
+    for number in 0..N {
+        let mut message = payload.clone();
+        message[..4].copy_from_slice(&number.to_le_bytes());
+        publisher.publish("busy", &message).await.unwrap();
+    }
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    consumer.await.unwrap();
+    broker
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_subscriber_is_disconnected_and_the_reading_one_gets_everything() {
+    let broker = run(SlowConsumerPolicy::Disconnect).await;
+    assert_eq!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed), 1);
+    assert_eq!(broker.handle.metrics.dropped.load(Ordering::Relaxed), 0);
+    assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 2, "the stuck one was closed");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_drop_new_the_stuck_subscriber_loses_deliveries_and_stays() {
+    let broker = run(SlowConsumerPolicy::DropNew).await;
+    assert!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed) >= 1, "the stall is counted");
+    assert!(broker.handle.metrics.dropped.load(Ordering::Relaxed) > 0);
+    assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 3, "the stuck one is still connected");
+    broker.stop().await;
+}

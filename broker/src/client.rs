@@ -95,6 +95,14 @@ pub struct Subscription {
 }
 
 impl Subscription {
+    /// The next delivery if one has arrived, without waiting.
+    pub fn try_recv(&mut self) -> Option<Delivery> {
+        if self.current.is_empty() {
+            self.current = self.rx.try_recv().ok()?.into();
+        }
+        self.current.pop_front()
+    }
+
     /// The subscribed topic.
     pub fn topic(&self) -> &str {
         &self.topic
@@ -285,9 +293,6 @@ impl Client {
     }
 }
 
-/// The most bytes written per call.
-const MAX_WRITE: usize = 1024 * 1024;
-
 /// Checks a publish and returns its frame length.
 fn check_publish(topic: &str, payload: &[u8]) -> Result<usize, Error> {
     Topic::check(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
@@ -394,8 +399,7 @@ async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Una
             }
             () = inner.ack_progress.notified(), if !room_in_flight => {}
             () = inner.buffer.ready(), if room_in_flight => {
-                let room = inner.options.max_in_flight.saturating_sub(inner.in_flight.load(Ordering::Acquire));
-                let Some((chunk, frames)) = inner.buffer.take(room.clamp(1, MAX_WRITE)) else { continue };
+                let Some((chunk, frames)) = inner.buffer.take() else { continue };
                 inner.in_flight.fetch_add(chunk.len(), Ordering::AcqRel);
                 unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back((chunk.clone(), frames));
                 if let Err(error) = writer.write_all(&chunk).await {
@@ -502,7 +506,9 @@ fn apply_ack(inner: &Inner, unacked: &Unacked, newly: u64) {
                 remaining -= *frames;
                 released += *frames;
                 released_bytes += chunk.len();
-                pending.pop_front();
+                if let Some((chunk, _)) = pending.pop_front() {
+                    inner.buffer.recycle(chunk);
+                }
             } else {
                 let bytes = transport::frames_len(chunk, remaining, protocol::frame_len);
                 *chunk = chunk.slice(bytes..);

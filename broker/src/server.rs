@@ -429,6 +429,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         outbound: Arc::clone(&outbound),
         ack,
         subscriptions: HashMap::new(),
+        grace_over: false,
     };
     if let Err((code, message)) = connection.read_loop(read_half).await {
         tracing::debug!(connection_id, code = code.name(), %message, "closing connection");
@@ -461,6 +462,9 @@ struct Connection {
     ack: Arc<(Mutex<AckState>, Notify)>,
     /// sub_id → (topic, group) of this connection's subscriptions.
     subscriptions: HashMap<u32, (Topic, Bytes)>,
+    /// Set once the restart grace has been seen to end, so the clock is not
+    /// read per PUBLISH afterwards.
+    grace_over: bool,
 }
 
 type Fatal = (ErrorCode, String);
@@ -543,8 +547,11 @@ impl Connection {
                 .map_or(0, |prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize);
             let body = batch.slice(offset + 4..offset + 4 + frame_len);
             if *greeted && body.first() == Some(&protocol::op::PUBLISH) {
-                if Instant::now() < shared.grace_ends {
-                    return Ok(Step::Grace(offset));
+                if !self.grace_over {
+                    if Instant::now() < shared.grace_ends {
+                        return Ok(Step::Grace(offset));
+                    }
+                    self.grace_over = true;
                 }
                 let (topic, payload) = split_publish(&body)?;
                 let router = router

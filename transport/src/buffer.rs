@@ -12,6 +12,7 @@
 //! `frame_len` function it was given. It deliberately knows nothing of
 //! sockets.
 
+use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -72,16 +73,53 @@ pub enum PushError {
     TooLarge(usize),
 }
 
+/// Capacity of each block frames are encoded into: one block is one write.
+const BLOCK: usize = 64 * 1024;
+/// Recycled blocks kept at most.
+const POOL: usize = 512;
+
 #[derive(Debug)]
 struct Inner {
-    /// Encoded frames not yet taken, back to back.
-    queued: BytesMut,
+    /// Full blocks of encoded frames, oldest first, with their frame counts.
+    full: VecDeque<(BytesMut, usize)>,
+    /// The block being filled, and its frame count.
+    current: BytesMut,
+    current_frames: usize,
+    /// Blocks given back by [`FrameBuffer::recycle`]: reusing them spares the
+    /// page faults of fresh memory on the hot path.
+    pool: Vec<BytesMut>,
+    /// Frames queued (in `full` and `current`).
     queued_frames: usize,
     /// Bytes of queued plus taken-but-unreleased frames.
     held_bytes: usize,
     /// Count of queued plus taken-but-unreleased frames.
     held_frames: usize,
     closed: Option<String>,
+}
+
+impl Inner {
+    fn fresh_block(&mut self, at_least: usize) -> BytesMut {
+        match self.pool.pop() {
+            Some(block) if block.capacity() >= at_least => block,
+            _ => BytesMut::with_capacity(BLOCK.max(at_least)),
+        }
+    }
+
+    /// Removes the oldest queued frame; returns its length.
+    fn drop_oldest(&mut self, frame_len: fn(&[u8]) -> usize) -> usize {
+        let (block, frames) = match self.full.front_mut() {
+            Some((block, frames)) => (block, frames),
+            None => (&mut self.current, &mut self.current_frames),
+        };
+        let len = frame_len(block).min(block.len());
+        block.advance(len);
+        *frames -= 1;
+        if *frames == 0 && !self.full.is_empty() {
+            self.full.pop_front();
+        }
+        self.queued_frames -= 1;
+        len
+    }
 }
 
 /// A bounded multi-producer, single-consumer buffer of encoded frames.
@@ -106,7 +144,10 @@ impl FrameBuffer {
             limits,
             frame_len,
             inner: Mutex::new(Inner {
-                queued: BytesMut::with_capacity(64 * 1024),
+                full: VecDeque::new(),
+                current: BytesMut::with_capacity(BLOCK),
+                current_frames: 0,
+                pool: Vec::new(),
                 queued_frames: 0,
                 held_bytes: 0,
                 held_frames: 0,
@@ -182,9 +223,7 @@ impl FrameBuffer {
                             self.dropped_newest.fetch_add(1, Ordering::Relaxed);
                             return Some(Err(PushError::Dropped));
                         }
-                        let old_len = (self.frame_len)(&inner.queued).min(inner.queued.len());
-                        inner.queued.advance(old_len);
-                        inner.queued_frames -= 1;
+                        let old_len = inner.drop_oldest(self.frame_len);
                         inner.held_bytes -= old_len;
                         inner.held_frames -= 1;
                         self.dropped_oldest.fetch_add(1, Ordering::Relaxed);
@@ -193,11 +232,18 @@ impl FrameBuffer {
             }
         }
         let was_empty = inner.queued_frames == 0;
-        let before = inner.queued.len();
-        if let Some(encode) = encode.take() {
-            encode(&mut inner.queued);
+        if inner.current.len() + len > inner.current.capacity() && !inner.current.is_empty() {
+            let block = inner.fresh_block(len);
+            let full = std::mem::replace(&mut inner.current, block);
+            let frames = std::mem::take(&mut inner.current_frames);
+            inner.full.push_back((full, frames));
         }
-        let written = inner.queued.len() - before;
+        let before = inner.current.len();
+        if let Some(encode) = encode.take() {
+            encode(&mut inner.current);
+        }
+        let written = inner.current.len() - before;
+        inner.current_frames += 1;
         inner.queued_frames += 1;
         inner.held_bytes += written;
         inner.held_frames += 1;
@@ -208,30 +254,39 @@ impl FrameBuffer {
         Some(Ok(()))
     }
 
-    /// Takes the oldest queued frames, whole, up to `max_bytes` (at least one
-    /// frame), as one chunk with the number of frames in it. They stay
-    /// counted as held until [`FrameBuffer::release`].
-    pub fn take(&self, max_bytes: usize) -> Option<(Bytes, usize)> {
+    /// Takes the oldest block of queued frames (about 64 KiB, whole frames)
+    /// as one chunk, with the number of frames in it. They stay counted as
+    /// held until [`FrameBuffer::release`].
+    pub fn take(&self) -> Option<(Bytes, usize)> {
         let mut inner = self.lock();
-        if inner.queued_frames == 0 {
+        if let Some((block, frames)) = inner.full.pop_front() {
+            inner.queued_frames -= frames;
+            return Some((block.freeze(), frames));
+        }
+        if inner.current_frames == 0 {
             return None;
         }
-        if inner.queued.len() <= max_bytes {
-            let frames = std::mem::take(&mut inner.queued_frames);
-            return Some((inner.queued.split().freeze(), frames));
-        }
-        let mut end = 0;
-        let mut frames = 0;
-        while frames < inner.queued_frames {
-            let len = (self.frame_len)(&inner.queued[end..]).min(inner.queued.len() - end);
-            if frames > 0 && end + len > max_bytes {
-                break;
-            }
-            end += len;
-            frames += 1;
-        }
+        let block = inner.fresh_block(0);
+        let chunk = std::mem::replace(&mut inner.current, block);
+        let frames = std::mem::take(&mut inner.current_frames);
         inner.queued_frames -= frames;
-        Some((inner.queued.split_to(end).freeze(), frames))
+        Some((chunk.freeze(), frames))
+    }
+
+    /// Gives back the memory of a chunk from [`FrameBuffer::take`] once the
+    /// caller is done with it (acknowledged or written); it is reused if no
+    /// other reference to it remains.
+    pub fn recycle(&self, chunk: Bytes) {
+        let Ok(mut block) = chunk.try_into_mut() else {
+            return;
+        };
+        block.clear();
+        if block.capacity() >= BLOCK {
+            let mut inner = self.lock();
+            if inner.pool.len() < POOL {
+                inner.pool.push(block);
+            }
+        }
     }
 
     /// Waits until frames are queued (returns at once if some are).
@@ -262,7 +317,9 @@ impl FrameBuffer {
         let mut inner = self.lock();
         inner.closed = Some(reason.to_owned());
         let discarded = std::mem::take(&mut inner.queued_frames);
-        inner.queued.clear();
+        inner.full.clear();
+        inner.current.clear();
+        inner.current_frames = 0;
         inner.held_frames = 0;
         inner.held_bytes = 0;
         drop(inner);
@@ -337,27 +394,36 @@ mod tests {
         for value in 0..3 {
             buffer.try_push(2, frame(value)).unwrap();
         }
-        let (chunk, frames) = buffer.take(usize::MAX).unwrap();
+        let (chunk, frames) = buffer.take().unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1, 1, 2][..], 3));
-        assert!(buffer.take(usize::MAX).is_none());
+        assert!(buffer.take().is_none());
         assert_eq!(buffer.occupancy(), (0, 3, 6));
         assert_eq!(frames_len(&chunk, 2, byte_prefixed), 4);
     }
 
     #[test]
-    fn take_stops_at_the_byte_budget_on_a_frame_boundary() {
-        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
-        for value in 0..3 {
-            buffer.try_push(2, frame(value)).unwrap();
-        }
-        assert_eq!(buffer.take(3).map(|(chunk, frames)| (chunk.to_vec(), frames)), Some((vec![1, 0], 1)));
-        assert_eq!(
-            buffer.take(1).map(|(chunk, frames)| (chunk.to_vec(), frames)),
-            Some((vec![1, 1], 1)),
-            "at least one"
+    fn frames_fill_blocks_and_each_take_is_one_block() {
+        let buffer = FrameBuffer::new(
+            BufferLimits { max_bytes: 1 << 20, max_messages: 1000, ..limits(FullPolicy::Block) },
+            byte_prefixed,
         );
-        assert_eq!(buffer.take(4).map(|(chunk, frames)| (chunk.to_vec(), frames)), Some((vec![1, 2], 1)));
-        assert_eq!(buffer.occupancy(), (0, 3, 6));
+        // 600 frames of 201 bytes: 326 fit in a 64 KiB block.
+        for _ in 0..600 {
+            buffer
+                .try_push(201, |dst| {
+                    dst.put_u8(200);
+                    dst.put_slice(&[9; 200]);
+                })
+                .unwrap();
+        }
+        let (first, first_frames) = buffer.take().unwrap();
+        let (second, second_frames) = buffer.take().unwrap();
+        assert_eq!((first_frames, second_frames), (326, 274));
+        assert_eq!((first.len(), second.len()), (326 * 201, 274 * 201));
+        assert!(buffer.take().is_none());
+        buffer.recycle(first);
+        buffer.release(600, 600 * 201);
+        assert_eq!(buffer.occupancy(), (0, 0, 0));
     }
 
     #[test]
@@ -373,7 +439,7 @@ mod tests {
         for value in 0..5 {
             buffer.try_push(2, frame(value)).unwrap();
         }
-        let (chunk, frames) = buffer.take(usize::MAX).unwrap();
+        let (chunk, frames) = buffer.take().unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 2, 1, 3, 1, 4][..], 3));
         assert_eq!(buffer.dropped_oldest(), 2);
         // All three are in flight now: nothing older can be dropped.
@@ -402,7 +468,7 @@ mod tests {
             async move { buffer.push(2, frame(4)).await }
         });
         tokio::time::sleep(Duration::from_millis(10)).await;
-        let _ = buffer.take(usize::MAX);
+        let _ = buffer.take();
         buffer.release(1, 2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
     }

@@ -25,7 +25,9 @@ async fn stuck_subscriber(path: &std::path::Path) -> UnixStream {
     stream
 }
 
-async fn run(policy: SlowConsumerPolicy) -> TestBroker {
+/// Runs the scenario; returns the broker and the stuck subscriber's socket
+/// (kept open, so only the broker can have closed it).
+async fn run(policy: SlowConsumerPolicy) -> (TestBroker, UnixStream) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
     let settings = broker::Settings {
@@ -35,7 +37,7 @@ async fn run(policy: SlowConsumerPolicy) -> TestBroker {
         ..fast_settings()
     };
     let broker = TestBroker::start(&path, settings).await;
-    let _stuck = stuck_subscriber(&path).await;
+    let stuck = stuck_subscriber(&path).await;
     let reader = client(&broker.endpoint);
     let mut subscription = reader.subscribe("busy", "").unwrap();
     subscription.wait_active(Duration::from_secs(5)).await.unwrap();
@@ -59,12 +61,12 @@ async fn run(policy: SlowConsumerPolicy) -> TestBroker {
     }
     publisher.flush(Duration::from_secs(10)).await.unwrap();
     consumer.await.unwrap();
-    broker
+    (broker, stuck)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_is_disconnected_and_the_reading_one_gets_everything() {
-    let broker = run(SlowConsumerPolicy::Disconnect).await;
+    let (broker, _stuck) = run(SlowConsumerPolicy::Disconnect).await;
     assert_eq!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed), 1);
     assert_eq!(broker.handle.metrics.dropped.load(Ordering::Relaxed), 0);
     assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 2, "the stuck one was closed");
@@ -73,7 +75,7 @@ async fn a_stuck_subscriber_is_disconnected_and_the_reading_one_gets_everything(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_drop_new_the_stuck_subscriber_loses_deliveries_and_stays() {
-    let broker = run(SlowConsumerPolicy::DropNew).await;
+    let (broker, _stuck) = run(SlowConsumerPolicy::DropNew).await;
     assert!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed) >= 1, "the stall is counted");
     assert!(broker.handle.metrics.dropped.load(Ordering::Relaxed) > 0);
     assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 3, "the stuck one is still connected");

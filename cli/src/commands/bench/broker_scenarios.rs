@@ -130,7 +130,11 @@ fn broker_e2e(n_messages: u64, payload_bytes: usize, n_subscribers: usize) -> an
                 let mut received = 0u64;
                 let mut out_of_order = 0u64;
                 while received < n_messages {
-                    match tokio::time::timeout(STALL, subscription.recv()).await {
+                    let next = match subscription.try_recv() {
+                        Some(delivery) => Ok(Some(delivery)),
+                        None => tokio::time::timeout(STALL, subscription.recv()).await,
+                    };
+                    match next {
                         Ok(Some(delivery)) => {
                             if delivery.payload.len() >= 8 {
                                 let number = u64::from_le_bytes(delivery.payload[..8].try_into().unwrap_or_default());

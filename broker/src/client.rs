@@ -245,19 +245,17 @@ impl Client {
     pub async fn flush(&self, deadline: Duration) -> Result<(), Error> {
         let target = self.inner.counters.published.load(Ordering::Relaxed);
         let mut acked = self.inner.acked.subscribe();
-        let wait = acked.wait_for(|&count| count >= target);
-        match tokio::time::timeout(deadline, wait).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => {
-                if let Some(reason) =
-                    self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
-                {
-                    return Err(Error::Buffer(PushError::Closed(reason)));
-                }
-                let pending = target.saturating_sub(*self.inner.acked.borrow());
-                Err(Error::FlushTimeout { pending })
-            }
+        let failed = || self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let wait = acked.wait_for(|&count| count >= target || failed().is_some());
+        let _ = tokio::time::timeout(deadline, wait).await;
+        if *self.inner.acked.borrow() >= target {
+            return Ok(());
         }
+        if let Some(reason) = failed() {
+            return Err(Error::Buffer(PushError::Closed(reason)));
+        }
+        let pending = target.saturating_sub(*self.inner.acked.borrow());
+        Err(Error::FlushTimeout { pending })
     }
 
     /// Subscribes to `topic` (`group` empty: fan-out; else one member of the
@@ -321,6 +319,8 @@ async fn run(inner: Arc<Inner>) {
                     let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();
                     *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
                     inner.buffer.close(&reason);
+                    // Wake flushes so they report the failure now.
+                    inner.acked.send_modify(|_| {});
                     return;
                 }
                 tokio::time::sleep(backoff.next_delay()).await;

@@ -47,6 +47,11 @@ pub struct ClientOptions {
     /// Deliveries buffered per subscription (in broker-read batches) before
     /// the reader waits.
     pub subscription_capacity: usize,
+    /// A circuit breaker on publishes (used on shadow paths): after
+    /// `failure_threshold` consecutive failures (failed connection attempts
+    /// or refused publishes) publishes fail at once with `circuit_open` for
+    /// `open_for`, then one probe goes through.
+    pub breaker: Option<BreakerOptions>,
     /// Bytes written and not yet acknowledged at most. Kept well under the
     /// broker's per-subscriber outbound limit (64 MiB), so that one publisher
     /// alone cannot push a reading subscriber over it: the ACKs pace it.
@@ -68,8 +73,35 @@ impl ClientOptions {
             max_frame: protocol::MAX_MAX_FRAME,
             subscription_capacity: 1024,
             max_in_flight: 16 * 1024 * 1024,
+            breaker: None,
         }
     }
+}
+
+/// Circuit breaker settings (spec defaults: 5 failures, 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerOptions {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        BreakerOptions { failure_threshold: 5, open_for: Duration::from_secs(1) }
+    }
+}
+
+/// Where the client's connection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    /// Connecting or waiting to reconnect; publishes are buffered.
+    Connecting,
+    /// Connected and past HELLO.
+    Connected,
+    /// Gave up (`max_reconnects_exceeded`); publishes fail.
+    Failed,
 }
 
 /// A message delivered to a subscription. Its topic is the subscription's
@@ -92,6 +124,27 @@ pub struct Subscription {
     current: std::collections::VecDeque<Delivery>,
     /// Fires at the broker's first SUBACK for this subscription.
     active: Option<oneshot::Receiver<()>>,
+}
+
+/// Deliveries as a `Stream`, ending when the client is dropped.
+impl futures_core::Stream for Subscription {
+    type Item = Delivery;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Delivery>> {
+        loop {
+            if let Some(delivery) = self.current.pop_front() {
+                return std::task::Poll::Ready(Some(delivery));
+            }
+            match self.rx.poll_recv(cx) {
+                std::task::Poll::Ready(Some(batch)) => self.current = batch.into(),
+                std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            }
+        }
+    }
 }
 
 impl Subscription {
@@ -171,6 +224,53 @@ struct Inner {
     in_flight: std::sync::atomic::AtomicUsize,
     /// Set when the client gave up (`max_reconnects_exceeded`).
     failed: Mutex<Option<String>>,
+    /// 0 connecting, 1 connected, 2 failed.
+    state: std::sync::atomic::AtomicU8,
+    breaker: Option<Mutex<transport::CircuitBreaker>>,
+}
+
+impl Inner {
+    fn set_state(&self, state: ConnectionState) {
+        let value = match state {
+            ConnectionState::Connecting => 0,
+            ConnectionState::Connected => 1,
+            ConnectionState::Failed => 2,
+        };
+        self.state.store(value, Ordering::Release);
+    }
+
+    fn state(&self) -> ConnectionState {
+        match self.state.load(Ordering::Acquire) {
+            1 => ConnectionState::Connected,
+            2 => ConnectionState::Failed,
+            _ => ConnectionState::Connecting,
+        }
+    }
+
+    fn breaker(&self) -> Option<std::sync::MutexGuard<'_, transport::CircuitBreaker>> {
+        self.breaker.as_ref().map(|breaker| breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Whether the breaker lets a publish through now.
+    fn breaker_allows(&self) -> bool {
+        let connected = self.state() == ConnectionState::Connected;
+        match self.breaker() {
+            None => true,
+            Some(mut breaker) => {
+                let allowed = breaker.allow(std::time::Instant::now());
+                if allowed && connected {
+                    breaker.on_success();
+                }
+                allowed
+            }
+        }
+    }
+
+    fn breaker_failure(&self) {
+        if let Some(mut breaker) = self.breaker() {
+            breaker.on_failure(std::time::Instant::now());
+        }
+    }
 }
 
 /// A cloneable handle to one broker connection.
@@ -197,6 +297,7 @@ impl std::fmt::Debug for Client {
 impl Client {
     /// Starts the client; it connects in the background.
     pub fn start(options: ClientOptions) -> Client {
+        let breaker_options = options.breaker;
         let (acked, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             buffer: FrameBuffer::new(options.buffer, protocol::frame_len),
@@ -209,6 +310,10 @@ impl Client {
             ack_progress: Notify::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             failed: Mutex::new(None),
+            state: std::sync::atomic::AtomicU8::new(0),
+            breaker: breaker_options.map(|settings| {
+                Mutex::new(transport::CircuitBreaker::new(settings.failure_threshold, settings.open_for))
+            }),
         });
         let task = tokio::spawn(run(Arc::clone(&inner)));
         Client { inner, _task: Arc::new(TaskGuard(task)) }
@@ -222,9 +327,11 @@ impl Client {
     /// `max_reconnects_exceeded`).
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         let len = check_publish(topic, payload)?;
-        self.inner.buffer.push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload)).await?;
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if !self.inner.breaker_allows() {
+            return Err(Error::CircuitOpen);
+        }
+        let pushed = self.inner.buffer.push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload)).await;
+        self.after_push(pushed)
     }
 
     /// Publishes without waiting.
@@ -233,9 +340,39 @@ impl Client {
     /// As [`Client::publish`], with `buffer_full` at once under `block`.
     pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         let len = check_publish(topic, payload)?;
-        self.inner.buffer.try_push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload))?;
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if !self.inner.breaker_allows() {
+            return Err(Error::CircuitOpen);
+        }
+        let pushed = self.inner.buffer.try_push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload));
+        self.after_push(pushed)
+    }
+
+    fn after_push(&self, pushed: Result<(), PushError>) -> Result<(), Error> {
+        match pushed {
+            Ok(()) => {
+                self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                self.inner.breaker_failure();
+                Err(Error::Buffer(error))
+            }
+        }
+    }
+
+    /// Where the connection stands.
+    pub fn state(&self) -> ConnectionState {
+        self.inner.state()
+    }
+
+    /// The circuit breaker's state, when the client has one.
+    pub fn breaker_state(&self) -> Option<transport::BreakerState> {
+        self.inner.breaker().map(|breaker| breaker.state(std::time::Instant::now()))
+    }
+
+    /// Messages dropped by the buffer's policy: `(drop_newest, drop_oldest)`.
+    pub fn dropped(&self) -> (u64, u64) {
+        (self.inner.buffer.dropped_newest(), self.inner.buffer.dropped_oldest())
     }
 
     /// Waits until every publish so far is acknowledged, or `deadline` passes.
@@ -315,7 +452,9 @@ async fn run(inner: Arc<Inner>) {
                 if let Ok(Err(error)) = failure {
                     tracing::debug!(%error, endpoint = %options.endpoint, "connect failed");
                 }
+                inner.breaker_failure();
                 if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
+                    inner.set_state(ConnectionState::Failed);
                     let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();
                     *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
                     inner.buffer.close(&reason);
@@ -328,8 +467,10 @@ async fn run(inner: Arc<Inner>) {
             }
         };
         inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        inner.set_state(ConnectionState::Connected);
         let up_since = Instant::now();
         let result = session(&inner, stream, &unacked).await;
+        inner.set_state(ConnectionState::Connecting);
         if let Err(error) = result {
             tracing::debug!(%error, "connection lost");
         }

@@ -10,7 +10,7 @@ pub mod client;
 pub mod protocol;
 pub mod server;
 
-pub use client::{Client, ClientOptions, Delivery, Subscription};
+pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, Subscription};
 pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
 pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve};
 
@@ -52,6 +52,9 @@ pub enum Error {
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),
+    /// The circuit breaker is open: publishes fail at once.
+    #[error("circuit_open: the broker path failed repeatedly; publishes are refused for now")]
+    CircuitOpen,
     /// The client was closed.
     #[error("client closed")]
     Closed,

@@ -80,3 +80,24 @@ async fn publishes_with_no_subscriber_are_acknowledged() {
     assert_eq!(publisher.counters().acked.load(std::sync::atomic::Ordering::Relaxed), 10_000);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_is_a_stream_of_deliveries() {
+    use futures_core::Stream;
+
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(&dir.path().join("b.sock"), fast_settings()).await;
+    let subscriber = client(&broker.endpoint);
+    let mut subscription = subscriber.subscribe("stream", "").unwrap();
+    subscription.wait_active(WAIT).await.unwrap();
+    let publisher = client(&broker.endpoint);
+    for number in 0u8..3 {
+        publisher.publish("stream", &[number]).await.unwrap();
+    }
+    for number in 0u8..3 {
+        let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut subscription).poll_next(cx));
+        let delivery = tokio::time::timeout(WAIT, next).await.unwrap().unwrap();
+        assert_eq!(&delivery.payload[..], [number]);
+    }
+    broker.stop().await;
+}

@@ -92,3 +92,37 @@ async fn max_reconnects_exhausted_fails_pending_and_new_publishes() {
     let later = publisher.publish("t", b"y").await;
     assert!(later.unwrap_err().to_string().contains("max_reconnects_exceeded"));
 }
+
+/// Polls `condition` every 5 ms for up to 5 s.
+async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_while_the_broker_is_away_and_closes_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("away.sock");
+    let mut options = ClientOptions::new(transport::Endpoint::Unix(path.clone()));
+    options.backoff_base = Duration::from_millis(1);
+    options.backoff_max = Duration::from_millis(5);
+    options.breaker = Some(broker::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
+    let publisher = broker::Client::start(options);
+    assert_eq!(publisher.state(), broker::ConnectionState::Connecting);
+    assert!(eventually(|| publisher.breaker_state() == Some(transport::BreakerState::Open)).await);
+    assert!(matches!(publisher.try_publish("t", b"x"), Err(broker::Error::CircuitOpen)));
+
+    let broker = TestBroker::start(&path, fast_settings()).await;
+    assert!(eventually(|| publisher.state() == broker::ConnectionState::Connected).await);
+    // After the open period one probe goes through; connected, it closes the breaker.
+    assert!(eventually(|| publisher.try_publish("t", b"probe").is_ok()).await);
+    assert_eq!(publisher.breaker_state(), Some(transport::BreakerState::Closed));
+    publisher.flush(Duration::from_secs(5)).await.unwrap();
+    broker.stop().await;
+}

@@ -7,6 +7,7 @@
 //! `Bytes` slice of the frame it arrived in.
 
 pub mod client;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 

@@ -23,6 +23,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use transport::{FrameReader, LengthPrefixed, Listener, Stream};
 
+pub use crate::metrics::Metrics;
 use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, ServerOp, Topic};
 
 /// What the broker does with a connection over its outbound limit.
@@ -80,23 +81,6 @@ impl Default for Settings {
             token: None,
         }
     }
-}
-
-/// Counters exported by the broker.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Connections now open.
-    pub connections: AtomicU64,
-    /// PUBLISH frames routed.
-    pub publishes: AtomicU64,
-    /// DELIVER frames queued.
-    pub deliveries: AtomicU64,
-    /// Deliveries dropped (slow consumer, `drop_new`).
-    pub dropped: AtomicU64,
-    /// Connections closed as slow consumers.
-    pub slow_consumers: AtomicU64,
-    /// ERROR frames sent.
-    pub errors_sent: AtomicU64,
 }
 
 /// A running broker: its metrics and the endpoints it listens on.
@@ -253,12 +237,12 @@ impl Outbound {
         if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.limit {
             match self.policy {
                 SlowConsumerPolicy::DropNew => {
-                    self.metrics.dropped.fetch_add(frames, Ordering::Relaxed);
+                    self.metrics.drop_deliveries("slow_consumer", frames);
                     let queued_upto = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
                     self.abandoned_upto.fetch_max(queued_upto, Ordering::AcqRel);
                 }
                 SlowConsumerPolicy::Disconnect => {
-                    self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.slow_consumers.inc();
                     tracing::warn!("closing a slow consumer over its outbound limit");
                     self.send_fatal(ErrorCode::SlowConsumer, "outbound limit exceeded");
                 }
@@ -271,7 +255,8 @@ impl Outbound {
             let size = chunk.len();
             position = self.enqueue(Out::Chunk(chunk), size);
         }
-        self.metrics.deliveries.fetch_add(frames, Ordering::Relaxed);
+        self.metrics.deliveries.inc_by(frames);
+        self.metrics.frames_out.inc_by(frames);
         position
     }
 
@@ -286,7 +271,14 @@ impl Outbound {
     fn send(&self, op: &ServerOp) {
         let mut frame = BytesMut::new();
         op.encode(&mut frame);
+        self.metrics.frames_out.inc();
         let _ = self.enqueue(Out::Chunk(frame.freeze()), 0);
+    }
+
+    /// Sends a non-fatal ERROR.
+    fn send_error(&self, code: ErrorCode, message: String) {
+        self.metrics.error_sent(code);
+        self.send(&ServerOp::Error { code, message });
     }
 
     /// Queues the close marker (not counted as a position).
@@ -300,7 +292,7 @@ impl Outbound {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.metrics.errors_sent.fetch_add(1, Ordering::Relaxed);
+        self.metrics.error_sent(code);
         self.send(&ServerOp::Error { code, message: message.to_owned() });
         self.close_after_queued();
         self.closing.notify_one();
@@ -327,7 +319,7 @@ impl Outbound {
                 }
                 Err(_) => {
                     if !self.stalled.swap(true, Ordering::AcqRel) {
-                        self.metrics.slow_consumers.fetch_add(1, Ordering::Relaxed);
+                        self.metrics.slow_consumers.inc();
                         tracing::warn!(deadline = ?self.write_deadline, "a subscriber stopped reading");
                     }
                     if self.policy == SlowConsumerPolicy::Disconnect {
@@ -418,7 +410,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         let _ = (&mut writer.0).await;
         return;
     };
-    shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.connections.inc();
     shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
     let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
     let acker =
@@ -443,7 +435,7 @@ async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let _ = (&mut writer.0).await;
     outbound.closed.store(true, Ordering::Release);
     shared.lock_connections().remove(&connection_id);
-    shared.metrics.connections.fetch_sub(1, Ordering::Relaxed);
+    shared.metrics.connections.dec();
 }
 
 /// Aborts the task when dropped.
@@ -516,6 +508,7 @@ impl Connection {
                 }
                 Err(error) => return Err(fatal_framing(error)),
             };
+            self.shared.metrics.bytes_in.inc_by(batch.len() as u64);
             let mut offset = 0;
             loop {
                 let step = self.process(&batch, offset, &mut greeted, &mut routed);
@@ -541,7 +534,12 @@ impl Connection {
     ) -> Result<Step, Fatal> {
         let shared = Arc::clone(&self.shared);
         let mut router = None;
-        while offset < batch.len() {
+        let mut n_frames = 0u64;
+        let step = loop {
+            if offset >= batch.len() {
+                break Step::Done;
+            }
+            n_frames += 1;
             let frame_len = batch
                 .get(offset..offset + 4)
                 .map_or(0, |prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize);
@@ -549,7 +547,8 @@ impl Connection {
             if *greeted && body.first() == Some(&protocol::op::PUBLISH) {
                 if !self.grace_over {
                     if Instant::now() < shared.grace_ends {
-                        return Ok(Step::Grace(offset));
+                        n_frames -= 1;
+                        break Step::Grace(offset);
                     }
                     self.grace_over = true;
                 }
@@ -586,8 +585,9 @@ impl Connection {
                 ClientOp::Hello { .. } => return Err((ErrorCode::Protocol, "HELLO sent twice".to_owned())),
                 ClientOp::Publish { .. } => {}
             }
-        }
-        Ok(Step::Done)
+        };
+        shared.metrics.frames_in.inc_by(n_frames);
+        Ok(step)
     }
 
     fn lock_ack(&self) -> std::sync::MutexGuard<'_, AckState> {
@@ -608,6 +608,7 @@ impl Connection {
         if routed.routed == 0 && routed.positions.is_empty() {
             return;
         }
+        self.shared.metrics.publishes.inc_by(routed.routed);
         let mut state = self.lock_ack();
         state.routed += std::mem::take(&mut routed.routed);
         for (outbound, position) in routed.positions.drain(..) {
@@ -647,11 +648,10 @@ impl Connection {
         payload: std::ops::Range<usize>,
         routed: &mut Routed,
     ) {
-        self.shared.metrics.publishes.fetch_add(1, Ordering::Relaxed);
         let topic_bytes = &body[topic];
         let Some(entry) = router.get(topic_bytes) else {
             if let Err(reason) = Topic::check(topic_bytes) {
-                self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: reason.to_owned() });
+                self.outbound.send_error(ErrorCode::BadTopic, reason.to_owned());
             }
             return;
         };
@@ -701,19 +701,19 @@ impl Connection {
         let topic = match Topic::new(topic) {
             Ok(topic) => topic,
             Err(reason) => {
-                self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: reason.to_owned() });
+                self.outbound.send_error(ErrorCode::BadTopic, reason.to_owned());
                 return;
             }
         };
         if !group.is_empty() && Topic::new(group.clone()).is_err() {
-            self.outbound.send(&ServerOp::Error { code: ErrorCode::BadTopic, message: "bad group name".to_owned() });
+            self.outbound.send_error(ErrorCode::BadTopic, "bad group name".to_owned());
             return;
         }
         if !self.subscriptions.contains_key(&sub_id)
             && self.subscriptions.len() >= self.shared.settings.max_subscriptions
         {
             let message = format!("limit of {} subscriptions reached", self.shared.settings.max_subscriptions);
-            self.outbound.send(&ServerOp::Error { code: ErrorCode::TooManySubscriptions, message });
+            self.outbound.send_error(ErrorCode::TooManySubscriptions, message);
             return;
         }
         self.unsubscribe_quietly(sub_id);
@@ -723,7 +723,7 @@ impl Connection {
             if !router.contains_key(&topic) && router.len() >= self.shared.settings.max_topics {
                 drop(router);
                 let message = format!("limit of {} topics reached", self.shared.settings.max_topics);
-                self.outbound.send(&ServerOp::Error { code: ErrorCode::TooManySubscriptions, message });
+                self.outbound.send_error(ErrorCode::TooManySubscriptions, message);
                 return;
             }
             let entry = router.entry(topic.clone()).or_default();
@@ -736,6 +736,7 @@ impl Connection {
             }
         }
         self.subscriptions.insert(sub_id, (topic, group));
+        self.shared.metrics.subscriptions.inc();
         self.outbound.send(&ServerOp::SubAck { sub_id });
     }
 
@@ -744,7 +745,7 @@ impl Connection {
             self.outbound.send(&ServerOp::UnsubAck { sub_id });
         } else {
             let message = format!("no subscription {sub_id}");
-            self.outbound.send(&ServerOp::Error { code: ErrorCode::UnknownSubscription, message });
+            self.outbound.send_error(ErrorCode::UnknownSubscription, message);
         }
     }
 
@@ -752,6 +753,7 @@ impl Connection {
         let Some((topic, _)) = self.subscriptions.remove(&sub_id) else {
             return false;
         };
+        self.shared.metrics.subscriptions.dec();
         let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         remove_from(&mut router, &topic, |subscriber| {
             subscriber.connection_id == self.connection_id && subscriber.sub_id == sub_id
@@ -762,6 +764,7 @@ impl Connection {
     fn remove_subscriptions(&mut self) {
         let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         for (_, (topic, _)) in self.subscriptions.drain() {
+            self.shared.metrics.subscriptions.dec();
             remove_from(&mut router, &topic, |subscriber| subscriber.connection_id == self.connection_id);
         }
     }
@@ -858,6 +861,7 @@ async fn write_loop(
         }
         let mut n_items = 0u64;
         let mut bytes = 0usize;
+        let mut written_bytes = 0u64;
         for (item, size) in items.drain(..) {
             let Out::Chunk(chunk) = item else {
                 if !buffer.is_empty() && outbound.write(&mut write_half, &buffer).await.is_err() {
@@ -866,6 +870,7 @@ async fn write_loop(
                 outbound.written.fetch_add(n_items, Ordering::AcqRel);
                 break 'outer;
             };
+            let chunk_len = chunk.len();
             if chunk.len() >= WRITE_DIRECT_FROM {
                 if !buffer.is_empty() {
                     if outbound.write(&mut write_half, &buffer).await.is_err() {
@@ -881,6 +886,7 @@ async fn write_loop(
             }
             n_items += 1;
             bytes += size;
+            written_bytes += chunk_len as u64;
         }
         if !buffer.is_empty() {
             if outbound.write(&mut write_half, &buffer).await.is_err() {
@@ -890,6 +896,7 @@ async fn write_loop(
         }
         outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         outbound.written.fetch_add(n_items, Ordering::AcqRel);
+        outbound.metrics.bytes_out.inc_by(written_bytes);
     }
     outbound.closed.store(true, Ordering::Release);
     let _ = write_half.shutdown().await;

@@ -10,6 +10,7 @@
 mod args;
 mod commands;
 mod logging;
+mod metrics_http;
 
 use std::io;
 use std::process::ExitCode;

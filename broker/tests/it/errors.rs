@@ -128,3 +128,39 @@ async fn non_fatal_errors_keep_the_connection() {
     drop(client(&broker.endpoint));
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_frames_errors_and_subscriptions_in_the_prometheus_text() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let broker = TestBroker::start(&path, fast_settings()).await;
+    let subscriber = client(&broker.endpoint);
+    let mut subscription = subscriber.subscribe("counted", "").unwrap();
+    subscription.wait_active(Duration::from_secs(5)).await.unwrap();
+    let publisher = client(&broker.endpoint);
+    for _ in 0..10 {
+        publisher.publish("counted", b"0123456789").await.unwrap();
+    }
+    publisher.flush(Duration::from_secs(5)).await.unwrap();
+    let ops = exchange(&path, &frame(&ClientOp::Ping { nonce: 1 })).await;
+    assert_eq!(last_error(&ops), Some(ErrorCode::HelloRequired));
+
+    let metrics = &broker.handle.metrics;
+    assert_eq!(metrics.publishes.get(), 10);
+    assert_eq!(metrics.deliveries.get(), 10);
+    assert_eq!(metrics.subscriptions.get(), 1);
+    assert_eq!(metrics.errors_sent(ErrorCode::HelloRequired), 1);
+    let mut registry = prometheus_client::registry::Registry::default();
+    metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for line in [
+        "myc_broker_publishes_total 10",
+        "myc_broker_deliveries_total 10",
+        "myc_broker_subscriptions 1",
+        "myc_broker_errors_sent_total{code=\"hello_required\"} 1",
+    ] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    broker.stop().await;
+}

@@ -2,7 +2,6 @@
 //! one, and is disconnected (or has its deliveries dropped) per policy,
 //! counted in the metrics.
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use broker::SlowConsumerPolicy;
@@ -67,17 +66,17 @@ async fn run(policy: SlowConsumerPolicy) -> (TestBroker, UnixStream) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_subscriber_is_disconnected_and_the_reading_one_gets_everything() {
     let (broker, _stuck) = run(SlowConsumerPolicy::Disconnect).await;
-    assert_eq!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed), 1);
-    assert_eq!(broker.handle.metrics.dropped.load(Ordering::Relaxed), 0);
-    assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 2, "the stuck one was closed");
+    assert_eq!(broker.handle.metrics.slow_consumers.get(), 1);
+    assert_eq!(broker.handle.metrics.dropped("slow_consumer"), 0);
+    assert_eq!(broker.handle.metrics.connections.get(), 2, "the stuck one was closed");
     broker.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_drop_new_the_stuck_subscriber_loses_deliveries_and_stays() {
     let (broker, _stuck) = run(SlowConsumerPolicy::DropNew).await;
-    assert!(broker.handle.metrics.slow_consumers.load(Ordering::Relaxed) >= 1, "the stall is counted");
-    assert!(broker.handle.metrics.dropped.load(Ordering::Relaxed) > 0);
-    assert_eq!(broker.handle.metrics.connections.load(Ordering::Relaxed), 3, "the stuck one is still connected");
+    assert!(broker.handle.metrics.slow_consumers.get() >= 1, "the stall is counted");
+    assert!(broker.handle.metrics.dropped("slow_consumer") > 0);
+    assert_eq!(broker.handle.metrics.connections.get(), 3, "the stuck one is still connected");
     broker.stop().await;
 }

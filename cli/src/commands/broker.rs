@@ -12,9 +12,6 @@ use crate::args::BrokerArgs;
 const DEFAULT_ENDPOINT: &str = "unix:/tmp/mycelium.sock";
 
 pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
-    if args.metrics.is_some() {
-        bail!("--metrics is not built yet in this version");
-    }
     let texts: Vec<&str> =
         if args.listen.is_empty() { vec![DEFAULT_ENDPOINT] } else { args.listen.iter().map(String::as_str).collect() };
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
@@ -31,10 +28,31 @@ pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
             }
             listeners.push(Listener::bind(endpoint, SocketOptions::default()).await?);
         }
+        let metrics_listener = match &args.metrics {
+            Some(address) => {
+                let listener = crate::metrics_http::bind(address).await?;
+                if let Ok(address) = listener.local_addr() {
+                    tracing::info!(%address, "metrics listening");
+                }
+                Some(listener)
+            }
+            None => None,
+        };
         for listener in &listeners {
             tracing::info!(endpoint = %listener.local_endpoint(), "broker listening");
         }
-        broker::serve(listeners, broker::Settings::default(), shutdown_signal(), |_| {}).await;
+        let mut metrics_task = None;
+        broker::serve(listeners, broker::Settings::default(), shutdown_signal(), |handle| {
+            if let Some(listener) = metrics_listener {
+                let mut registry = prometheus_client::registry::Registry::default();
+                handle.metrics.register(&mut registry);
+                metrics_task = Some(tokio::spawn(crate::metrics_http::serve(listener, registry)));
+            }
+        })
+        .await;
+        if let Some(task) = metrics_task {
+            task.abort();
+        }
         tracing::info!("broker stopped");
         Ok(Outcome::Success)
     })

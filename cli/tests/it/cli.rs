@@ -87,3 +87,40 @@ fn broker_serves_refuses_a_second_broker_on_its_socket_and_stops_cleanly_on_sigt
     assert!(broker.wait().unwrap().success());
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
+
+#[test]
+fn broker_metrics_are_served_as_prometheus_text() {
+    use std::io::{BufRead, BufReader, Read, Write};
+
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("unix:{}", dir.path().join("b.sock").display());
+    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["broker", "--listen", &listen, "--metrics", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(broker.stderr.take().unwrap()).lines();
+    let address = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|line| {
+            line.contains("metrics listening")
+                .then(|| line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned()))
+                .flatten()
+        })
+        .expect("the broker logs the metrics address");
+    // Keep reading its log so the broker never writes into a closed pipe.
+    let drain = std::thread::spawn(move || lines.count());
+    let mut http = std::net::TcpStream::connect(&address).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("myc_broker_connections"), "{response}");
+    assert!(response.contains("# EOF"), "{response}");
+    let killed = std::process::Command::new("kill").args(["-TERM", &broker.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = broker.wait().unwrap();
+    drain.join().unwrap();
+    assert!(status.success(), "{status}");
+}

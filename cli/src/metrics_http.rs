@@ -1,0 +1,36 @@
+//! Serves a Prometheus registry over HTTP (`GET /metrics`, OpenMetrics text)
+//! for the long-running commands' `--metrics ADDR`.
+//!
+//! It deliberately serves nothing else: the console is its own command.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::http::header::CONTENT_TYPE;
+use prometheus_client::registry::Registry;
+
+/// Binds `address` now, so a bad address fails at start, not later.
+pub(crate) async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen for metrics on {address}"))
+}
+
+/// Serves `registry` on `listener` until the task is dropped.
+pub(crate) async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
+    let registry = Arc::new(registry);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = Arc::clone(&registry);
+            async move {
+                let mut text = String::new();
+                if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+                    tracing::warn!(%error, "cannot encode metrics");
+                }
+                ([(CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text)
+            }
+        }),
+    );
+    if let Err(error) = axum::serve(listener, app).await {
+        tracing::warn!(%error, "metrics server stopped");
+    }
+}

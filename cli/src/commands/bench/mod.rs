@@ -9,6 +9,7 @@
 
 mod broker_scenarios;
 mod codec_scenarios;
+mod nats_scenarios;
 mod process;
 
 use std::io::{self, Write};
@@ -69,7 +70,7 @@ pub(crate) struct Rss {
 /// Groups accepted by `--scenario` besides the scenario names.
 const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
-    ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect"]),
+    ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
 ];
 
 #[derive(Debug, Serialize)]
@@ -141,6 +142,7 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
 fn all_scenarios() -> Vec<Scenario> {
     let mut all = codec_scenarios::scenarios();
     all.extend(broker_scenarios::scenarios());
+    all.extend(nats_scenarios::scenarios());
     all
 }
 

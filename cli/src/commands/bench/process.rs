@@ -50,7 +50,7 @@ impl ChildBroker {
 
     /// The broker's peak resident set size so far.
     pub(super) fn peak_rss(&self) -> Option<u64> {
-        peak_rss_of(&format!("/proc/{}/status", self.child.id()))
+        peak_rss_of_pid(self.child.id())
     }
 }
 
@@ -70,6 +70,11 @@ pub(super) fn own_peak_rss() -> Option<u64> {
 /// scenario reports its own peak.
 pub(super) fn reset_own_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Another process's peak RSS.
+pub(super) fn peak_rss_of_pid(pid: u32) -> Option<u64> {
+    peak_rss_of(&format!("/proc/{pid}/status"))
 }
 
 fn peak_rss_of(status_path: &str) -> Option<u64> {

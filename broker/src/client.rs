@@ -119,9 +119,10 @@ pub struct Subscription {
     topic: String,
     /// Deliveries arrive in batches (one per broker read), to keep channel
     /// traffic per batch rather than per message.
-    rx: mpsc::Receiver<Vec<Delivery>>,
-    /// The rest of the current batch.
-    current: std::collections::VecDeque<Delivery>,
+    rx: mpsc::Receiver<DeliveryBatch>,
+    /// The current batch and the next payload in it.
+    current: DeliveryBatch,
+    next: usize,
     /// Fires at the broker's first SUBACK for this subscription.
     active: Option<oneshot::Receiver<()>>,
 }
@@ -135,11 +136,11 @@ impl futures_core::Stream for Subscription {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Delivery>> {
         loop {
-            if let Some(delivery) = self.current.pop_front() {
+            if let Some(delivery) = self.pop() {
                 return std::task::Poll::Ready(Some(delivery));
             }
             match self.rx.poll_recv(cx) {
-                std::task::Poll::Ready(Some(batch)) => self.current = batch.into(),
+                std::task::Poll::Ready(Some(batch)) => self.refill(batch),
                 std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
                 std::task::Poll::Pending => return std::task::Poll::Pending,
             }
@@ -148,12 +149,27 @@ impl futures_core::Stream for Subscription {
 }
 
 impl Subscription {
+    /// The next deliveries, as one batch (the rest of the current batch, or
+    /// the next one to arrive); `None` once the client is dropped.
+    pub async fn recv_batch(&mut self) -> Option<DeliveryBatch> {
+        if self.next < self.current.payloads.len() {
+            let mut batch = std::mem::take(&mut self.current);
+            batch.payloads.drain(..self.next);
+            self.next = 0;
+            return Some(batch);
+        }
+        self.rx.recv().await
+    }
+
     /// The next delivery if one has arrived, without waiting.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        if self.current.is_empty() {
-            self.current = self.rx.try_recv().ok()?.into();
+        loop {
+            if let Some(delivery) = self.pop() {
+                return Some(delivery);
+            }
+            let batch = self.rx.try_recv().ok()?;
+            self.refill(batch);
         }
-        self.current.pop_front()
     }
 
     /// The subscribed topic.
@@ -179,10 +195,11 @@ impl Subscription {
     /// The next delivery; `None` once the client is dropped.
     pub async fn recv(&mut self) -> Option<Delivery> {
         loop {
-            if let Some(delivery) = self.current.pop_front() {
+            if let Some(delivery) = self.pop() {
                 return Some(delivery);
             }
-            self.current = self.rx.recv().await?.into();
+            let batch = self.rx.recv().await?;
+            self.refill(batch);
         }
     }
 }
@@ -200,10 +217,50 @@ pub struct ClientCounters {
     pub resent: AtomicU64,
 }
 
+/// The payloads of one broker read for one subscription: ranges of one
+/// shared chunk. [`Subscription::recv`] slices them one by one;
+/// [`Subscription::recv_batch`] hands the batch over whole, for consumers
+/// that read payloads in place without a reference count each.
+#[derive(Debug, Default)]
+pub struct DeliveryBatch {
+    chunk: Bytes,
+    payloads: Vec<(u32, u32)>,
+}
+
+impl DeliveryBatch {
+    /// The payloads, in order, borrowed.
+    pub fn payloads(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        self.payloads.iter().map(|&(start, end)| &self.chunk[start as usize..end as usize])
+    }
+
+    /// How many deliveries.
+    pub fn len(&self) -> usize {
+        self.payloads.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.payloads.is_empty()
+    }
+}
+
+impl Subscription {
+    fn pop(&mut self) -> Option<Delivery> {
+        let &(start, end) = self.current.payloads.get(self.next)?;
+        self.next += 1;
+        Some(Delivery { payload: self.current.chunk.slice(start as usize..end as usize) })
+    }
+
+    fn refill(&mut self, batch: DeliveryBatch) {
+        self.current = batch;
+        self.next = 0;
+    }
+}
+
 struct SubscriptionEntry {
     topic: Bytes,
     group: Bytes,
-    tx: mpsc::Sender<Vec<Delivery>>,
+    tx: mpsc::Sender<DeliveryBatch>,
     /// Taken at the first SUBACK.
     on_active: Option<oneshot::Sender<()>>,
 }
@@ -417,7 +474,8 @@ impl Client {
         Ok(Subscription {
             topic: topic.to_owned(),
             rx,
-            current: std::collections::VecDeque::new(),
+            current: DeliveryBatch::default(),
+            next: 0,
             active: Some(active),
         })
     }
@@ -539,8 +597,7 @@ async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Una
                 };
             }
             () = inner.ack_progress.notified(), if !room_in_flight => {}
-            () = inner.buffer.ready(), if room_in_flight => {
-                let Some((chunk, frames)) = inner.buffer.take() else { continue };
+            (chunk, frames) = inner.buffer.next_chunk(), if room_in_flight => {
                 inner.in_flight.fetch_add(chunk.len(), Ordering::AcqRel);
                 unacked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push_back((chunk.clone(), frames));
                 if let Err(error) = writer.write_all(&chunk).await {
@@ -578,7 +635,7 @@ async fn read_loop(
 ) -> Result<(), Error> {
     // ACK counts are per connection; this is the count already applied.
     let mut acked_here = 0u64;
-    let mut deliveries: Vec<(u32, Vec<Delivery>)> = Vec::new();
+    let mut deliveries: Vec<(u32, Vec<(u32, u32)>)> = Vec::new();
     loop {
         let Some(batch) = reader.read_batch().await? else {
             return Err(Error::Protocol("broker closed the connection".to_owned()));
@@ -590,10 +647,14 @@ async fn read_loop(
             if batch.get(offset - len + 4) == Some(&protocol::op::DELIVER) {
                 let (sub_id, _topic, payload) = split_deliver(&batch[offset - len + 4..offset])?;
                 let body_start = offset - len + 4;
-                let delivery = Delivery { payload: batch.slice(body_start + payload.start..body_start + payload.end) };
+                // A batch is at most a few MiB, so offsets fit in u32.
+                let range = (
+                    u32::try_from(body_start + payload.start).unwrap_or(u32::MAX),
+                    u32::try_from(body_start + payload.end).unwrap_or(u32::MAX),
+                );
                 match deliveries.iter_mut().find(|(id, _)| *id == sub_id) {
-                    Some((_, list)) => list.push(delivery),
-                    None => deliveries.push((sub_id, vec![delivery])),
+                    Some((_, list)) => list.push(range),
+                    None => deliveries.push((sub_id, vec![range])),
                 }
                 continue;
             }
@@ -619,7 +680,8 @@ async fn read_loop(
                 | ServerOp::Pong { .. } => {}
             }
         }
-        for (sub_id, list) in deliveries.drain(..) {
+        for (sub_id, payloads) in deliveries.drain(..) {
+            let list = DeliveryBatch { chunk: batch.clone(), payloads };
             let tx = inner
                 .subscriptions
                 .lock()

@@ -11,7 +11,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 
-pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, Subscription};
+pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, Subscription};
 pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
 pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve};
 

@@ -475,6 +475,8 @@ struct Routed {
     positions: Positions,
     /// PUBLISH frames handled and not yet counted in the ACK state.
     routed: u64,
+    /// Length of the read batch being routed (sizes the delivery buffers).
+    batch_len: usize,
 }
 
 /// Where processing of a read batch stopped.
@@ -535,6 +537,7 @@ impl Connection {
         let shared = Arc::clone(&self.shared);
         let mut router = None;
         let mut n_frames = 0u64;
+        routed.batch_len = batch.len();
         let step = loop {
             if offset >= batch.len() {
                 break Step::Done;
@@ -678,7 +681,10 @@ impl Connection {
             let index = match routed.pending.iter().position(|(queue, _, _)| Arc::ptr_eq(queue, &subscriber.outbound)) {
                 Some(index) => index,
                 None => {
-                    routed.pending.push((Arc::clone(&subscriber.outbound), BytesMut::with_capacity(64 * 1024), 0));
+                    // Deliveries are 4 bytes longer than publishes: room for the
+                    // whole batch, and under the allocator's mmap threshold.
+                    let capacity = (routed.batch_len + routed.batch_len / 16 + 256).min(120 * 1024);
+                    routed.pending.push((Arc::clone(&subscriber.outbound), BytesMut::with_capacity(capacity), 0));
                     routed.pending.len() - 1
                 }
             };

@@ -289,14 +289,15 @@ impl FrameBuffer {
         }
     }
 
-    /// Waits until frames are queued (returns at once if some are).
-    pub async fn ready(&self) {
+    /// The next chunk, as [`FrameBuffer::take`], waiting until frames are
+    /// queued. One lock per call when frames are there.
+    pub async fn next_chunk(&self) -> (Bytes, usize) {
         loop {
             let notified = self.ready.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.lock().queued_frames > 0 {
-                return;
+            if let Some(chunk) = self.take() {
+                return chunk;
             }
             notified.await;
         }

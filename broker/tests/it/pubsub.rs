@@ -101,3 +101,28 @@ async fn a_subscription_is_a_stream_of_deliveries() {
     }
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_hand_over_every_payload_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = TestBroker::start(&dir.path().join("b.sock"), fast_settings()).await;
+    let subscriber = client(&broker.endpoint);
+    let mut subscription = subscriber.subscribe("batched", "").unwrap();
+    subscription.wait_active(WAIT).await.unwrap();
+    let publisher = client(&broker.endpoint);
+    for number in 0u32..5000 {
+        publisher.publish("batched", &number.to_le_bytes()).await.unwrap();
+    }
+    // One taken singly first: the batch that follows starts after it.
+    assert_eq!(&subscription.recv().await.unwrap().payload[..], 0u32.to_le_bytes());
+    let mut expect = 1u32;
+    while expect < 5000 {
+        let batch = tokio::time::timeout(WAIT, subscription.recv_batch()).await.unwrap().unwrap();
+        assert!(!batch.is_empty());
+        for payload in batch.payloads() {
+            assert_eq!(payload, expect.to_le_bytes());
+            expect += 1;
+        }
+    }
+    broker.stop().await;
+}

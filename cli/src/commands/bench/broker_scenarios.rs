@@ -130,19 +130,12 @@ fn broker_e2e(n_messages: u64, payload_bytes: usize, n_subscribers: usize) -> an
                 let mut received = 0u64;
                 let mut out_of_order = 0u64;
                 while received < n_messages {
-                    let next = match subscription.try_recv() {
-                        Some(delivery) => Ok(Some(delivery)),
-                        None => tokio::time::timeout(STALL, subscription.recv()).await,
-                    };
-                    match next {
-                        Ok(Some(delivery)) => {
-                            if delivery.payload.len() >= 8 {
-                                let number = u64::from_le_bytes(delivery.payload[..8].try_into().unwrap_or_default());
-                                out_of_order += u64::from(number != received);
-                            }
-                            received += 1;
+                    let Ok(Some(batch)) = tokio::time::timeout(STALL, subscription.recv_batch()).await else { break };
+                    for payload in batch.payloads() {
+                        if let Some(number) = payload.first_chunk::<8>() {
+                            out_of_order += u64::from(u64::from_le_bytes(*number) != received);
                         }
-                        _ => break,
+                        received += 1;
                     }
                 }
                 (received, out_of_order, Instant::now())

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use super::process::peak_rss_of_pid;
-use super::{RunResult, Rss, Scenario, rate};
+use super::{Rss, RunResult, Scenario, rate};
 
 const SUBJECT: &str = "bench";
 const STALL: Duration = Duration::from_secs(10);

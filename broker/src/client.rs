@@ -72,7 +72,7 @@ impl ClientOptions {
             connect_timeout: Duration::from_secs(5),
             max_frame: protocol::MAX_MAX_FRAME,
             subscription_capacity: 1024,
-            max_in_flight: 16 * 1024 * 1024,
+            max_in_flight: 8 * 1024 * 1024,
             breaker: None,
         }
     }

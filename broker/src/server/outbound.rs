@@ -1,0 +1,294 @@
+//! A connection's outbound side: the queue every publisher routes into, the
+//! writer task that writes it in batches under the write deadline, and the
+//! publisher-side ACK bookkeeping (checkpoints of queue positions).
+//!
+//! It deliberately does not route: `connection` decides what goes where.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{Notify, mpsc};
+
+use super::{Metrics, SlowConsumerPolicy};
+use crate::protocol::{ErrorCode, ServerOp};
+
+/// One item of a connection's outbound queue.
+pub(super) enum Out {
+    /// Whole encoded frames: control frames, or a batch of deliveries.
+    Chunk(Bytes),
+    /// Write what came before, then close.
+    Close,
+}
+
+/// A connection's outbound side, shared with every publisher that routes to it.
+pub(super) struct Outbound {
+    /// The queue, and the count of items pushed into it; one lock so that an
+    /// item's position is its place in the queue even with many publishers.
+    pub(super) queue: Mutex<(mpsc::UnboundedSender<(Out, usize)>, u64)>,
+    pub(super) policy: SlowConsumerPolicy,
+    pub(super) limit: usize,
+    /// Bytes queued and not yet written.
+    pub(super) queued_bytes: AtomicUsize,
+    /// Items written to the socket so far.
+    pub(super) written: AtomicU64,
+    /// Set once the connection is closing: nothing more will be written, so
+    /// publishers waiting on it count their copies as done.
+    pub(super) closed: AtomicBool,
+    /// Wakes the connection's reader when a fatal error closes it, so the
+    /// connection ends even if the peer keeps its side open.
+    pub(super) closing: Notify,
+    /// Positions up to this one count as done although not yet written: the
+    /// queue went over its limit under `drop_new`, and a subscriber that does
+    /// not read must not hold back its publishers' ACKs (spec: a copy under
+    /// the slow-consumer policy is done). Only grows.
+    pub(super) abandoned_upto: AtomicU64,
+    /// Set while a write has been stuck past the write deadline under
+    /// `drop_new`: everything queued counts as done until it moves again.
+    pub(super) stalled: AtomicBool,
+    pub(super) write_deadline: Duration,
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl Outbound {
+    /// Queues deliveries (`frames` of them, whole frames in `chunks`, written
+    /// in order); returns the position to wait for, or `None` when they were
+    /// dropped or the connection is closed (done at once).
+    pub(super) fn deliver(&self, chunks: impl IntoIterator<Item = Bytes>, bytes: usize, frames: u64) -> Option<u64> {
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.limit {
+            match self.policy {
+                SlowConsumerPolicy::DropNew => {
+                    self.metrics.drop_deliveries("slow_consumer", frames);
+                    let queued_upto = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
+                    self.abandoned_upto.fetch_max(queued_upto, Ordering::AcqRel);
+                }
+                SlowConsumerPolicy::Disconnect => {
+                    self.metrics.slow_consumers.inc();
+                    tracing::warn!("closing a slow consumer over its outbound limit");
+                    self.send_fatal(ErrorCode::SlowConsumer, "outbound limit exceeded");
+                }
+            }
+            return None;
+        }
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
+        let mut position = None;
+        for chunk in chunks {
+            let size = chunk.len();
+            position = self.enqueue(Out::Chunk(chunk), size);
+        }
+        self.metrics.deliveries.inc_by(frames);
+        self.metrics.frames_out.inc_by(frames);
+        position
+    }
+
+    /// Pushes an item; returns its position (1-based), `None` once the writer is gone.
+    pub(super) fn enqueue(&self, item: Out, size: usize) -> Option<u64> {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        queue.0.send((item, size)).ok()?;
+        queue.1 += 1;
+        Some(queue.1)
+    }
+
+    pub(super) fn send(&self, op: &ServerOp) {
+        let mut frame = BytesMut::new();
+        op.encode(&mut frame);
+        self.metrics.frames_out.inc();
+        let _ = self.enqueue(Out::Chunk(frame.freeze()), 0);
+    }
+
+    /// Sends a non-fatal ERROR.
+    pub(super) fn send_error(&self, code: ErrorCode, message: String) {
+        self.metrics.error_sent(code);
+        self.send(&ServerOp::Error { code, message });
+    }
+
+    /// Queues the close marker (not counted as a position).
+    pub(super) fn close_after_queued(&self) {
+        let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = queue.0.send((Out::Close, 0));
+    }
+
+    /// Sends ERROR and closes the connection after it; nothing is queued after.
+    pub(super) fn send_fatal(&self, code: ErrorCode, message: &str) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.metrics.error_sent(code);
+        self.send(&ServerOp::Error { code, message: message.to_owned() });
+        self.close_after_queued();
+        self.closing.notify_one();
+    }
+
+    pub(super) fn is_done(&self, position: u64) -> bool {
+        self.closed.load(Ordering::Acquire)
+            || self.written.load(Ordering::Acquire) >= position
+            || self.abandoned_upto.load(Ordering::Acquire) >= position
+            || self.stalled.load(Ordering::Acquire)
+    }
+
+    /// Writes `bytes`, applying the slow-consumer policy when the write makes
+    /// no progress for the write deadline: `disconnect` gives up (the caller
+    /// closes), `drop_new` marks the queue stalled and keeps waiting.
+    pub(super) async fn write(&self, write_half: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
+        let write = write_half.write_all(bytes);
+        tokio::pin!(write);
+        loop {
+            match tokio::time::timeout(self.write_deadline, &mut write).await {
+                Ok(result) => {
+                    self.stalled.store(false, Ordering::Release);
+                    return result;
+                }
+                Err(_) => {
+                    if !self.stalled.swap(true, Ordering::AcqRel) {
+                        self.metrics.slow_consumers.inc();
+                        tracing::warn!(deadline = ?self.write_deadline, "a subscriber stopped reading");
+                    }
+                    if self.policy == SlowConsumerPolicy::Disconnect {
+                        self.closed.store(true, Ordering::Release);
+                        self.closing.notify_one();
+                        return Err(std::io::ErrorKind::TimedOut.into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// For each subscriber queue a publisher routed to, the position of its
+/// latest copy there.
+pub(super) type Positions = Vec<(Arc<Outbound>, u64)>;
+
+/// A publisher connection's acknowledgement state.
+#[derive(Default)]
+pub(super) struct AckState {
+    /// PUBLISH frames handled so far.
+    pub(super) routed: u64,
+    /// Positions queued since the last checkpoint, one entry per queue.
+    pub(super) current: Positions,
+    /// Checkpoints not yet done: (routed count, positions to wait for).
+    pub(super) checkpoints: VecDeque<(u64, Positions)>,
+    /// The count last sent in an ACK.
+    pub(super) acked: u64,
+}
+
+impl AckState {
+    pub(super) fn record(&mut self, outbound: &Arc<Outbound>, position: u64) {
+        record(&mut self.current, outbound, position);
+    }
+
+    /// Closes the current checkpoint and returns the new cumulative count if
+    /// it grew.
+    pub(super) fn advance(&mut self) -> Option<u64> {
+        let last_checkpoint = self.checkpoints.back().map_or(self.acked, |(count, _)| *count);
+        if self.routed > last_checkpoint {
+            let positions = std::mem::take(&mut self.current);
+            self.checkpoints.push_back((self.routed, positions));
+        }
+        let mut done = None;
+        while let Some((count, positions)) = self.checkpoints.front() {
+            if !positions.iter().all(|(queue, position)| queue.is_done(*position)) {
+                break;
+            }
+            done = Some(*count);
+            self.checkpoints.pop_front();
+        }
+        match done {
+            Some(count) if count > self.acked => {
+                self.acked = count;
+                Some(count)
+            }
+            _ => None,
+        }
+    }
+
+    pub(super) fn outstanding(&self) -> bool {
+        self.routed > self.acked
+    }
+}
+
+/// Sets the position to wait for on `outbound` (the latest one wins: a
+/// queue writes in order).
+pub(super) fn record(positions: &mut Positions, outbound: &Arc<Outbound>, position: u64) {
+    match positions.iter_mut().find(|(queue, _)| Arc::ptr_eq(queue, outbound)) {
+        Some(entry) => entry.1 = position,
+        None => positions.push((Arc::clone(outbound), position)),
+    }
+}
+
+pub(super) async fn ack_loop(ack: Arc<(Mutex<AckState>, Notify)>, outbound: Arc<Outbound>, interval: Duration) {
+    let (state, notify) = &*ack;
+    loop {
+        let outstanding = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).outstanding();
+        if !outstanding {
+            notify.notified().await;
+        }
+        tokio::time::sleep(interval).await;
+        let advanced = state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).advance();
+        if let Some(count) = advanced {
+            outbound.send(&ServerOp::Ack { count });
+        }
+    }
+}
+
+pub(super) async fn write_loop(
+    mut write_half: impl AsyncWrite + Unpin,
+    mut rx: mpsc::UnboundedReceiver<(Out, usize)>,
+    outbound: Arc<Outbound>,
+) {
+    /// Chunks at least this large are written as they are, not copied.
+    const WRITE_DIRECT_FROM: usize = 32 * 1024;
+    let mut items = Vec::with_capacity(256);
+    let mut buffer = BytesMut::with_capacity(256 * 1024);
+    'outer: loop {
+        items.clear();
+        if rx.recv_many(&mut items, 256).await == 0 {
+            break;
+        }
+        let mut n_items = 0u64;
+        let mut bytes = 0usize;
+        let mut written_bytes = 0u64;
+        for (item, size) in items.drain(..) {
+            let Out::Chunk(chunk) = item else {
+                if !buffer.is_empty() && outbound.write(&mut write_half, &buffer).await.is_err() {
+                    break 'outer;
+                }
+                outbound.written.fetch_add(n_items, Ordering::AcqRel);
+                break 'outer;
+            };
+            let chunk_len = chunk.len();
+            if chunk.len() >= WRITE_DIRECT_FROM {
+                if !buffer.is_empty() {
+                    if outbound.write(&mut write_half, &buffer).await.is_err() {
+                        break 'outer;
+                    }
+                    buffer.clear();
+                }
+                if outbound.write(&mut write_half, &chunk).await.is_err() {
+                    break 'outer;
+                }
+            } else {
+                buffer.extend_from_slice(&chunk);
+            }
+            n_items += 1;
+            bytes += size;
+            written_bytes += chunk_len as u64;
+        }
+        if !buffer.is_empty() {
+            if outbound.write(&mut write_half, &buffer).await.is_err() {
+                break;
+            }
+            buffer.clear();
+        }
+        outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        outbound.written.fetch_add(n_items, Ordering::AcqRel);
+        outbound.metrics.bytes_out.inc_by(written_bytes);
+    }
+    outbound.closed.store(true, Ordering::Release);
+    let _ = write_half.shutdown().await;
+}

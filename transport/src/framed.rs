@@ -147,6 +147,11 @@ impl<R: AsyncRead + Unpin, F: Framing> FrameReader<R, F> {
         Ok(n_read > 0)
     }
 
+    /// The underlying reader (buffered bytes are dropped).
+    pub fn into_inner(self) -> R {
+        self.reader
+    }
+
     /// Bytes buffered but not yet framed.
     pub fn buffered(&self) -> usize {
         self.buffer.len()

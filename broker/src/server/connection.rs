@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use transport::{FrameReader, LengthPrefixed, Stream};
@@ -25,7 +25,7 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let (read_half, mut write_half) = stream.into_split();
     let Ok(_permit) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
-        refuse(&shared, &mut write_half, ErrorCode::Protocol, "too many connections").await;
+        refuse(&shared, read_half, &mut write_half, ErrorCode::Protocol, "too many connections").await;
         return;
     };
     // The handshake runs inline, before any task is spawned, so that
@@ -46,7 +46,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             }
         }
         Err((code, message)) => {
-            refuse(&shared, &mut write_half, code, &message).await;
+            refuse(&shared, reader.into_inner(), &mut write_half, code, &message).await;
             return;
         }
     }
@@ -97,13 +97,26 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
 }
 
 /// Sends a fatal ERROR straight to a connection that never got a writer task,
-/// and closes it.
-async fn refuse(shared: &Shared, write_half: &mut (impl AsyncWrite + Unpin), code: ErrorCode, message: &str) {
+/// and closes it. What the client already sent is read and discarded for a
+/// moment first: closing a socket with unread input resets it, and the
+/// client would lose the ERROR.
+async fn refuse(
+    shared: &Shared,
+    mut read_half: impl AsyncRead + Unpin,
+    write_half: &mut (impl AsyncWrite + Unpin),
+    code: ErrorCode,
+    message: &str,
+) {
     shared.metrics.error_sent(code);
     let mut frame = BytesMut::new();
     ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame);
     let _ = tokio::time::timeout(shared.settings.write_deadline, write_half.write_all(&frame)).await;
     let _ = write_half.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_millis(100), async {
+        while matches!(read_half.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 /// Checks the first frame; returns the encoded WELCOME.

@@ -164,3 +164,49 @@ async fn metrics_count_frames_errors_and_subscriptions_in_the_prometheus_text() 
     }
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_and_connection_limits_answer_with_the_spec_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = broker::Settings { max_subscriptions: 3, max_connections: 2, ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    let mut bytes = hello();
+    for sub_id in 0..4 {
+        bytes.extend(frame(&ClientOp::Subscribe { sub_id, topic: Bytes::from_static(b"t"), group: Bytes::new() }));
+    }
+    bytes.extend(frame(&ClientOp::Ping { nonce: 9 }));
+    let mut stream = UnixStream::connect(&path).await.unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    let mut got = Vec::new();
+    let mut buffer = vec![0u8; 4096];
+    while !got.ends_with(&[0x85, 9, 0, 0, 0, 0, 0, 0, 0]) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await.unwrap().unwrap();
+        assert!(n > 0, "closed: {got:?}");
+        got.extend_from_slice(&buffer[..n]);
+    }
+    let mut rest = &got[..];
+    let mut ops = Vec::new();
+    while rest.len() >= 4 {
+        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
+        rest = &rest[4 + len..];
+    }
+    let subacks = ops.iter().filter(|op| matches!(op, ServerOp::SubAck { .. })).count();
+    assert_eq!(subacks, 3);
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::Error { code: ErrorCode::TooManySubscriptions, .. })));
+    assert_eq!(broker.handle.metrics.subscriptions.get(), 3);
+
+    // A second connection fits; a third is refused and closed.
+    let _second = UnixStream::connect(&path).await.unwrap();
+    let mut second = _second;
+    second.write_all(&hello()).await.unwrap();
+    let mut welcome = [0u8; 5];
+    second.read_exact(&mut welcome).await.unwrap();
+    let third = exchange(&path, &hello()).await;
+    assert!(
+        matches!(third.last(), Some(ServerOp::Error { message, .. }) if message.contains("too many connections")),
+        "{third:?}"
+    );
+    broker.stop().await;
+}

@@ -440,15 +440,17 @@ impl Client {
         let target = self.inner.counters.published.load(Ordering::Relaxed);
         let mut acked = self.inner.acked.subscribe();
         let failed = || self.inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let wait = acked.wait_for(|&count| count >= target || failed().is_some());
+        // Messages the buffer dropped (drop_oldest) will never be acknowledged.
+        let dropped = || self.inner.buffer.dropped_oldest();
+        let wait = acked.wait_for(|&count| count + dropped() >= target || failed().is_some());
         let _ = tokio::time::timeout(deadline, wait).await;
-        if *self.inner.acked.borrow() >= target {
+        if *self.inner.acked.borrow() + dropped() >= target {
             return Ok(());
         }
         if let Some(reason) = failed() {
             return Err(Error::Buffer(PushError::Closed(reason)));
         }
-        let pending = target.saturating_sub(*self.inner.acked.borrow());
+        let pending = target.saturating_sub(*self.inner.acked.borrow() + dropped());
         Err(Error::FlushTimeout { pending })
     }
 

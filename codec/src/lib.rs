@@ -52,7 +52,7 @@ pub use error::Error;
 pub use header::{HEADER_LEN, Header, MAGIC, MAX_MESSAGE_LEN, VERSION};
 pub use instrument::{asset_id, asset_id_of_normalized, normalize_symbol};
 pub use json::{message_from_json, render_json, to_json_string};
-pub use message::{Message, peek_message_len};
+pub use message::{Message, frame_len, peek_message_len};
 pub use payload::{Heartbeat, Quote, Side, Trade};
 pub use tlv::{EXTENDED_MARKER, MAX_EXTENDED_LEN, MAX_STANDARD_LEN, Tlv, TlvIter, encoded_tlv_len};
 

@@ -21,6 +21,18 @@ pub fn peek_message_len(bytes: &[u8]) -> Option<usize> {
     usize::try_from(payload_size).ok()?.checked_add(HEADER_LEN)
 }
 
+/// Checks the header bytes present at the start of a stream — magic once 4
+/// bytes are there, version once 6, size (≤ [`crate::MAX_MESSAGE_LEN`]) once
+/// 28 — and returns the message length once it is known. Stream readers call
+/// this before buffering a message, and close the connection on an error:
+/// framing is lost.
+///
+/// # Errors
+/// [`Error::BadMagic`], [`Error::BadVersion`], [`Error::TooLarge`].
+pub fn frame_len(bytes: &[u8]) -> Result<Option<usize>, Error> {
+    check_prefix(bytes)
+}
+
 /// A validated Protocol V2 message: right magic and version, size within the
 /// maximum, and a TLV area that `payload_size` fills exactly with well-formed
 /// TLVs. The checksum is checked only on request ([`Message::verify_checksum`]).

@@ -5,5 +5,49 @@
 //!
 //! It deliberately never rewrites a message: bytes go out exactly as they came
 //! in, or not at all.
-//!
-//! Not built yet: arrives with the relay issue.
+
+pub mod client;
+mod framing;
+pub mod metrics;
+pub mod server;
+pub mod tap;
+
+pub use client::{RelayClient, RelayClientOptions};
+pub use framing::{ProtocolV2, message_len};
+pub use server::{ChecksumCheck, QueuePolicy, RelayHandle, RelaySettings, serve};
+pub use tap::{RelayTap, TapMessage};
+
+/// The legacy socket path of a domain (relay spec §1).
+pub fn default_socket(domain: codec::Domain) -> Option<&'static str> {
+    match domain {
+        codec::Domain::MarketData => Some("/tmp/torq/market_data.sock"),
+        codec::Domain::Signal => Some("/tmp/torq/signals.sock"),
+        codec::Domain::Execution => Some("/tmp/torq/execution.sock"),
+        codec::Domain::System => Some("/tmp/torq/system.sock"),
+        codec::Domain::Unknown(_) => None,
+    }
+}
+
+/// The one error type of the relay crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Below the protocol: sockets, framing.
+    #[error(transparent)]
+    Transport(#[from] transport::Error),
+    /// The publish buffer refused the message.
+    #[error(transparent)]
+    Buffer(#[from] transport::PushError),
+    /// A message that is not one whole Protocol V2 message.
+    #[error("not a Protocol V2 message: {0}")]
+    BadMessage(#[from] codec::Error),
+    /// `flush` did not see every message written before its deadline.
+    #[error("flush deadline passed with {pending} message(s) unwritten")]
+    FlushTimeout {
+        /// Messages not yet written.
+        pending: u64,
+    },
+    /// The client gave up reconnecting.
+    #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
+    MaxReconnectsExceeded(u32),
+}

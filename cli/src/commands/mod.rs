@@ -6,6 +6,7 @@
 
 mod bench;
 mod broker;
+mod relay;
 mod tlv;
 
 use anyhow::bail;
@@ -28,7 +29,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Bench(args) => bench::run(args, cli.global.format),
         Command::Demo(_) => not_built("demo"),
         Command::Broker(args) => broker::run(args),
-        Command::Relay(_) => not_built("relay"),
+        Command::Relay(args) => relay::run(args),
         Command::Produce(_) => not_built("produce"),
         Command::Capture(_) => not_built("capture"),
         Command::Verify(_) => not_built("verify"),

@@ -124,3 +124,57 @@ fn broker_metrics_are_served_as_prometheus_text() {
     drain.join().unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn relay_forwards_a_legacy_producers_message_and_stops_cleanly() {
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("md.sock");
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["relay", "--domain", "market_data", "--socket", socket.to_str().unwrap()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let mut consumer = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            break stream;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "relay did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let header = codec::Header::new(codec::Domain::MarketData, codec::Source::KrakenCollector, 1, 5);
+    let message = codec::MessageBuilder::new(header)
+        .heartbeat(&codec::Heartbeat { timestamp_ns: 5, counter: 1 })
+        .unwrap()
+        .build();
+    let identification =
+        codec::Header::identification(codec::Domain::MarketData, codec::Source::KrakenCollector).to_bytes();
+    // The consumer must be registered before the producer sends: retry until it gets the message.
+    let mut received = vec![0u8; message.len()];
+    consumer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut producer = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    producer.write_all(&identification).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        producer.write_all(&message).unwrap();
+        if consumer.read_exact(&mut received).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "nothing relayed");
+    }
+    assert_eq!(received, message);
+
+    let second = myc(&["relay", "--domain", "market_data", "--socket", socket.to_str().unwrap()], b"");
+    assert_eq!(second.status.code(), Some(2));
+    assert!(String::from_utf8(second.stderr).unwrap().contains("in use"));
+    let usage = myc(&["relay"], b"");
+    assert_eq!(usage.status.code(), Some(2));
+
+    let killed = std::process::Command::new("kill").args(["-TERM", &relay.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    assert!(relay.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket file is removed on shutdown");
+}

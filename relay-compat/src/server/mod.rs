@@ -1,0 +1,314 @@
+//! The compatible relay server (relay spec §3): one relay per domain socket,
+//! all in one process if asked. Each connection's byte stream is framed by
+//! `32 + payload_size` however it arrives; identification headers are
+//! consumed and make the connection a producer; valid messages go, unchanged
+//! and in per-sender order, to every other connection that is not a producer.
+//!
+//! Fan-out works on read batches: the valid messages of one read form a few
+//! contiguous runs, and each consumer's queue gets shared slices of the read
+//! buffer — no copy per consumer, no reference count per message. It
+//! deliberately never rewrites a message and never echoes to its sender.
+
+mod peer;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use codec::{Domain, Header, Message};
+use tokio::io::AsyncRead;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use transport::{FrameReader, Listener, Stream};
+
+use crate::framing::ProtocolV2;
+use crate::metrics::Metrics;
+use peer::{Peer, Role};
+
+/// What the relay does with a consumer over its queue bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueuePolicy {
+    /// Drop the oldest queued messages (the default; legacy-like; counted).
+    #[default]
+    DropOldest,
+    /// Close the consumer's connection.
+    Disconnect,
+}
+
+/// When a relay checks checksums (protocol-v2 §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChecksumCheck {
+    /// Never.
+    Never,
+    /// When the field is non-zero; a mismatch drops the message.
+    WhenNonZero,
+    /// Always: a mismatch drops the message, a zero field is reported
+    /// (counted as `checksum_missing`) and the message forwarded.
+    Required,
+}
+
+/// Relay settings (defaults per spec).
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// The largest message accepted, header included.
+    pub max_message: usize,
+    /// Messages queued per consumer at most.
+    pub queue_messages: usize,
+    /// Bytes queued per consumer at most.
+    pub queue_bytes: usize,
+    /// What happens over those bounds.
+    pub policy: QueuePolicy,
+    /// Restore the legacy echo to producers (never to the sender itself).
+    pub echo_to_producers: bool,
+    /// Checksum policy per domain, indexed by `relay_domain - 1`.
+    pub checksum: [ChecksumCheck; 4],
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            max_message: codec::MAX_MESSAGE_LEN,
+            queue_messages: 10_000,
+            queue_bytes: 64 * 1024 * 1024,
+            policy: QueuePolicy::DropOldest,
+            echo_to_producers: false,
+            checksum: [
+                ChecksumCheck::WhenNonZero,
+                ChecksumCheck::WhenNonZero,
+                ChecksumCheck::Required,
+                ChecksumCheck::WhenNonZero,
+            ],
+        }
+    }
+}
+
+/// A running relay process: its metrics.
+#[derive(Debug, Clone)]
+pub struct RelayHandle {
+    /// Live counters of every domain.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Serves each `(domain, listener)` until `shutdown` completes, then stops
+/// accepting, lets every queue drain (up to 5 s) and returns; socket files
+/// are removed as the listeners drop.
+pub async fn serve(
+    relays: Vec<(Domain, Listener)>,
+    settings: RelaySettings,
+    shutdown: impl Future<Output = ()>,
+    on_start: impl FnOnce(RelayHandle),
+) {
+    let metrics = Arc::new(Metrics::default());
+    on_start(RelayHandle { metrics: Arc::clone(&metrics) });
+    let settings = Arc::new(settings);
+    let (stop, stopped) = watch::channel(false);
+    let mut relays_running = JoinSet::new();
+    for (domain, listener) in relays {
+        let relay = Arc::new(Relay {
+            domain,
+            settings: Arc::clone(&settings),
+            metrics: Arc::clone(&metrics),
+            peers: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        relays_running.spawn(accept_loop(listener, relay, stopped.clone()));
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while relays_running.join_next().await.is_some() {} })
+        .await;
+}
+
+/// One domain's relay.
+struct Relay {
+    domain: Domain,
+    settings: Arc<RelaySettings>,
+    metrics: Arc<Metrics>,
+    /// Every open connection, by id.
+    peers: Mutex<HashMap<u64, Arc<Peer>>>,
+    next_id: AtomicU64,
+}
+
+impl Relay {
+    fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
+        self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn checksum_check(&self) -> ChecksumCheck {
+        let index = usize::from(self.domain.as_u8()).saturating_sub(1);
+        self.settings.checksum.get(index).copied().unwrap_or(ChecksumCheck::WhenNonZero)
+    }
+}
+
+async fn accept_loop(listener: Listener, relay: Arc<Relay>, mut stopped: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(stream) => {
+                    connections.spawn(serve_connection(Arc::clone(&relay), stream));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    // Stop reading from everyone, then let the writers drain their queues.
+    let peers: Vec<Arc<Peer>> = relay.lock_peers().values().cloned().collect();
+    for peer in peers {
+        peer.finish();
+    }
+    while connections.join_next().await.is_some() {}
+}
+
+async fn serve_connection(relay: Arc<Relay>, stream: Stream) {
+    let (read_half, write_half) = stream.into_split();
+    let id = relay.next_id.fetch_add(1, Ordering::Relaxed);
+    let domain = relay.domain.name();
+    let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
+    relay.lock_peers().insert(id, Arc::clone(&peer));
+    Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
+    let writer = peer::AbortOnDrop(tokio::spawn(peer::write_loop(Arc::clone(&peer), write_half)));
+    let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
+    if let Err(reason) = read_loop(&relay, &peer, reader).await {
+        Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+        tracing::warn!(domain, reason, "closing a connection that lost framing");
+    }
+    // Nothing more comes from this peer; what is queued for it is still written.
+    relay.lock_peers().remove(&id);
+    peer.finish();
+    let _ = writer.join().await;
+    let role = if peer.role() == Role::Producer { "producer" } else { "consumer" };
+    Metrics::get(&relay.metrics.connections, domain, role).dec();
+}
+
+/// Reads and fans out until the peer closes (`Ok`) or breaks framing
+/// (`Err(reason)`).
+async fn read_loop(
+    relay: &Relay,
+    peer: &Arc<Peer>,
+    mut reader: FrameReader<impl AsyncRead + Unpin, ProtocolV2>,
+) -> Result<(), &'static str> {
+    let domain = relay.domain.name();
+    let bytes_in = Metrics::get(&relay.metrics.bytes_in, domain, "all");
+    let messages_in = Metrics::get(&relay.metrics.messages_in, domain, "all");
+    let mut runs: Vec<Bytes> = Vec::new();
+    let mut targets: Vec<Arc<Peer>> = Vec::new();
+    loop {
+        let batch = tokio::select! {
+            batch = reader.read_batch() => batch,
+            () = peer.closing() => return Ok(()),
+        };
+        let batch = match batch {
+            Ok(Some(batch)) => batch,
+            Ok(None) | Err(transport::Error::Io { .. }) => return Ok(()),
+            Err(transport::Error::ClosedMidFrame { .. }) => return Err("truncated"),
+            Err(transport::Error::FrameTooLarge { .. }) => return Err("too_large"),
+            Err(transport::Error::Framing(reason)) => {
+                return Err(if reason.contains("magic") { "bad_magic" } else { "bad_version" });
+            }
+            Err(_) => return Err("framing"),
+        };
+        bytes_in.inc_by(batch.len() as u64);
+        let n_messages = split_batch(relay, peer, &batch, &mut runs);
+        messages_in.inc_by(n_messages);
+        if runs.is_empty() {
+            continue;
+        }
+        // Everyone else who is not a producer (or every producer but the
+        // sender, with the legacy echo).
+        targets.clear();
+        targets.extend(
+            relay
+                .lock_peers()
+                .values()
+                .filter(|other| !Arc::ptr_eq(other, peer))
+                .filter(|other| relay.settings.echo_to_producers || other.role() == Role::Consumer)
+                .cloned(),
+        );
+        for target in &targets {
+            target.push(&runs, n_messages);
+        }
+        runs.clear();
+    }
+}
+
+/// Validates every message of `batch`: consumes identification headers
+/// (the peer becomes a producer), drops and counts invalid ones, and appends
+/// the valid ones to `runs` as contiguous slices. Returns how many valid
+/// messages there are.
+fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<Bytes>) -> u64 {
+    let domain = relay.domain.name();
+    let check = relay.checksum_check();
+    let mut offset = 0;
+    let mut run_start = 0;
+    let mut n_valid = 0;
+    while offset < batch.len() {
+        let len = crate::framing::message_len(&batch[offset..]);
+        let bytes = &batch[offset..offset + len];
+        let verdict = judge(relay.domain, check, bytes);
+        match verdict {
+            Verdict::Forward => n_valid += 1,
+            Verdict::ForwardReported(reason) => {
+                n_valid += 1;
+                Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+            }
+            Verdict::Identification(header) => {
+                peer.become_producer(header.source, &relay.metrics, domain);
+            }
+            Verdict::Drop(reason) => {
+                Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+            }
+        }
+        if !matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_)) {
+            if offset > run_start {
+                runs.push(batch.slice(run_start..offset));
+            }
+            run_start = offset + len;
+        }
+        offset += len;
+    }
+    if offset > run_start {
+        runs.push(batch.slice(run_start..offset));
+    }
+    n_valid
+}
+
+/// What to do with one framed message.
+enum Verdict {
+    Forward,
+    /// Forward, and count it under this reason.
+    ForwardReported(&'static str),
+    Identification(Header),
+    Drop(&'static str),
+}
+
+fn judge(relay_domain: Domain, check: ChecksumCheck, bytes: &[u8]) -> Verdict {
+    let message = match Message::parse(bytes) {
+        Ok(message) => message,
+        Err(_) => return Verdict::Drop("malformed_tlv"),
+    };
+    let header = *message.header();
+    if header.is_identification() {
+        return Verdict::Identification(header);
+    }
+    if header.relay_domain != relay_domain {
+        return Verdict::Drop("wrong_domain");
+    }
+    match check {
+        ChecksumCheck::Never => Verdict::Forward,
+        ChecksumCheck::WhenNonZero | ChecksumCheck::Required if header.checksum != 0 => {
+            if message.verify_checksum().is_ok() { Verdict::Forward } else { Verdict::Drop("bad_checksum") }
+        }
+        ChecksumCheck::Required => Verdict::ForwardReported("checksum_missing"),
+        ChecksumCheck::WhenNonZero => Verdict::Forward,
+    }
+}

@@ -1,0 +1,236 @@
+//! One relay connection's outbound side and role: a bounded queue of message
+//! runs (shared slices of some producer's read buffer), its writer task, and
+//! whether the peer has identified itself as a producer.
+//!
+//! It deliberately does not frame or validate: the read loop hands it only
+//! whole, valid messages.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use codec::Source;
+use prometheus_client::metrics::counter::Counter;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::Notify;
+
+use super::{QueuePolicy, RelaySettings};
+use crate::metrics::Metrics;
+
+/// Whether a connection has sent its identification header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Consumer,
+    Producer,
+}
+
+#[derive(Default)]
+struct Queue {
+    /// Runs of whole messages, oldest first, with their message counts.
+    runs: VecDeque<(Bytes, u64)>,
+    messages: u64,
+    bytes: usize,
+}
+
+pub(super) struct Peer {
+    queue: Mutex<Queue>,
+    /// Wakes the writer when runs are queued or the peer finishes.
+    ready: Notify,
+    /// Set when nothing more will be queued: the writer drains and exits.
+    finished: AtomicBool,
+    /// Set when the queue bound closed this peer (`disconnect` policy).
+    overflowed: AtomicBool,
+    /// Wakes the reader when the peer is closed from outside.
+    closing: Notify,
+    /// 0 consumer, 1 producer.
+    role: AtomicU8,
+    /// The identified source (0 until identified).
+    source: AtomicU8,
+    policy: QueuePolicy,
+    max_messages: u64,
+    max_bytes: usize,
+    messages_out: Counter,
+    bytes_out: Counter,
+    dropped: Counter,
+}
+
+impl Peer {
+    pub(super) fn new(settings: &RelaySettings, metrics: &Metrics, domain: &'static str) -> Peer {
+        Peer {
+            queue: Mutex::new(Queue::default()),
+            ready: Notify::new(),
+            finished: AtomicBool::new(false),
+            overflowed: AtomicBool::new(false),
+            closing: Notify::new(),
+            role: AtomicU8::new(0),
+            source: AtomicU8::new(0),
+            policy: settings.policy,
+            max_messages: settings.queue_messages as u64,
+            max_bytes: settings.queue_bytes,
+            messages_out: Metrics::get(&metrics.messages_out, domain, "all"),
+            bytes_out: Metrics::get(&metrics.bytes_out, domain, "all"),
+            dropped: Metrics::get(&metrics.dropped, domain, "slow_consumer"),
+        }
+    }
+
+    pub(super) fn role(&self) -> Role {
+        if self.role.load(Ordering::Acquire) == 1 { Role::Producer } else { Role::Consumer }
+    }
+
+    /// Marks the peer a producer of `source` (counted under its new role).
+    pub(super) fn become_producer(&self, source: Source, metrics: &Metrics, domain: &'static str) {
+        self.source.store(source.as_u8(), Ordering::Release);
+        if self.role.swap(1, Ordering::AcqRel) == 0 {
+            Metrics::get(&metrics.connections, domain, "consumer").dec();
+            Metrics::get(&metrics.connections, domain, "producer").inc();
+            tracing::debug!(domain, source = %source, "producer identified");
+        }
+    }
+
+    /// Queues `runs` (holding `n_messages` messages) for this peer, applying
+    /// the queue bound.
+    pub(super) fn push(&self, runs: &[Bytes], n_messages: u64) {
+        if self.finished.load(Ordering::Acquire) {
+            return;
+        }
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let was_empty = queue.runs.is_empty();
+        for run in runs {
+            queue.bytes += run.len();
+            queue.runs.push_back((run.clone(), count_messages(run)));
+        }
+        queue.messages += n_messages;
+        self.messages_out.inc_by(n_messages);
+        while queue.messages > self.max_messages || queue.bytes > self.max_bytes {
+            match self.policy {
+                QueuePolicy::DropOldest => {
+                    // Drop whole messages from the front until within bounds.
+                    let Some((run, count)) = queue.runs.pop_front() else { break };
+                    let mut cut = 0;
+                    let mut dropped = 0;
+                    while cut < run.len() && (queue.messages > self.max_messages || queue.bytes > self.max_bytes) {
+                        let len = crate::framing::message_len(&run[cut..]).max(1);
+                        cut += len;
+                        dropped += 1;
+                        queue.messages -= 1;
+                        queue.bytes -= len;
+                    }
+                    self.dropped.inc_by(dropped);
+                    if cut < run.len() {
+                        queue.runs.push_front((run.slice(cut..), count - dropped));
+                    }
+                }
+                QueuePolicy::Disconnect => {
+                    self.dropped.inc_by(queue.messages);
+                    queue.runs.clear();
+                    queue.messages = 0;
+                    queue.bytes = 0;
+                    self.overflowed.store(true, Ordering::Release);
+                    self.finished.store(true, Ordering::Release);
+                    self.closing.notify_one();
+                    tracing::warn!("closing a consumer over its queue bound");
+                    break;
+                }
+            }
+        }
+        drop(queue);
+        if was_empty || self.finished.load(Ordering::Acquire) {
+            self.ready.notify_one();
+        }
+    }
+
+    /// No more pushes; the writer drains what is queued and exits, and the
+    /// reader stops.
+    pub(super) fn finish(&self) {
+        self.finished.store(true, Ordering::Release);
+        self.ready.notify_one();
+        self.closing.notify_one();
+    }
+
+    /// Completes once the peer is closed from outside (overflow, shutdown).
+    pub(super) async fn closing(&self) {
+        self.closing.notified().await;
+    }
+
+    /// Takes everything queued: runs and their total bytes and messages.
+    fn take(&self, out: &mut Vec<Bytes>) -> (usize, u64) {
+        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let taken = (queue.bytes, queue.messages);
+        out.extend(queue.runs.drain(..).map(|(run, _)| run));
+        queue.bytes = 0;
+        queue.messages = 0;
+        taken
+    }
+}
+
+/// Counts the whole messages in a run.
+fn count_messages(run: &[u8]) -> u64 {
+    let mut offset = 0;
+    let mut count = 0;
+    while offset < run.len() {
+        offset += crate::framing::message_len(&run[offset..]).max(1);
+        count += 1;
+    }
+    count
+}
+
+/// Writes the peer's queue until it is finished and drained, or a write fails.
+pub(super) async fn write_loop(peer: Arc<Peer>, mut write_half: impl AsyncWrite + Unpin) {
+    /// Runs at least this large are written as they are, not copied.
+    const WRITE_DIRECT_FROM: usize = 32 * 1024;
+    let mut runs = Vec::new();
+    let mut buffer = BytesMut::with_capacity(64 * 1024);
+    loop {
+        let notified = peer.ready.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        runs.clear();
+        let (bytes, _) = peer.take(&mut runs);
+        if runs.is_empty() {
+            if peer.finished.load(Ordering::Acquire) {
+                break;
+            }
+            notified.await;
+            continue;
+        }
+        for run in &runs {
+            if run.len() >= WRITE_DIRECT_FROM {
+                if !buffer.is_empty() {
+                    if write_half.write_all(&buffer).await.is_err() {
+                        return peer.finish();
+                    }
+                    buffer.clear();
+                }
+                if write_half.write_all(run).await.is_err() {
+                    return peer.finish();
+                }
+            } else {
+                buffer.extend_from_slice(run);
+            }
+        }
+        if !buffer.is_empty() {
+            if write_half.write_all(&buffer).await.is_err() {
+                return peer.finish();
+            }
+            buffer.clear();
+        }
+        peer.bytes_out.inc_by(bytes as u64);
+    }
+    let _ = write_half.shutdown().await;
+}
+
+/// Aborts the task when dropped, so a relay aborted mid-way leaves no writer.
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl AbortOnDrop {
+    pub(super) async fn join(mut self) -> Result<(), tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

@@ -1,0 +1,79 @@
+//! The relay client: a relay down at start, then restarted mid-stream; the
+//! client reconnects, identifies itself again and carries on, counting what
+//! it wrote and what failed.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use codec::{Domain, Source};
+use relay_compat::{RelayClient, RelayClientOptions, RelaySettings, RelayTap};
+
+use super::{TestRelay, message};
+
+fn options(path: &std::path::Path) -> RelayClientOptions {
+    let mut options = RelayClientOptions::new(path, Domain::MarketData, Source::KrakenCollector);
+    options.backoff_base = Duration::from_millis(2);
+    options.backoff_max = Duration::from_millis(20);
+    options
+}
+
+async fn receive(tap: &mut RelayTap, sequences: std::ops::RangeInclusive<u64>) {
+    for sequence in sequences {
+        let got = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(got.bytes[..], message(2, sequence)[..]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_buffers_while_the_relay_is_down_and_reidentifies_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("md.sock");
+    let client = RelayClient::start(options(&path));
+    for sequence in 1..=100 {
+        client.publish(&message(2, sequence)).await.unwrap();
+    }
+    assert_eq!(client.counters().written_messages.load(Ordering::Relaxed), 0, "nothing written while down");
+
+    let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
+    let mut tap = RelayTap::connect(&path).await.unwrap();
+    relay.wait_for("connections", "consumer", 1).await;
+    // The tap may connect after the client's first writes; wait for the client, then send more.
+    client.flush(Duration::from_secs(10)).await.unwrap();
+    relay.wait_for("connections", "producer", 1).await;
+    for sequence in 101..=200 {
+        client.publish(&message(2, sequence)).await.unwrap();
+    }
+    client.flush(Duration::from_secs(10)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
+    let first_sequence = codec::Message::parse(&first.bytes).unwrap().header().sequence;
+    receive(&mut tap, first_sequence + 1..=200).await;
+
+    relay.kill().await;
+    let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
+    let mut tap = RelayTap::connect(&path).await.unwrap();
+    relay.wait_for("connections", "consumer", 1).await;
+    relay.wait_for("connections", "producer", 1).await;
+    for sequence in 201..=300 {
+        client.publish(&message(2, sequence)).await.unwrap();
+    }
+    client.flush(Duration::from_secs(10)).await.unwrap();
+    receive(&mut tap, 201..=300).await;
+    let counters = client.counters();
+    assert!(counters.connects.load(Ordering::Relaxed) >= 2, "reconnected");
+    assert_eq!(
+        counters.written_messages.load(Ordering::Relaxed) + counters.failed_messages.load(Ordering::Relaxed),
+        300,
+        "every message is either written or counted as failed"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_refuses_what_is_not_one_whole_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = RelayClient::start(options(&dir.path().join("none.sock")));
+    let whole = message(2, 1);
+    assert!(client.try_publish(&whole[..whole.len() - 1]).is_err());
+    assert!(client.try_publish(&[whole.clone(), whole.clone()].concat()).is_err());
+    assert!(client.try_publish(&whole).is_ok());
+}

@@ -55,6 +55,20 @@ impl RelayTap {
         })
     }
 
+    /// Every whole message that has arrived (at least one), back to back in
+    /// one `Bytes`, with the arrival time of the read that completed them;
+    /// `Ok(None)` when the relay closed the connection. Walk the messages
+    /// with [`crate::message_len`].
+    ///
+    /// # Errors
+    /// When the stream breaks framing or ends mid-message.
+    pub async fn next_batch(&mut self) -> Result<Option<(Bytes, u64)>, Error> {
+        if !self.batch.is_empty() {
+            return Ok(Some((std::mem::take(&mut self.batch), self.arrival_ns)));
+        }
+        Ok(self.reader.read_batch().await?.map(|batch| (batch, now_ns())))
+    }
+
     /// The next message; `Ok(None)` when the relay closed the connection.
     ///
     /// # Errors

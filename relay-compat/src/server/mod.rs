@@ -65,6 +65,9 @@ pub struct RelaySettings {
     pub echo_to_producers: bool,
     /// Checksum policy per domain, indexed by `relay_domain - 1`.
     pub checksum: [ChecksumCheck; 4],
+    /// How long a producer waits for a consumer over its bound to drain
+    /// before that consumer counts as stuck and its policy applies.
+    pub stall_timeout: Duration,
 }
 
 impl Default for RelaySettings {
@@ -81,6 +84,7 @@ impl Default for RelaySettings {
                 ChecksumCheck::Required,
                 ChecksumCheck::WhenNonZero,
             ],
+            stall_timeout: Duration::from_millis(250),
         }
     }
 }
@@ -202,6 +206,7 @@ async fn read_loop(
     let messages_in = Metrics::get(&relay.metrics.messages_in, domain, "all");
     let mut runs: Vec<Bytes> = Vec::new();
     let mut targets: Vec<Arc<Peer>> = Vec::new();
+    let mut behind: Vec<Arc<Peer>> = Vec::new();
     loop {
         let batch = tokio::select! {
             batch = reader.read_batch() => batch,
@@ -235,9 +240,17 @@ async fn read_loop(
                 .cloned(),
         );
         for target in &targets {
-            target.push(&runs, n_messages);
+            if target.push(&runs, n_messages) {
+                behind.push(Arc::clone(target));
+            }
         }
         runs.clear();
+        // A reading consumer that fell behind gets a moment to catch up (the
+        // producer waits, losing nothing); one that does not read at all is
+        // marked stuck and handled by its policy.
+        for target in behind.drain(..) {
+            target.wait_below_bound(relay.settings.stall_timeout).await;
+        }
     }
 }
 

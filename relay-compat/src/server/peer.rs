@@ -39,10 +39,13 @@ pub(super) struct Peer {
     ready: Notify,
     /// Set when nothing more will be queued: the writer drains and exits.
     finished: AtomicBool,
-    /// Set when the queue bound closed this peer (`disconnect` policy).
-    overflowed: AtomicBool,
     /// Wakes the reader when the peer is closed from outside.
     closing: Notify,
+    /// Wakes producers waiting for this consumer's queue to drain.
+    progress: Notify,
+    /// Set when the consumer stayed over its bound for the stall timeout:
+    /// from then on the policy applies at once, until a write succeeds.
+    stuck: AtomicBool,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
     /// The identified source (0 until identified).
@@ -61,8 +64,9 @@ impl Peer {
             queue: Mutex::new(Queue::default()),
             ready: Notify::new(),
             finished: AtomicBool::new(false),
-            overflowed: AtomicBool::new(false),
             closing: Notify::new(),
+            progress: Notify::new(),
+            stuck: AtomicBool::new(false),
             role: AtomicU8::new(0),
             source: AtomicU8::new(0),
             policy: settings.policy,
@@ -88,11 +92,14 @@ impl Peer {
         }
     }
 
-    /// Queues `runs` (holding `n_messages` messages) for this peer, applying
-    /// the queue bound.
-    pub(super) fn push(&self, runs: &[Bytes], n_messages: u64) {
+    /// Queues `runs` (holding `n_messages` messages) for this peer. Returns
+    /// `true` when the queue is now over its bound and the peer is still
+    /// reading: the producer should wait for it ([`Peer::wait_below_bound`])
+    /// rather than have its messages dropped. A stuck peer gets the policy at
+    /// once.
+    pub(super) fn push(&self, runs: &[Bytes], n_messages: u64) -> bool {
         if self.finished.load(Ordering::Acquire) {
-            return;
+            return false;
         }
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let was_empty = queue.runs.is_empty();
@@ -102,14 +109,55 @@ impl Peer {
         }
         queue.messages += n_messages;
         self.messages_out.inc_by(n_messages);
-        while queue.messages > self.max_messages || queue.bytes > self.max_bytes {
+        let over = self.over_bound(&queue);
+        if over && self.stuck.load(Ordering::Acquire) {
+            self.enforce_bound(&mut queue);
+        }
+        drop(queue);
+        if was_empty || self.finished.load(Ordering::Acquire) {
+            self.ready.notify_one();
+        }
+        over && !self.stuck.load(Ordering::Acquire) && !self.finished.load(Ordering::Acquire)
+    }
+
+    fn over_bound(&self, queue: &Queue) -> bool {
+        queue.messages > self.max_messages || queue.bytes > self.max_bytes
+    }
+
+    /// Waits until the queue is back under its bound; after `stall` without
+    /// that, marks the peer stuck and applies the policy (so the producer
+    /// goes on at full speed).
+    pub(super) async fn wait_below_bound(&self, stall: std::time::Duration) {
+        let drained = async {
+            loop {
+                let progress = self.progress.notified();
+                tokio::pin!(progress);
+                progress.as_mut().enable();
+                let over = self.over_bound(&self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+                if !over || self.finished.load(Ordering::Acquire) {
+                    return;
+                }
+                progress.await;
+            }
+        };
+        if tokio::time::timeout(stall, drained).await.is_err() {
+            self.stuck.store(true, Ordering::Release);
+            tracing::warn!(?stall, "a consumer stopped reading; applying its queue policy");
+            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            self.enforce_bound(&mut queue);
+        }
+    }
+
+    /// Applies the policy to a queue over its bound.
+    fn enforce_bound(&self, queue: &mut Queue) {
+        while self.over_bound(queue) {
             match self.policy {
                 QueuePolicy::DropOldest => {
                     // Drop whole messages from the front until within bounds.
                     let Some((run, count)) = queue.runs.pop_front() else { break };
                     let mut cut = 0;
                     let mut dropped = 0;
-                    while cut < run.len() && (queue.messages > self.max_messages || queue.bytes > self.max_bytes) {
+                    while cut < run.len() && self.over_bound(queue) {
                         let len = crate::framing::message_len(&run[cut..]).max(1);
                         cut += len;
                         dropped += 1;
@@ -126,17 +174,12 @@ impl Peer {
                     queue.runs.clear();
                     queue.messages = 0;
                     queue.bytes = 0;
-                    self.overflowed.store(true, Ordering::Release);
                     self.finished.store(true, Ordering::Release);
+                    self.ready.notify_one();
                     self.closing.notify_one();
                     tracing::warn!("closing a consumer over its queue bound");
-                    break;
                 }
             }
-        }
-        drop(queue);
-        if was_empty || self.finished.load(Ordering::Acquire) {
-            self.ready.notify_one();
         }
     }
 
@@ -155,6 +198,7 @@ impl Peer {
 
     /// Takes everything queued: runs and their total bytes and messages.
     fn take(&self, out: &mut Vec<Bytes>) -> (usize, u64) {
+        self.progress.notify_waiters();
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = (queue.bytes, queue.messages);
         out.extend(queue.runs.drain(..).map(|(run, _)| run));
@@ -216,6 +260,8 @@ pub(super) async fn write_loop(peer: Arc<Peer>, mut write_half: impl AsyncWrite 
             buffer.clear();
         }
         peer.bytes_out.inc_by(bytes as u64);
+        peer.stuck.store(false, Ordering::Release);
+        peer.progress.notify_waiters();
     }
     let _ = write_half.shutdown().await;
 }

@@ -11,6 +11,7 @@ mod broker_scenarios;
 mod codec_scenarios;
 mod nats_scenarios;
 mod process;
+mod relay_scenarios;
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -71,6 +72,7 @@ pub(crate) struct Rss {
 const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
     ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
+    ("relay", &["raw_uds", "relay_e2e_1", "relay_e2e_4"]),
 ];
 
 #[derive(Debug, Serialize)]
@@ -142,6 +144,7 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
 fn all_scenarios() -> Vec<Scenario> {
     let mut all = codec_scenarios::scenarios();
     all.extend(broker_scenarios::scenarios());
+    all.extend(relay_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
     all
 }

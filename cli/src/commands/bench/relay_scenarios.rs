@@ -1,0 +1,126 @@
+//! The relay scenarios: a producer (the relay client) → a child `myc relay`
+//! → one or four consumers (relay taps), every message counted. The relay
+//! acknowledges nothing, so a consumer that falls behind loses messages; the
+//! scenario reports them.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use relay_compat::{RelayClient, RelayClientOptions, RelayTap};
+
+use super::process::peak_rss_of_pid;
+use super::{Rss, RunResult, Scenario, rate};
+
+const STALL: Duration = Duration::from_secs(10);
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "relay_e2e_1", payload_bytes: 128, run: relay_e2e_1, n_messages: 2_000_000 },
+        Scenario { name: "relay_e2e_4", payload_bytes: 128, run: relay_e2e_4, n_messages: 1_000_000 },
+    ]
+}
+
+/// A `myc relay` child for market data on a fresh socket.
+struct ChildRelay {
+    child: Child,
+    socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl ChildRelay {
+    fn start() -> anyhow::Result<ChildRelay> {
+        let dir = tempfile::tempdir()?;
+        let socket = dir.path().join("market_data.sock");
+        let child = Command::new(std::env::current_exe()?)
+            .args(["relay", "--domain", "market_data", "--socket"])
+            .arg(&socket)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("cannot start the relay")?;
+        let mut relay = ChildRelay { child, socket, _dir: dir };
+        let started = Instant::now();
+        while std::os::unix::net::UnixStream::connect(&relay.socket).is_err() {
+            if let Some(status) = relay.child.try_wait()? {
+                bail!("the relay exited at start: {status}");
+            }
+            if started.elapsed() > Duration::from_secs(10) {
+                bail!("the relay did not accept connections within 10 s");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(relay)
+    }
+}
+
+impl Drop for ChildRelay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn relay_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    relay_e2e(n_messages, payload_bytes, 1)
+}
+
+fn relay_e2e_4(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    relay_e2e(n_messages, payload_bytes, 4)
+}
+
+/// Messages whose TLV area is `payload_bytes` long (one vendor TLV).
+fn message(sequence: u64, payload_bytes: usize) -> anyhow::Result<Vec<u8>> {
+    let header = Header::new(Domain::MarketData, Source::TestClient, sequence, sequence);
+    let tlv_payload = vec![0x5Au8; payload_bytes.saturating_sub(2).min(255)];
+    Ok(MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv_payload)?.build())
+}
+
+fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyhow::Result<RunResult> {
+    let relay = ChildRelay::start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (elapsed, lost) = runtime.block_on(async {
+        let mut counters = Vec::new();
+        for _ in 0..n_consumers {
+            let mut tap = RelayTap::connect(&relay.socket).await?;
+            counters.push(tokio::spawn(async move {
+                let mut received = 0u64;
+                while received < n_messages {
+                    let Ok(Ok(Some((batch, _arrival)))) = tokio::time::timeout(STALL, tap.next_batch()).await else {
+                        break;
+                    };
+                    let mut offset = 0;
+                    while offset < batch.len() {
+                        offset += relay_compat::message_len(&batch[offset..]).max(1);
+                        received += 1;
+                    }
+                }
+                (received, Instant::now())
+            }));
+        }
+        // The relay registers consumers as it accepts them; give it a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let client = RelayClient::start(RelayClientOptions::new(&relay.socket, Domain::MarketData, Source::TestClient));
+        let mut template = message(1, payload_bytes)?;
+        let started = Instant::now();
+        for sequence in 1..=n_messages {
+            template[8..16].copy_from_slice(&sequence.to_le_bytes());
+            client.publish(&template).await?;
+        }
+        client.flush(Duration::from_secs(120)).await?;
+        let mut lost = 0;
+        let mut finished = started;
+        for counter in counters {
+            let (received, at) = counter.await?;
+            lost += n_messages - received;
+            finished = finished.max(at);
+        }
+        anyhow::Ok((finished - started, lost))
+    })?;
+    let rss = Rss { broker: peak_rss_of_pid(relay.child.id()), client: None };
+    Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}

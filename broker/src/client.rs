@@ -17,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
+pub use transport::BreakerOptions;
 use transport::backoff::Backoff;
 use transport::{BufferLimits, Endpoint, FrameBuffer, FrameReader, LengthPrefixed, PushError};
 
@@ -75,21 +76,6 @@ impl ClientOptions {
             max_in_flight: 8 * 1024 * 1024,
             breaker: None,
         }
-    }
-}
-
-/// Circuit breaker settings (spec defaults: 5 failures, 1 s).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BreakerOptions {
-    /// Consecutive failures that open the breaker.
-    pub failure_threshold: u32,
-    /// How long it stays open before a probe.
-    pub open_for: Duration,
-}
-
-impl Default for BreakerOptions {
-    fn default() -> Self {
-        BreakerOptions { failure_threshold: 5, open_for: Duration::from_secs(1) }
     }
 }
 

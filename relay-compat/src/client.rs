@@ -9,8 +9,8 @@
 //! deliberately never alters a message.
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use codec::{Domain, Header, Source};
@@ -18,7 +18,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use transport::backoff::Backoff;
-use transport::{BufferLimits, Endpoint, FrameBuffer};
+use transport::{BreakerOptions, BreakerState, BufferLimits, CircuitBreaker, Endpoint, FrameBuffer, PushError};
 
 use crate::Error;
 use crate::framing::message_len;
@@ -40,6 +40,10 @@ pub struct RelayClientOptions {
     pub backoff_max: Duration,
     /// Consecutive failed attempts before giving up (`None`: never).
     pub max_reconnects: Option<u32>,
+    /// A circuit breaker on publishes (for shadow paths): consecutive failed
+    /// connection attempts or refused publishes open it; then publishes fail
+    /// at once with `circuit_open` until a probe finds the relay back.
+    pub breaker: Option<BreakerOptions>,
 }
 
 impl RelayClientOptions {
@@ -53,6 +57,7 @@ impl RelayClientOptions {
             backoff_base: Duration::from_millis(100),
             backoff_max: Duration::from_secs(30),
             max_reconnects: None,
+            breaker: None,
         }
     }
 }
@@ -80,6 +85,32 @@ struct Inner {
     counters: RelayCounters,
     /// Messages written or failed so far, for `flush`.
     settled: watch::Sender<u64>,
+    breaker: Option<Mutex<CircuitBreaker>>,
+    /// Whether the connection is up now.
+    connected: AtomicBool,
+}
+
+impl Inner {
+    fn breaker(&self) -> Option<std::sync::MutexGuard<'_, CircuitBreaker>> {
+        self.breaker.as_ref().map(|breaker| breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn breaker_allows(&self) -> bool {
+        let connected = self.connected.load(Ordering::Acquire);
+        self.breaker().is_none_or(|mut breaker| {
+            let allowed = breaker.allow(std::time::Instant::now());
+            if allowed && connected {
+                breaker.on_success();
+            }
+            allowed
+        })
+    }
+
+    fn breaker_failure(&self) {
+        if let Some(mut breaker) = self.breaker() {
+            breaker.on_failure(std::time::Instant::now());
+        }
+    }
 }
 
 /// A cloneable handle to one relay connection.
@@ -109,6 +140,8 @@ impl RelayClient {
         let (settled, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             buffer: FrameBuffer::new(options.buffer, message_len),
+            breaker: options.breaker.map(|settings| Mutex::new(CircuitBreaker::with_options(settings))),
+            connected: AtomicBool::new(false),
             options,
             counters: RelayCounters::default(),
             settled,
@@ -124,9 +157,34 @@ impl RelayClient {
     /// or the buffer's refusal.
     pub async fn publish(&self, message: &[u8]) -> Result<(), Error> {
         check(message)?;
-        self.inner.buffer.push(message.len(), |dst| dst.extend_from_slice(message)).await?;
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if !self.inner.breaker_allows() {
+            return Err(Error::CircuitOpen);
+        }
+        let pushed = self.inner.buffer.push(message.len(), |dst| dst.extend_from_slice(message)).await;
+        self.after_push(pushed)
+    }
+
+    fn after_push(&self, pushed: Result<(), PushError>) -> Result<(), Error> {
+        match pushed {
+            Ok(()) => {
+                self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(error) => {
+                self.inner.breaker_failure();
+                Err(Error::Buffer(error))
+            }
+        }
+    }
+
+    /// The circuit breaker's state, when the client has one.
+    pub fn breaker_state(&self) -> Option<BreakerState> {
+        self.inner.breaker().map(|breaker| breaker.state(std::time::Instant::now()))
+    }
+
+    /// Whether the connection to the relay is up now.
+    pub fn is_connected(&self) -> bool {
+        self.inner.connected.load(Ordering::Acquire)
     }
 
     /// Queues one message without waiting.
@@ -135,9 +193,11 @@ impl RelayClient {
     /// As [`RelayClient::publish`], with `buffer_full` at once under `block`.
     pub fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
         check(message)?;
-        self.inner.buffer.try_push(message.len(), |dst| dst.extend_from_slice(message))?;
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        if !self.inner.breaker_allows() {
+            return Err(Error::CircuitOpen);
+        }
+        let pushed = self.inner.buffer.try_push(message.len(), |dst| dst.extend_from_slice(message));
+        self.after_push(pushed)
     }
 
     /// Waits until every message so far was written (or counted failed), or
@@ -184,6 +244,7 @@ async fn run(inner: Arc<Inner>) {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::debug!(%error, "relay connect failed");
+                inner.breaker_failure();
                 if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
                     let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();
                     let discarded = inner.buffer.close(&reason) as u64;
@@ -195,6 +256,7 @@ async fn run(inner: Arc<Inner>) {
             }
         };
         inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        inner.connected.store(true, Ordering::Release);
         let up_since = Instant::now();
         let (mut read_half, mut write_half) = stream.into_split();
         if write_half.write_all(&identification).await.is_ok() {
@@ -218,6 +280,7 @@ async fn run(inner: Arc<Inner>) {
                 }
             }
         }
+        inner.connected.store(false, Ordering::Release);
         if up_since.elapsed() >= Duration::from_secs(1) {
             backoff.reset();
         }

@@ -7,6 +7,21 @@
 
 use std::time::{Duration, Instant};
 
+/// Circuit breaker settings (broker spec §4 defaults: 5 failures, 1 s).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BreakerOptions {
+    /// Consecutive failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long it stays open before a probe.
+    pub open_for: Duration,
+}
+
+impl Default for BreakerOptions {
+    fn default() -> Self {
+        BreakerOptions { failure_threshold: 5, open_for: Duration::from_secs(1) }
+    }
+}
+
 /// The breaker's state, as exported in metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BreakerState {
@@ -43,6 +58,11 @@ pub struct CircuitBreaker {
 }
 
 impl CircuitBreaker {
+    /// A closed breaker with these settings.
+    pub fn with_options(options: BreakerOptions) -> CircuitBreaker {
+        CircuitBreaker::new(options.failure_threshold, options.open_for)
+    }
+
     /// A closed breaker (the spec's defaults are 5 failures and 1 s).
     pub fn new(failure_threshold: u32, open_for: Duration) -> CircuitBreaker {
         CircuitBreaker {

@@ -17,7 +17,7 @@ mod endpoint;
 mod error;
 mod framed;
 
-pub use breaker::{BreakerState, CircuitBreaker};
+pub use breaker::{BreakerOptions, BreakerState, CircuitBreaker};
 pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;

@@ -77,3 +77,28 @@ async fn publish_refuses_what_is_not_one_whole_message() {
     assert!(client.try_publish(&[whole.clone(), whole.clone()].concat()).is_err());
     assert!(client.try_publish(&whole).is_ok());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_breaker_opens_while_the_relay_is_away_and_closes_once_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("md.sock");
+    let mut options = options(&path);
+    options.breaker = Some(transport::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
+    let client = RelayClient::start(options);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.breaker_state() != Some(transport::BreakerState::Open) {
+        assert!(tokio::time::Instant::now() < deadline, "the breaker never opened");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(matches!(client.try_publish(&message(2, 1)), Err(relay_compat::Error::CircuitOpen)));
+
+    let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
+    relay.wait_for("connections", "producer", 1).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while client.try_publish(&message(2, 2)).is_err() {
+        assert!(tokio::time::Instant::now() < deadline, "the probe never went through");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(client.breaker_state(), Some(transport::BreakerState::Closed));
+    relay.stop().await;
+}

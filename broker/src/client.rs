@@ -269,7 +269,7 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// 0 connecting, 1 connected, 2 failed.
     state: std::sync::atomic::AtomicU8,
-    breaker: Option<Mutex<transport::CircuitBreaker>>,
+    breaker: transport::PublishBreaker,
 }
 
 impl Inner {
@@ -290,29 +290,13 @@ impl Inner {
         }
     }
 
-    fn breaker(&self) -> Option<std::sync::MutexGuard<'_, transport::CircuitBreaker>> {
-        self.breaker.as_ref().map(|breaker| breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
     /// Whether the breaker lets a publish through now.
     fn breaker_allows(&self) -> bool {
-        let connected = self.state() == ConnectionState::Connected;
-        match self.breaker() {
-            None => true,
-            Some(mut breaker) => {
-                let allowed = breaker.allow(std::time::Instant::now());
-                if allowed && connected {
-                    breaker.on_success();
-                }
-                allowed
-            }
-        }
+        self.breaker.allows(self.state() == ConnectionState::Connected)
     }
 
     fn breaker_failure(&self) {
-        if let Some(mut breaker) = self.breaker() {
-            breaker.on_failure(std::time::Instant::now());
-        }
+        self.breaker.failure();
     }
 }
 
@@ -320,15 +304,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    _task: Arc<TaskGuard>,
-}
-
-struct TaskGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _task: Arc<transport::AbortOnDrop>,
 }
 
 impl std::fmt::Debug for Client {
@@ -354,12 +330,10 @@ impl Client {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             failed: Mutex::new(None),
             state: std::sync::atomic::AtomicU8::new(0),
-            breaker: breaker_options.map(|settings| {
-                Mutex::new(transport::CircuitBreaker::new(settings.failure_threshold, settings.open_for))
-            }),
+            breaker: transport::PublishBreaker::new(breaker_options),
         });
-        let task = tokio::spawn(run(Arc::clone(&inner)));
-        Client { inner, _task: Arc::new(TaskGuard(task)) }
+        let task = transport::AbortOnDrop::spawn(run(Arc::clone(&inner)));
+        Client { inner, _task: Arc::new(task) }
     }
 
     /// Publishes `payload` on `topic`, waiting only for buffer room (up to
@@ -410,7 +384,7 @@ impl Client {
 
     /// The circuit breaker's state, when the client has one.
     pub fn breaker_state(&self) -> Option<transport::BreakerState> {
-        self.inner.breaker().map(|breaker| breaker.state(std::time::Instant::now()))
+        self.inner.breaker.state()
     }
 
     /// Messages dropped by the buffer's policy: `(drop_newest, drop_oldest)`.

@@ -9,13 +9,35 @@ use anyhow::Context;
 use axum::http::header::CONTENT_TYPE;
 use prometheus_client::registry::Registry;
 
-/// Binds `address` now, so a bad address fails at start, not later.
-pub(crate) async fn bind(address: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen for metrics on {address}"))
+/// Binds `--metrics ADDR` now, when given, so a bad address fails at start
+/// rather than later, and logs where it listens.
+pub(crate) async fn bind(address: Option<&str>) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(address) = address else {
+        return Ok(None);
+    };
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {address}"))?;
+    if let Ok(address) = listener.local_addr() {
+        tracing::info!(%address, "metrics listening");
+    }
+    Ok(Some(listener))
+}
+
+/// Serves what `register` adds to a fresh registry on `listener`, when there
+/// is one, until the returned guard drops.
+pub(crate) fn spawn(
+    listener: Option<tokio::net::TcpListener>,
+    register: impl FnOnce(&mut Registry),
+) -> Option<transport::AbortOnDrop> {
+    let listener = listener?;
+    let mut registry = Registry::default();
+    register(&mut registry);
+    Some(transport::AbortOnDrop::spawn(serve(listener, registry)))
 }
 
 /// Serves `registry` on `listener` until the task is dropped.
-pub(crate) async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
+async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
     let registry = Arc::new(registry);
     let app = axum::Router::new().route(
         "/metrics",

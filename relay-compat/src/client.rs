@@ -9,8 +9,8 @@
 //! deliberately never alters a message.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use codec::{Domain, Header, Source};
@@ -18,7 +18,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use transport::backoff::Backoff;
-use transport::{BreakerOptions, BreakerState, BufferLimits, CircuitBreaker, Endpoint, FrameBuffer, PushError};
+use transport::{
+    AbortOnDrop, BreakerOptions, BreakerState, BufferLimits, Endpoint, FrameBuffer, PublishBreaker, PushError,
+};
 
 use crate::Error;
 use crate::framing::message_len;
@@ -85,31 +87,18 @@ struct Inner {
     counters: RelayCounters,
     /// Messages written or failed so far, for `flush`.
     settled: watch::Sender<u64>,
-    breaker: Option<Mutex<CircuitBreaker>>,
+    breaker: PublishBreaker,
     /// Whether the connection is up now.
     connected: AtomicBool,
 }
 
 impl Inner {
-    fn breaker(&self) -> Option<std::sync::MutexGuard<'_, CircuitBreaker>> {
-        self.breaker.as_ref().map(|breaker| breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
-    }
-
     fn breaker_allows(&self) -> bool {
-        let connected = self.connected.load(Ordering::Acquire);
-        self.breaker().is_none_or(|mut breaker| {
-            let allowed = breaker.allow(std::time::Instant::now());
-            if allowed && connected {
-                breaker.on_success();
-            }
-            allowed
-        })
+        self.breaker.allows(self.connected.load(Ordering::Acquire))
     }
 
     fn breaker_failure(&self) {
-        if let Some(mut breaker) = self.breaker() {
-            breaker.on_failure(std::time::Instant::now());
-        }
+        self.breaker.failure();
     }
 }
 
@@ -117,15 +106,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct RelayClient {
     inner: Arc<Inner>,
-    _task: Arc<TaskGuard>,
-}
-
-struct TaskGuard(tokio::task::JoinHandle<()>);
-
-impl Drop for TaskGuard {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    _task: Arc<AbortOnDrop>,
 }
 
 impl std::fmt::Debug for RelayClient {
@@ -140,14 +121,14 @@ impl RelayClient {
         let (settled, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             buffer: FrameBuffer::new(options.buffer, message_len),
-            breaker: options.breaker.map(|settings| Mutex::new(CircuitBreaker::with_options(settings))),
+            breaker: PublishBreaker::new(options.breaker),
             connected: AtomicBool::new(false),
             options,
             counters: RelayCounters::default(),
             settled,
         });
-        let task = tokio::spawn(run(Arc::clone(&inner)));
-        RelayClient { inner, _task: Arc::new(TaskGuard(task)) }
+        let task = AbortOnDrop::spawn(run(Arc::clone(&inner)));
+        RelayClient { inner, _task: Arc::new(task) }
     }
 
     /// Queues one whole Protocol V2 message, waiting only for buffer room.
@@ -179,7 +160,7 @@ impl RelayClient {
 
     /// The circuit breaker's state, when the client has one.
     pub fn breaker_state(&self) -> Option<BreakerState> {
-        self.inner.breaker().map(|breaker| breaker.state(std::time::Instant::now()))
+        self.inner.breaker.state()
     }
 
     /// Whether the connection to the relay is up now.

@@ -120,6 +120,47 @@ impl CircuitBreaker {
     }
 }
 
+/// An optional breaker guarding a client's publishes (used on shadow
+/// paths): failures are failed connection attempts and refused publishes; a
+/// publish let through while connected counts as a success.
+#[derive(Debug)]
+pub struct PublishBreaker(Option<std::sync::Mutex<CircuitBreaker>>);
+
+impl PublishBreaker {
+    /// A breaker with these settings, or none.
+    pub fn new(options: Option<BreakerOptions>) -> PublishBreaker {
+        PublishBreaker(options.map(|options| std::sync::Mutex::new(CircuitBreaker::with_options(options))))
+    }
+
+    fn lock(&self) -> Option<std::sync::MutexGuard<'_, CircuitBreaker>> {
+        self.0.as_ref().map(|breaker| breaker.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Whether a publish may go through now; a probe let through while
+    /// `connected` closes the breaker.
+    pub fn allows(&self, connected: bool) -> bool {
+        self.lock().is_none_or(|mut breaker| {
+            let allowed = breaker.allow(Instant::now());
+            if allowed && connected {
+                breaker.on_success();
+            }
+            allowed
+        })
+    }
+
+    /// Records a failure.
+    pub fn failure(&self) {
+        if let Some(mut breaker) = self.lock() {
+            breaker.on_failure(Instant::now());
+        }
+    }
+
+    /// The state now, when there is a breaker.
+    pub fn state(&self) -> Option<BreakerState> {
+        self.lock().map(|breaker| breaker.state(Instant::now()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,15 +10,19 @@
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
 //! ops in `broker`.
 
+mod accept;
 pub mod backoff;
 mod breaker;
 mod buffer;
 mod endpoint;
 mod error;
 mod framed;
+mod task;
 
-pub use breaker::{BreakerOptions, BreakerState, CircuitBreaker};
+pub use accept::accept_until;
+pub use breaker::{BreakerOptions, BreakerState, CircuitBreaker, PublishBreaker};
 pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};
+pub use task::AbortOnDrop;

@@ -67,12 +67,12 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     });
     // Guards abort the helper tasks if this connection's future is dropped
     // (the broker aborted), so no half of a connection outlives it.
-    let mut writer = AbortOnDrop(tokio::spawn(write_loop(write_half, rx, Arc::clone(&outbound))));
+    let mut writer = transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
     shared.metrics.connections.inc();
     shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
     let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
     let acker =
-        AbortOnDrop(tokio::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval)));
+        transport::AbortOnDrop::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval));
     let mut connection = Connection {
         shared: Arc::clone(&shared),
         connection_id,
@@ -90,7 +90,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     }
     connection.remove_subscriptions();
     drop(acker);
-    let _ = (&mut writer.0).await;
+    let _ = writer.join().await;
     outbound.closed.store(true, Ordering::Release);
     shared.lock_connections().remove(&connection_id);
     shared.metrics.connections.dec();
@@ -137,15 +137,6 @@ fn check_hello(settings: &Settings, op: &ClientOp) -> Result<BytesMut, Fatal> {
     ServerOp::Welcome { version: protocol::VERSION, server_id: settings.server_id.clone(), max_frame }
         .encode(&mut welcome);
     Ok(welcome)
-}
-
-/// Aborts the task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 struct Connection {

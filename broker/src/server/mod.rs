@@ -116,7 +116,9 @@ pub async fn serve(
     let (stop, stopped) = watch::channel(false);
     let mut acceptors = JoinSet::new();
     for listener in listeners {
-        acceptors.spawn(accept_loop(listener, Arc::clone(&shared), stopped.clone()));
+        let shared = Arc::clone(&shared);
+        let serve = move |stream| connection::serve_connection(Arc::clone(&shared), stream);
+        acceptors.spawn(transport::accept_until(listener, stopped.clone(), serve, || {}));
     }
     shutdown.await;
     let _ = stop.send(true);
@@ -128,29 +130,6 @@ pub async fn serve(
     // the grace period are aborted with their acceptor.
     let _ =
         tokio::time::timeout(Duration::from_secs(5), async { while acceptors.join_next().await.is_some() {} }).await;
-}
-
-/// Accepts on one listener and runs each connection as a task of its own
-/// set, so that dropping this task (the broker aborted) ends them all.
-async fn accept_loop(listener: Listener, shared: Arc<Shared>, mut stopped: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(stream) => {
-                    connections.spawn(connection::serve_connection(Arc::clone(&shared), stream));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    while connections.join_next().await.is_some() {}
 }
 
 struct Shared {

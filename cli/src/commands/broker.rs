@@ -28,31 +28,16 @@ pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
             }
             listeners.push(Listener::bind(endpoint, SocketOptions::default()).await?);
         }
-        let metrics_listener = match &args.metrics {
-            Some(address) => {
-                let listener = crate::metrics_http::bind(address).await?;
-                if let Ok(address) = listener.local_addr() {
-                    tracing::info!(%address, "metrics listening");
-                }
-                Some(listener)
-            }
-            None => None,
-        };
+        let metrics_listener = crate::metrics_http::bind(args.metrics.as_deref()).await?;
         for listener in &listeners {
             tracing::info!(endpoint = %listener.local_endpoint(), "broker listening");
         }
-        let mut metrics_task = None;
+        let mut metrics = None;
         broker::serve(listeners, broker::Settings::default(), shutdown_signal(), |handle| {
-            if let Some(listener) = metrics_listener {
-                let mut registry = prometheus_client::registry::Registry::default();
-                handle.metrics.register(&mut registry);
-                metrics_task = Some(tokio::spawn(crate::metrics_http::serve(listener, registry)));
-            }
+            metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
-        if let Some(task) = metrics_task {
-            task.abort();
-        }
+        drop(metrics);
         tracing::info!("broker stopped");
         Ok(Outcome::Success)
     })

@@ -24,28 +24,13 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<Outcome> {
             tracing::info!(domain = domain.name(), socket = %path.display(), "relay listening");
             listeners.push((domain, listener));
         }
-        let metrics_listener = match &args.metrics {
-            Some(address) => {
-                let listener = crate::metrics_http::bind(address).await?;
-                if let Ok(address) = listener.local_addr() {
-                    tracing::info!(%address, "metrics listening");
-                }
-                Some(listener)
-            }
-            None => None,
-        };
-        let mut metrics_task = None;
+        let metrics_listener = crate::metrics_http::bind(args.metrics.as_deref()).await?;
+        let mut metrics = None;
         relay_compat::serve(listeners, relay_compat::RelaySettings::default(), shutdown_signal(), |handle| {
-            if let Some(listener) = metrics_listener {
-                let mut registry = prometheus_client::registry::Registry::default();
-                handle.metrics.register(&mut registry);
-                metrics_task = Some(tokio::spawn(crate::metrics_http::serve(listener, registry)));
-            }
+            metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
-        if let Some(task) = metrics_task {
-            task.abort();
-        }
+        drop(metrics);
         tracing::info!("relay stopped");
         Ok(Outcome::Success)
     })

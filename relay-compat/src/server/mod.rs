@@ -118,7 +118,18 @@ pub async fn serve(
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
         });
-        relays_running.spawn(accept_loop(listener, relay, stopped.clone()));
+        let serve = {
+            let relay = Arc::clone(&relay);
+            move |stream| serve_connection(Arc::clone(&relay), stream)
+        };
+        // On stop: no more reading from anyone; writers drain their queues.
+        let on_stop = move || {
+            let peers: Vec<Arc<Peer>> = relay.lock_peers().values().cloned().collect();
+            for peer in peers {
+                peer.finish();
+            }
+        };
+        relays_running.spawn(transport::accept_until(listener, stopped.clone(), serve, on_stop));
     }
     shutdown.await;
     let _ = stop.send(true);
@@ -147,32 +158,6 @@ impl Relay {
     }
 }
 
-async fn accept_loop(listener: Listener, relay: Arc<Relay>, mut stopped: watch::Receiver<bool>) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped.changed() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(stream) => {
-                    connections.spawn(serve_connection(Arc::clone(&relay), stream));
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-    drop(listener);
-    // Stop reading from everyone, then let the writers drain their queues.
-    let peers: Vec<Arc<Peer>> = relay.lock_peers().values().cloned().collect();
-    for peer in peers {
-        peer.finish();
-    }
-    while connections.join_next().await.is_some() {}
-}
-
 async fn serve_connection(relay: Arc<Relay>, stream: Stream) {
     let (read_half, write_half) = stream.into_split();
     let id = relay.next_id.fetch_add(1, Ordering::Relaxed);
@@ -180,7 +165,7 @@ async fn serve_connection(relay: Arc<Relay>, stream: Stream) {
     let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
     relay.lock_peers().insert(id, Arc::clone(&peer));
     Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
-    let writer = peer::AbortOnDrop(tokio::spawn(peer::write_loop(Arc::clone(&peer), write_half)));
+    let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
     let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
     if let Err(reason) = read_loop(&relay, &peer, reader).await {
         Metrics::get(&relay.metrics.invalid, domain, reason).inc();

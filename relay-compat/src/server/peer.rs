@@ -265,18 +265,3 @@ pub(super) async fn write_loop(peer: Arc<Peer>, mut write_half: impl AsyncWrite 
     }
     let _ = write_half.shutdown().await;
 }
-
-/// Aborts the task when dropped, so a relay aborted mid-way leaves no writer.
-pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
-
-impl AbortOnDrop {
-    pub(super) async fn join(mut self) -> Result<(), tokio::task::JoinError> {
-        (&mut self.0).await
-    }
-}
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}

@@ -9,55 +9,84 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use transport::Endpoint;
 
-/// A broker running as a child process; killed and reaped on drop.
-pub(super) struct ChildBroker {
+/// A `myc` server (broker or relay) running as a child process on a socket
+/// in a temporary directory; killed and reaped on drop.
+pub(super) struct ChildServer {
     child: Child,
-    pub(super) endpoint: Endpoint,
     pub(super) socket: PathBuf,
     _dir: tempfile::TempDir,
 }
 
-impl ChildBroker {
-    /// Starts `myc broker` on a fresh socket and waits until it accepts.
-    pub(super) fn start() -> anyhow::Result<ChildBroker> {
+/// The broker child, with its endpoint.
+pub(super) struct ChildBroker {
+    server: ChildServer,
+    pub(super) endpoint: Endpoint,
+    pub(super) socket: PathBuf,
+}
+
+impl ChildServer {
+    /// Runs `myc <args…> <socket flag> <socket>` and waits until it accepts.
+    pub(super) fn start(
+        args: &[&str],
+        socket_arg: impl Fn(&std::path::Path) -> Vec<String>,
+    ) -> anyhow::Result<ChildServer> {
         let dir = tempfile::tempdir().context("cannot create a temporary directory")?;
-        let socket = dir.path().join("broker.sock");
+        let socket = dir.path().join("server.sock");
         let exe = std::env::current_exe().context("cannot find the myc binary")?;
         let child = Command::new(exe)
-            .args(["broker", "--listen", &format!("unix:{}", socket.display())])
+            .args(args)
+            .args(socket_arg(&socket))
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .context("cannot start the broker")?;
-        let mut broker = ChildBroker { child, endpoint: Endpoint::Unix(socket.clone()), socket, _dir: dir };
+            .context("cannot start the server")?;
+        let mut server = ChildServer { child, socket, _dir: dir };
         let started = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&broker.socket).is_err() {
-            if let Some(status) = broker.child.try_wait()? {
-                bail!("the broker exited at start: {status}");
+        while std::os::unix::net::UnixStream::connect(&server.socket).is_err() {
+            if let Some(status) = server.child.try_wait()? {
+                bail!("the server exited at start: {status}");
             }
             if started.elapsed() > Duration::from_secs(10) {
-                bail!("the broker did not accept connections within 10 s");
+                bail!("the server did not accept connections within 10 s");
             }
             std::thread::sleep(Duration::from_millis(2));
         }
-        // A fresh broker holds publishes for its restart grace (500 ms by
-        // default); measure the broker in its steady state, after it.
-        std::thread::sleep(Duration::from_millis(550).saturating_sub(started.elapsed()));
-        Ok(broker)
+        Ok(server)
     }
 
-    /// The broker's peak resident set size so far.
+    /// The server's peak resident set size so far.
     pub(super) fn peak_rss(&self) -> Option<u64> {
         peak_rss_of_pid(self.child.id())
     }
 }
 
-impl Drop for ChildBroker {
+impl Drop for ChildServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl ChildBroker {
+    /// Starts `myc broker` on a fresh socket and waits until it accepts and
+    /// its restart grace is over.
+    pub(super) fn start() -> anyhow::Result<ChildBroker> {
+        let started = Instant::now();
+        let server = ChildServer::start(&["broker"], |socket| {
+            vec!["--listen".to_owned(), format!("unix:{}", socket.display())]
+        })?;
+        // A fresh broker holds publishes for its restart grace (500 ms by
+        // default); measure the broker in its steady state, after it.
+        std::thread::sleep(Duration::from_millis(550).saturating_sub(started.elapsed()));
+        let socket = server.socket.clone();
+        Ok(ChildBroker { endpoint: Endpoint::Unix(socket.clone()), socket, server })
+    }
+
+    /// The broker's peak resident set size so far.
+    pub(super) fn peak_rss(&self) -> Option<u64> {
+        self.server.peak_rss()
     }
 }
 

@@ -3,15 +3,12 @@
 //! acknowledges nothing, so a consumer that falls behind loses messages; the
 //! scenario reports them.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
 use codec::{Domain, Header, MessageBuilder, Source, TlvType};
 use relay_compat::{RelayClient, RelayClientOptions, RelayTap};
 
-use super::process::peak_rss_of_pid;
+use super::process::ChildServer;
 use super::{Rss, RunResult, Scenario, rate};
 
 const STALL: Duration = Duration::from_secs(10);
@@ -21,48 +18,6 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         Scenario { name: "relay_e2e_1", payload_bytes: 128, run: relay_e2e_1, n_messages: 2_000_000 },
         Scenario { name: "relay_e2e_4", payload_bytes: 128, run: relay_e2e_4, n_messages: 1_000_000 },
     ]
-}
-
-/// A `myc relay` child for market data on a fresh socket.
-struct ChildRelay {
-    child: Child,
-    socket: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl ChildRelay {
-    fn start() -> anyhow::Result<ChildRelay> {
-        let dir = tempfile::tempdir()?;
-        let socket = dir.path().join("market_data.sock");
-        let child = Command::new(std::env::current_exe()?)
-            .args(["relay", "--domain", "market_data", "--socket"])
-            .arg(&socket)
-            .env("RUST_LOG", "warn")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .context("cannot start the relay")?;
-        let mut relay = ChildRelay { child, socket, _dir: dir };
-        let started = Instant::now();
-        while std::os::unix::net::UnixStream::connect(&relay.socket).is_err() {
-            if let Some(status) = relay.child.try_wait()? {
-                bail!("the relay exited at start: {status}");
-            }
-            if started.elapsed() > Duration::from_secs(10) {
-                bail!("the relay did not accept connections within 10 s");
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(relay)
-    }
-}
-
-impl Drop for ChildRelay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn relay_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
@@ -81,7 +36,9 @@ fn message(sequence: u64, payload_bytes: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyhow::Result<RunResult> {
-    let relay = ChildRelay::start()?;
+    let relay = ChildServer::start(&["relay", "--domain", "market_data"], |socket| {
+        vec!["--socket".to_owned(), socket.display().to_string()]
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
         let mut counters = Vec::new();
@@ -121,6 +78,6 @@ fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyho
         }
         anyhow::Ok((finished - started, lost))
     })?;
-    let rss = Rss { broker: peak_rss_of_pid(relay.child.id()), client: None };
+    let rss = Rss { broker: relay.peak_rss(), client: None };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }

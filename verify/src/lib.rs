@@ -5,4 +5,33 @@
 //! It deliberately stays synchronous and never imports tokio: taps that feed
 //! it live elsewhere, and it renders into a writer rather than printing.
 //!
-//! Not built yet: arrives with the verify issue.
+//! Built so far: the capture files ([`pcapng`]). The join, the diff and the
+//! report arrive with the rest of the verify issue.
+
+pub mod pcapng;
+
+/// The one error type of the verify crate.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A capture file that is not valid pcapng from `offset` on; everything
+    /// before it was read.
+    #[error("{path}: invalid pcapng at byte {offset}: {reason}")]
+    Corrupt {
+        /// The file.
+        path: String,
+        /// Where the problem starts.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,5 @@
+//! The verify crate's one integration-test binary.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+mod standard_tools;

@@ -27,7 +27,7 @@ pub(crate) struct TestBroker {
 impl TestBroker {
     pub(crate) async fn start(path: &Path, settings: Settings) -> TestBroker {
         let endpoint = Endpoint::Unix(path.to_owned());
-        let listener = Listener::bind(&endpoint, SocketOptions::default()).await.unwrap();
+        let listener = bind_when_free(&endpoint).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = oneshot::channel();
         let task = tokio::spawn(broker::serve(
@@ -67,4 +67,19 @@ pub(crate) fn client(endpoint: &Endpoint) -> Client {
     options.backoff_base = Duration::from_millis(5);
     options.backoff_max = Duration::from_millis(50);
     Client::start(options)
+}
+
+/// Binds `endpoint`, waiting (up to 5 s) while a server killed a moment ago
+/// still holds it: an aborted server's accept task is dropped asynchronously,
+/// so its listener can outlive the abort by a scheduler tick.
+async fn bind_when_free(endpoint: &Endpoint) -> Listener {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Listener::bind(endpoint, SocketOptions::default()).await {
+            Err(transport::Error::SocketInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            bound => return bound.unwrap(),
+        }
+    }
 }

@@ -4,6 +4,11 @@
 
 use transport::Framing;
 
+/// The framing error text (and metrics reason) for a wrong magic.
+pub(crate) const BAD_MAGIC: &str = "bad_magic";
+/// The framing error text (and metrics reason) for a wrong version.
+pub(crate) const BAD_VERSION: &str = "bad_version";
+
 /// Frames a byte stream into Protocol V2 messages (and identification
 /// headers, which are messages with no TLVs).
 #[derive(Debug, Clone, Copy)]
@@ -20,6 +25,8 @@ impl Framing for ProtocolV2 {
             }
             Ok(len) => Ok(len),
             Err(codec::Error::TooLarge { len, max }) => Err(transport::Error::FrameTooLarge { len, max }),
+            Err(codec::Error::BadMagic { .. }) => Err(transport::Error::Framing(BAD_MAGIC.to_owned())),
+            Err(codec::Error::BadVersion { .. }) => Err(transport::Error::Framing(BAD_VERSION.to_owned())),
             Err(error) => Err(transport::Error::Framing(error.to_string())),
         }
     }

@@ -202,8 +202,9 @@ async fn read_loop(
             Ok(None) | Err(transport::Error::Io { .. }) => return Ok(()),
             Err(transport::Error::ClosedMidFrame { .. }) => return Err("truncated"),
             Err(transport::Error::FrameTooLarge { .. }) => return Err("too_large"),
-            Err(transport::Error::Framing(reason)) => {
-                return Err(if reason.contains("magic") { "bad_magic" } else { "bad_version" });
+            Err(transport::Error::Framing(reason)) if reason == crate::framing::BAD_MAGIC => return Err("bad_magic"),
+            Err(transport::Error::Framing(reason)) if reason == crate::framing::BAD_VERSION => {
+                return Err("bad_version");
             }
             Err(_) => return Err("framing"),
         };

@@ -5,9 +5,11 @@
 //! It deliberately stays synchronous and never imports tokio: taps that feed
 //! it live elsewhere, and it renders into a writer rather than printing.
 //!
-//! Built so far: the capture files ([`pcapng`]). The join, the diff and the
-//! report arrive with the rest of the verify issue.
+//! Built so far: the capture files ([`pcapng`]) and the join ([`join`]). The
+//! report with its diffs, and the commands, arrive with the rest of the
+//! verify issue.
 
+pub mod join;
 pub mod pcapng;
 
 /// The one error type of the verify crate.

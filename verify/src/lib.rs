@@ -5,12 +5,12 @@
 //! It deliberately stays synchronous and never imports tokio: taps that feed
 //! it live elsewhere, and it renders into a writer rather than printing.
 //!
-//! Built so far: the capture files ([`pcapng`]) and the join ([`join`]). The
-//! report with its diffs, and the commands, arrive with the rest of the
-//! verify issue.
+//! Built so far: the capture files ([`pcapng`]), the join ([`join`]) and the
+//! report ([`report`]); `myc verify files` drives them.
 
 pub mod join;
 pub mod pcapng;
+pub mod report;
 
 /// The one error type of the verify crate.
 #[derive(Debug, thiserror::Error)]

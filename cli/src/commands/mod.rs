@@ -8,6 +8,7 @@ mod bench;
 mod broker;
 mod relay;
 mod tlv;
+mod verify;
 
 use anyhow::bail;
 
@@ -32,7 +33,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Relay(args) => relay::run(args),
         Command::Produce(_) => not_built("produce"),
         Command::Capture(_) => not_built("capture"),
-        Command::Verify(_) => not_built("verify"),
+        Command::Verify(command) => verify::run(command, cli.global.format),
         Command::Rollout(_) => not_built("rollout"),
         Command::Config(_) => not_built("config"),
         Command::Console(_) => not_built("console"),

@@ -6,6 +6,7 @@
 mod cli;
 mod tidy;
 mod tlv;
+mod verify;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -6,6 +6,7 @@
 
 mod bench;
 mod broker;
+mod capture;
 mod relay;
 mod tlv;
 mod verify;
@@ -32,7 +33,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Broker(args) => broker::run(args),
         Command::Relay(args) => relay::run(args),
         Command::Produce(_) => not_built("produce"),
-        Command::Capture(_) => not_built("capture"),
+        Command::Capture(args) => capture::run(args),
         Command::Verify(command) => verify::run(command, cli.global.format),
         Command::Rollout(_) => not_built("rollout"),
         Command::Config(_) => not_built("config"),

@@ -121,3 +121,90 @@ fn a_truncated_capture_is_an_error_naming_the_offset() {
     let bad_ignore = myc(&["verify", "files", arg(&reference), arg(&candidate), "--ignore", "colour"], b"");
     assert_eq!(bad_ignore.status.code(), Some(2));
 }
+
+/// Starts `myc <args>` and waits until `socket` accepts connections.
+fn server(args: &[&str], socket: &Path) -> std::process::Child {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(socket).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "{args:?} did not start");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    child
+}
+
+fn stop(mut child: std::process::Child) {
+    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn capture_taps_a_relay_and_a_broker_topic_into_one_file_that_verify_reads() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("b.sock"));
+    let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&relay_socket)], &relay_socket);
+    let broker_listen = format!("unix:{}", broker_socket.display());
+    let broker = server(&["broker", "--listen", &broker_listen], &broker_socket);
+    let out = dir.path().join("both.pcapng");
+    let mut capture = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["capture", "--relay", arg(&relay_socket), "--broker", &broker_listen, "--topic", "market_data"])
+        .args(["--out", arg(&out), "--count", "10", "--duration", "20s"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+
+    // A legacy producer on the relay, and a raw publisher on the broker.
+    let mut producer = std::os::unix::net::UnixStream::connect(&relay_socket).unwrap();
+    producer.write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes()).unwrap();
+    let mut publisher = std::os::unix::net::UnixStream::connect(&broker_socket).unwrap();
+    publisher.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let mut sequence = 0;
+    while capture.try_wait().unwrap().is_none() {
+        sequence += 1;
+        assert!(sequence < 400, "capture never reached its count");
+        let bytes = message(sequence, 100);
+        producer.write_all(&bytes).unwrap();
+        let topic = b"market_data";
+        let body_len = u32::try_from(1 + 1 + topic.len() + bytes.len()).unwrap();
+        let mut frame = body_len.to_le_bytes().to_vec();
+        frame.push(0x02);
+        frame.push(u8::try_from(topic.len()).unwrap());
+        frame.extend_from_slice(topic);
+        frame.extend_from_slice(&bytes);
+        publisher.write_all(&frame).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(capture.wait().unwrap().success());
+
+    let mut reader = verify::pcapng::Reader::new(std::fs::File::open(&out).unwrap());
+    let mut packets = 0;
+    while let Some(packet) = reader.next_packet().unwrap() {
+        assert!(codec::Message::parse(&packet.data).is_ok());
+        packets += 1;
+    }
+    assert_eq!(packets, 10);
+    let names: Vec<_> = reader.interfaces().iter().map(|interface| interface.name.clone()).collect();
+    assert_eq!(names, [format!("relay:{}", relay_socket.display()), "broker:market_data".to_owned()]);
+
+    let reference_if = format!("relay:{}", relay_socket.display());
+    let verdict = myc(
+        &["verify", "files", arg(&out), "--reference-if", &reference_if, "--candidate-if", "broker:market_data"],
+        b"",
+    );
+    assert!(matches!(verdict.status.code(), Some(0 | 1)), "verify read the capture");
+    stop(relay);
+    stop(broker);
+}
+
+#[test]
+fn capture_to_an_unwritable_path_names_it_and_exits_2() {
+    let output = myc(&["capture", "--relay", "/nonexistent/md.sock", "--out", "/nonexistent/dir/out.pcapng"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr).unwrap().contains("/nonexistent/dir/out.pcapng"));
+}

@@ -125,9 +125,24 @@ pub(crate) enum VerifyCommand {
     },
     /// Tap both streams now for a while, then report.
     Live {
+        /// The reference: this relay socket.
+        #[arg(long)]
+        relay: PathBuf,
+        /// The candidate: this broker endpoint…
+        #[arg(long)]
+        broker: String,
+        /// …and topic.
+        #[arg(long)]
+        topic: String,
         /// How long to tap (e.g. 10s).
         #[arg(long, default_value = "10s")]
         duration: String,
+        /// Compare as if this header field were equal (timestamp, checksum, sequence; repeatable).
+        #[arg(long)]
+        ignore: Vec<String>,
+        /// Examples per kind in the report.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
     },
 }
 

@@ -1,7 +1,9 @@
-//! `myc verify files`: compares two captures (or two interfaces of one) and
-//! reports per spec/capture.md — exit 0 identical, 1 differs, 2 error. A
-//! capture that turns corrupt part-way is compared up to the bad block, the
-//! offset is reported, and the exit is 2.
+//! `myc verify files` compares two captures (or two interfaces of one);
+//! `myc verify live` taps a relay (reference) and a broker topic (candidate)
+//! for a while and compares what they carried. Reports per spec/capture.md —
+//! exit 0 identical, 1 differs, 2 error. A capture that turns corrupt
+//! part-way is compared up to the bad block, the offset is reported, and the
+//! exit is 2. Live taps keep what they see in memory for the duration.
 
 use std::cell::RefCell;
 use std::fs::File;
@@ -39,12 +41,7 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
             let reference_name = reference_state.borrow().name(&reference_path);
             let candidate_name = candidate_state.borrow().name(&candidate_path);
             let report = Report::new(&comparison, &reference_name, &candidate_name, SystemTime::now());
-            let mut out = io::stdout().lock();
-            match format {
-                Format::Json => report.render_json(&mut out)?,
-                Format::Human => report.render_human(&mut out)?,
-            }
-            out.flush()?;
+            render(&report, format)?;
             for (path, state) in [(&reference_path, &reference_state), (&candidate_path, &candidate_state)] {
                 if let Some(error) = &state.borrow().error {
                     bail!(
@@ -57,10 +54,61 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
             }
             Ok(if report.identical() { Outcome::Success } else { Outcome::Negative })
         }
-        VerifyCommand::Live { .. } => {
-            bail!("`myc verify live` is not built yet in this version of the toolkit")
+        VerifyCommand::Live { relay, broker, topic, duration, ignore, examples } => {
+            let ignore = parse_ignore(ignore)?;
+            let duration = humantime::parse_duration(duration).context("bad --duration")?;
+            let taps = super::capture::plan(
+                std::slice::from_ref(relay),
+                std::slice::from_ref(broker),
+                std::slice::from_ref(topic),
+            )?;
+            let (reference, candidate) = tap_for(&taps, duration)?;
+            let comparison = verify::join::compare(reference, candidate, ignore, *examples);
+            let report = Report::new(&comparison, &taps[0].name(), &taps[1].name(), SystemTime::now());
+            render(&report, format)?;
+            Ok(if report.identical() { Outcome::Success } else { Outcome::Negative })
         }
     }
+}
+
+fn render(report: &Report, format: Format) -> anyhow::Result<()> {
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => report.render_json(&mut out)?,
+        Format::Human => report.render_human(&mut out)?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// Taps the two streams for `duration`; returns what each saw, in arrival
+/// order. Both taps are connected (the broker subscription confirmed) before
+/// the clock starts.
+fn tap_for(
+    taps: &[super::capture::Tap],
+    duration: std::time::Duration,
+) -> anyhow::Result<(Vec<Captured>, Vec<Captured>)> {
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    runtime.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(65_536);
+        let _tasks = super::capture::start_taps(taps, &tx).await?;
+        drop(tx);
+        let mut streams = (Vec::new(), Vec::new());
+        let deadline = tokio::time::sleep(duration);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                () = &mut deadline => break,
+                tapped = rx.recv() => {
+                    let Some((index, bytes, arrival_ns)) = tapped else { break };
+                    let captured = Captured { bytes: bytes.to_vec(), arrival_ns };
+                    if index == 0 { streams.0.push(captured) } else { streams.1.push(captured) }
+                }
+            }
+        }
+        anyhow::Ok(streams)
+    })
 }
 
 fn parse_ignore(fields: &[String]) -> anyhow::Result<Ignore> {

@@ -208,3 +208,45 @@ fn capture_to_an_unwritable_path_names_it_and_exits_2() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8(output.stderr).unwrap().contains("/nonexistent/dir/out.pcapng"));
 }
+
+#[test]
+fn verify_live_taps_both_paths_and_matches_what_they_carried() {
+    use std::io::Write;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("b.sock"));
+    let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&relay_socket)], &relay_socket);
+    let broker_listen = format!("unix:{}", broker_socket.display());
+    let broker = server(&["broker", "--listen", &broker_listen], &broker_socket);
+    let live = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["verify", "live", "--relay", arg(&relay_socket), "--broker", &broker_listen, "--topic", "market_data"])
+        .args(["--duration", "2s", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut producer = std::os::unix::net::UnixStream::connect(&relay_socket).unwrap();
+    producer.write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes()).unwrap();
+    let mut publisher = std::os::unix::net::UnixStream::connect(&broker_socket).unwrap();
+    publisher.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    let started = std::time::Instant::now();
+    let mut sequence = 0;
+    while started.elapsed() < std::time::Duration::from_millis(2500) {
+        sequence += 1;
+        let bytes = message(sequence, 100);
+        producer.write_all(&bytes).unwrap();
+        let mut frame = u32::try_from(2 + 11 + bytes.len()).unwrap().to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0x02, 11]);
+        frame.extend_from_slice(b"market_data");
+        frame.extend_from_slice(&bytes);
+        publisher.write_all(&frame).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let output = live.wait_with_output().unwrap();
+    assert!(matches!(output.status.code(), Some(0 | 1)), "{:?}", output.status);
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(report["matched"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(report["mismatched"], 0);
+    stop(relay);
+    stop(broker);
+}

@@ -142,42 +142,93 @@ fn stop(mut child: std::process::Child) {
     let _ = child.wait();
 }
 
+/// A relay and a broker running as `myc` processes, with a legacy producer
+/// on the relay and a raw publisher on the broker's `market_data` topic.
+struct BothPaths {
+    relay_socket: std::path::PathBuf,
+    broker_listen: String,
+    relay: Option<std::process::Child>,
+    broker: Option<std::process::Child>,
+    producer: Option<std::os::unix::net::UnixStream>,
+    publisher: Option<std::os::unix::net::UnixStream>,
+}
+
+impl BothPaths {
+    fn start(dir: &Path) -> BothPaths {
+        let (relay_socket, broker_socket) = (dir.join("md.sock"), dir.join("b.sock"));
+        let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&relay_socket)], &relay_socket);
+        let broker_listen = format!("unix:{}", broker_socket.display());
+        let broker = server(&["broker", "--listen", &broker_listen], &broker_socket);
+        BothPaths {
+            relay_socket,
+            broker_listen,
+            relay: Some(relay),
+            broker: Some(broker),
+            producer: None,
+            publisher: None,
+        }
+    }
+
+    /// Connects the producer and the publisher (after the taps, so they see all).
+    fn connect(&mut self) {
+        use std::io::Write;
+
+        let mut producer = std::os::unix::net::UnixStream::connect(&self.relay_socket).unwrap();
+        producer
+            .write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes())
+            .unwrap();
+        let broker_socket = self.broker_listen.trim_start_matches("unix:");
+        let mut publisher = std::os::unix::net::UnixStream::connect(broker_socket).unwrap();
+        publisher.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+        (self.producer, self.publisher) = (Some(producer), Some(publisher));
+    }
+
+    /// Sends the same message on both paths.
+    fn send(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+
+        self.producer.as_mut().unwrap().write_all(bytes).unwrap();
+        let mut frame = u32::try_from(2 + 11 + bytes.len()).unwrap().to_le_bytes().to_vec();
+        frame.extend_from_slice(&[0x02, 11]);
+        frame.extend_from_slice(b"market_data");
+        frame.extend_from_slice(bytes);
+        self.publisher.as_mut().unwrap().write_all(&frame).unwrap();
+    }
+}
+
+impl Drop for BothPaths {
+    fn drop(&mut self) {
+        for child in [self.relay.take(), self.broker.take()].into_iter().flatten() {
+            stop(child);
+        }
+    }
+}
+
 #[test]
 fn capture_taps_a_relay_and_a_broker_topic_into_one_file_that_verify_reads() {
-    use std::io::Write;
-
     let dir = tempfile::tempdir().unwrap();
-    let (relay_socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("b.sock"));
-    let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&relay_socket)], &relay_socket);
-    let broker_listen = format!("unix:{}", broker_socket.display());
-    let broker = server(&["broker", "--listen", &broker_listen], &broker_socket);
+    let mut paths = BothPaths::start(dir.path());
     let out = dir.path().join("both.pcapng");
     let mut capture = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["capture", "--relay", arg(&relay_socket), "--broker", &broker_listen, "--topic", "market_data"])
+        .args([
+            "capture",
+            "--relay",
+            arg(&paths.relay_socket),
+            "--broker",
+            &paths.broker_listen,
+            "--topic",
+            "market_data",
+        ])
         .args(["--out", arg(&out), "--count", "10", "--duration", "20s"])
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-
-    // A legacy producer on the relay, and a raw publisher on the broker.
-    let mut producer = std::os::unix::net::UnixStream::connect(&relay_socket).unwrap();
-    producer.write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes()).unwrap();
-    let mut publisher = std::os::unix::net::UnixStream::connect(&broker_socket).unwrap();
-    publisher.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    paths.connect();
     let mut sequence = 0;
     while capture.try_wait().unwrap().is_none() {
         sequence += 1;
         assert!(sequence < 400, "capture never reached its count");
-        let bytes = message(sequence, 100);
-        producer.write_all(&bytes).unwrap();
-        let topic = b"market_data";
-        let body_len = u32::try_from(1 + 1 + topic.len() + bytes.len()).unwrap();
-        let mut frame = body_len.to_le_bytes().to_vec();
-        frame.push(0x02);
-        frame.push(u8::try_from(topic.len()).unwrap());
-        frame.extend_from_slice(topic);
-        frame.extend_from_slice(&bytes);
-        publisher.write_all(&frame).unwrap();
+        paths.send(&message(sequence, 100));
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     assert!(capture.wait().unwrap().success());
@@ -189,17 +240,14 @@ fn capture_taps_a_relay_and_a_broker_topic_into_one_file_that_verify_reads() {
         packets += 1;
     }
     assert_eq!(packets, 10);
+    let reference_if = format!("relay:{}", paths.relay_socket.display());
     let names: Vec<_> = reader.interfaces().iter().map(|interface| interface.name.clone()).collect();
-    assert_eq!(names, [format!("relay:{}", relay_socket.display()), "broker:market_data".to_owned()]);
-
-    let reference_if = format!("relay:{}", relay_socket.display());
+    assert_eq!(names, [reference_if.clone(), "broker:market_data".to_owned()]);
     let verdict = myc(
         &["verify", "files", arg(&out), "--reference-if", &reference_if, "--candidate-if", "broker:market_data"],
         b"",
     );
     assert!(matches!(verdict.status.code(), Some(0 | 1)), "verify read the capture");
-    stop(relay);
-    stop(broker);
 }
 
 #[test]
@@ -211,35 +259,21 @@ fn capture_to_an_unwritable_path_names_it_and_exits_2() {
 
 #[test]
 fn verify_live_taps_both_paths_and_matches_what_they_carried() {
-    use std::io::Write;
-
     let dir = tempfile::tempdir().unwrap();
-    let (relay_socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("b.sock"));
-    let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&relay_socket)], &relay_socket);
-    let broker_listen = format!("unix:{}", broker_socket.display());
-    let broker = server(&["broker", "--listen", &broker_listen], &broker_socket);
+    let mut paths = BothPaths::start(dir.path());
     let live = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["verify", "live", "--relay", arg(&relay_socket), "--broker", &broker_listen, "--topic", "market_data"])
-        .args(["--duration", "2s", "--format", "json"])
+        .args(["verify", "live", "--relay", arg(&paths.relay_socket), "--broker", &paths.broker_listen])
+        .args(["--topic", "market_data", "--duration", "2s", "--format", "json"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut producer = std::os::unix::net::UnixStream::connect(&relay_socket).unwrap();
-    producer.write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes()).unwrap();
-    let mut publisher = std::os::unix::net::UnixStream::connect(&broker_socket).unwrap();
-    publisher.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
+    paths.connect();
     let started = std::time::Instant::now();
     let mut sequence = 0;
     while started.elapsed() < std::time::Duration::from_millis(2500) {
         sequence += 1;
-        let bytes = message(sequence, 100);
-        producer.write_all(&bytes).unwrap();
-        let mut frame = u32::try_from(2 + 11 + bytes.len()).unwrap().to_le_bytes().to_vec();
-        frame.extend_from_slice(&[0x02, 11]);
-        frame.extend_from_slice(b"market_data");
-        frame.extend_from_slice(&bytes);
-        publisher.write_all(&frame).unwrap();
+        paths.send(&message(sequence, 100));
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let output = live.wait_with_output().unwrap();
@@ -247,6 +281,4 @@ fn verify_live_taps_both_paths_and_matches_what_they_carried() {
     let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     assert!(report["matched"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(report["mismatched"], 0);
-    stop(relay);
-    stop(broker);
 }

@@ -7,16 +7,18 @@
 //! Memory is bounded by how far the streams are apart, not by their length:
 //! the two streams are consumed together in arrival order, a message waits
 //! in a pending map only until its twin arrives, and duplicate detection
-//! remembers the last [`DUPLICATE_WINDOW`] keys per source and side (a repeat
-//! older than that is not recognised). It deliberately knows nothing of
+//! keeps one bit per sequence for the last [`DUPLICATE_WINDOW`] sequences
+//! per source and side (a repeat older than that is not recognised). It deliberately knows nothing of
 //! files or sockets: callers feed [`Captured`] messages.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use hdrhistogram::Histogram;
 
-/// Keys remembered per `(relay_domain, source)` and side for spotting repeats.
-pub const DUPLICATE_WINDOW: usize = 1 << 20;
+/// Sequences remembered per `(relay_domain, source)` and side for spotting
+/// repeats: a sliding window of this many sequence numbers below the highest
+/// seen (one bit each). Arrival-order keys cannot repeat, so need none.
+pub const DUPLICATE_WINDOW: u64 = 1 << 20;
 
 /// One message as a tap saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,8 +175,8 @@ pub fn compare(
 struct SideState {
     /// Messages waiting for their twin, by key.
     pending: HashMap<Key, Captured>,
-    /// Recent keys per source, for spotting repeats.
-    recent: HashMap<(u8, u8), (HashSet<Key>, VecDeque<Key>)>,
+    /// Recent sequences per source, for spotting repeats.
+    recent: HashMap<(u8, u8), SeenWindow>,
     /// Highest sequence seen per source.
     highest: HashMap<(u8, u8), u64>,
     /// Arrival counters per source (sequence-0 messages, or all under ignore).
@@ -226,16 +228,9 @@ impl Join {
             sequence
         };
         let key = Key { relay_domain, source, number, by_arrival };
-        let (seen, order) = state.recent.entry((relay_domain, source)).or_default();
-        if !seen.insert(key) {
+        if !by_arrival && state.recent.entry((relay_domain, source)).or_default().seen_before(sequence) {
             self.counts.duplicates[index] += 1;
             return;
-        }
-        order.push_back(key);
-        if order.len() > DUPLICATE_WINDOW {
-            if let Some(old) = order.pop_front() {
-                seen.remove(&old);
-            }
         }
         if sequence != 0 {
             let highest = state.highest.entry((relay_domain, source)).or_insert(0);
@@ -292,6 +287,49 @@ impl Join {
         }
         let skew_ns = self.skew.max.map(|max| (self.skew.quantile(0.5), self.skew.quantile(0.99), max));
         Comparison { counts: self.counts, skew_ns, findings: self.findings }
+    }
+}
+
+/// One bit per sequence number in a window that slides up with the highest
+/// sequence seen; a sequence below the window is assumed new.
+#[derive(Default)]
+struct SeenWindow {
+    /// The sequence of bit 0 of `words[0]`.
+    base: u64,
+    words: VecDeque<u64>,
+}
+
+impl SeenWindow {
+    const MAX_WORDS: usize = (DUPLICATE_WINDOW / 64) as usize;
+
+    /// Marks `sequence` seen; returns whether it had been seen already.
+    fn seen_before(&mut self, sequence: u64) -> bool {
+        if self.words.is_empty() {
+            self.base = sequence - sequence % 64;
+        }
+        if sequence < self.base {
+            return false;
+        }
+        let word = usize::try_from((sequence - self.base) / 64).unwrap_or(usize::MAX);
+        if word >= self.words.len() {
+            let needed = word + 1;
+            if needed > Self::MAX_WORDS + self.words.len() {
+                // A jump far ahead: start the window afresh there.
+                self.words.clear();
+                self.base = sequence - sequence % 64;
+                return self.seen_before(sequence);
+            }
+            self.words.resize(needed, 0);
+            while self.words.len() > Self::MAX_WORDS {
+                self.words.pop_front();
+                self.base += 64;
+            }
+        }
+        let word = usize::try_from((sequence - self.base) / 64).unwrap_or(0);
+        let bit = 1u64 << ((sequence - self.base) % 64);
+        let seen = self.words[word] & bit != 0;
+        self.words[word] |= bit;
+        seen
     }
 }
 

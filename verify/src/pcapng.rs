@@ -169,12 +169,14 @@ pub struct Reader<R: Read> {
     big_endian: bool,
     interfaces: Vec<Interface>,
     seen_section: bool,
+    /// The current block's body (reused from block to block).
+    body: Vec<u8>,
 }
 
 impl<R: Read> Reader<R> {
     /// A reader over `input` (nothing is read yet).
     pub fn new(input: R) -> Reader<R> {
-        Reader { input, offset: 0, big_endian: false, interfaces: Vec::new(), seen_section: false }
+        Reader { input, offset: 0, big_endian: false, interfaces: Vec::new(), seen_section: false, body: Vec::new() }
     }
 
     /// The interfaces seen so far.
@@ -210,8 +212,7 @@ impl<R: Read> Reader<R> {
                     _ => return Err(fail("bad byte-order magic".to_owned())),
                 };
                 let total = self.u32(&head[4..8]);
-                let rest = self.body(block_offset, total, 4)?;
-                let _ = rest;
+                self.read_body(block_offset, total, 4)?;
                 self.seen_section = true;
                 continue;
             }
@@ -220,22 +221,24 @@ impl<R: Read> Reader<R> {
             }
             let block_type = self.u32(&head[0..4]);
             let total = self.u32(&head[4..8]);
-            let body = self.body(block_offset, total, 0)?;
+            self.read_body(block_offset, total, 0)?;
             match block_type {
                 INTERFACE_DESCRIPTION => {
-                    let interface = self.parse_interface(&body).map_err(|reason| fail(reason.to_owned()))?;
+                    let interface = self.parse_interface(&self.body).map_err(|reason| fail(reason.to_owned()))?;
                     self.interfaces.push(interface);
                 }
-                ENHANCED_PACKET => return self.parse_packet(&body).map(Some).map_err(|reason| fail(reason.to_owned())),
+                ENHANCED_PACKET => {
+                    return self.parse_packet(&self.body).map(Some).map_err(|reason| fail(reason.to_owned()));
+                }
                 _ => {}
             }
         }
     }
 
     /// Reads the rest of a block whose total length is `total` (`already`
-    /// body bytes were consumed), checks the trailing length, and returns the
-    /// body.
-    fn body(&mut self, block_offset: u64, total: u32, already: usize) -> Result<Vec<u8>, ReadError> {
+    /// body bytes were consumed) into `self.body` and checks the trailing
+    /// length.
+    fn read_body(&mut self, block_offset: u64, total: u32, already: usize) -> Result<(), ReadError> {
         let fail = |reason: &str| ReadError { offset: block_offset, reason: reason.to_owned() };
         if total < 12 || total % 4 != 0 {
             return Err(fail("bad block length"));
@@ -244,18 +247,22 @@ impl<R: Read> Reader<R> {
             return Err(fail("block longer than the 16 MiB limit"));
         }
         let body_len = total as usize - 12 - already;
-        let mut rest = vec![0u8; body_len + 4];
-        let n = read_full(&mut self.input, &mut rest).map_err(|error| fail(&error.to_string()))?;
-        if n < rest.len() {
-            return Err(fail("truncated block"));
+        let mut rest = std::mem::take(&mut self.body);
+        rest.resize(body_len + 4, 0);
+        let read = read_full(&mut self.input, &mut rest);
+        let trailer = if rest.len() >= 4 { self.u32(&rest[body_len..]) } else { 0 };
+        rest.truncate(body_len);
+        self.body = rest;
+        match read {
+            Err(error) => return Err(fail(&error.to_string())),
+            Ok(n) if n < body_len + 4 => return Err(fail("truncated block")),
+            Ok(_) => {}
         }
-        let trailer = self.u32(&rest[body_len..]);
         if trailer != total {
             return Err(fail("trailing block length does not match"));
         }
-        rest.truncate(body_len);
         self.offset = block_offset + u64::from(total);
-        Ok(rest)
+        Ok(())
     }
 
     fn u16(&self, bytes: &[u8]) -> u16 {

@@ -35,6 +35,20 @@ fn identical_streams_match_everything() {
 }
 
 #[test]
+fn the_seen_window_spots_repeats_and_slides() {
+    let mut window = SeenWindow::default();
+    assert!(!window.seen_before(5));
+    assert!(window.seen_before(5));
+    assert!(!window.seen_before(70));
+    assert!(!window.seen_before(3), "never seen");
+    let far = 5 + DUPLICATE_WINDOW * 3;
+    assert!(!window.seen_before(far));
+    assert!(window.seen_before(far));
+    assert!(!window.seen_before(70), "slid out of the window");
+    assert!(window.words.len() <= SeenWindow::MAX_WORDS);
+}
+
+#[test]
 fn skew_percentiles_are_signed() {
     let mut skew = Skew::default();
     for value in [-30, -20, -10, 10, 20, 30, 40, 50, 60, 70] {

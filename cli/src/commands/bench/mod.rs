@@ -12,6 +12,7 @@ mod codec_scenarios;
 mod nats_scenarios;
 mod process;
 mod relay_scenarios;
+mod verify_scenarios;
 
 use std::io::{self, Write};
 use std::time::Duration;
@@ -146,6 +147,7 @@ fn all_scenarios() -> Vec<Scenario> {
     all.extend(broker_scenarios::scenarios());
     all.extend(relay_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
+    all.extend(verify_scenarios::scenarios());
     all
 }
 

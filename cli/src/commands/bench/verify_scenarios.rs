@@ -1,0 +1,57 @@
+//! The verify scenario: two captures of 1,000,000 messages each (128-byte
+//! payloads, the candidate 40 µs behind), compared offline from the files,
+//! streaming. Reports messages per second per side and this process's peak
+//! RSS.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use verify::join::{Captured, Ignore};
+use verify::pcapng::{Reader, Writer};
+
+use super::process::{own_peak_rss, reset_own_peak_rss};
+use super::{Rss, RunResult, Scenario, rate};
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![Scenario { name: "verify", payload_bytes: 128, run: verify_files, n_messages: 1_000_000 }]
+}
+
+fn verify_files(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    let dir = tempfile::tempdir()?;
+    let (reference, candidate) = (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"));
+    for (path, name, delay) in [(&reference, "relay:/bench.sock", 0), (&candidate, "broker:bench", 40_000)] {
+        let mut writer = Writer::new(File::create(path)?)?;
+        let interface = writer.interface(name)?;
+        let payload = vec![0x5Au8; payload_bytes.saturating_sub(2).min(255)];
+        for sequence in 1..=n_messages {
+            let header = Header::new(Domain::MarketData, Source::TestClient, sequence, sequence);
+            let message = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &payload)?.build();
+            writer.packet(interface, 1_700_000_000_000_000_000 + sequence * 1_000 + delay, &message)?;
+        }
+        writer.finish()?;
+    }
+    reset_own_peak_rss();
+    let started = Instant::now();
+    let comparison = verify::join::compare(stream(&reference)?, stream(&candidate)?, Ignore::default(), 5);
+    let elapsed = started.elapsed();
+    if comparison.counts.matched != n_messages {
+        bail!("verify matched {} of {n_messages}", comparison.counts.matched);
+    }
+    let rss = Rss { broker: None, client: own_peak_rss() };
+    Ok(RunResult { lost: Some(0), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}
+
+fn stream(path: &std::path::Path) -> anyhow::Result<impl Iterator<Item = Captured>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = Reader::new(BufReader::with_capacity(1 << 20, file));
+    Ok(std::iter::from_fn(move || {
+        reader
+            .next_packet()
+            .ok()
+            .flatten()
+            .map(|packet| Captured { bytes: packet.data, arrival_ns: packet.timestamp_ns })
+    }))
+}

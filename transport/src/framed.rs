@@ -104,18 +104,7 @@ impl<R: AsyncRead + Unpin, F: Framing> FrameReader<R, F> {
     /// # Errors
     /// When framing is lost, the stream ends mid-frame, or reading fails.
     pub async fn read_batch(&mut self) -> Result<Option<Bytes>, Error> {
-        loop {
-            if let Some(batch) = self.try_batch()? {
-                return Ok(Some(batch));
-            }
-            if !self.fill().await? {
-                return if self.buffer.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(Error::ClosedMidFrame { buffered: self.buffer.len() })
-                };
-            }
-        }
+        self.read_with(Self::try_batch).await
     }
 
     /// The next frame: `Ok(None)` on a clean end of stream.
@@ -123,9 +112,15 @@ impl<R: AsyncRead + Unpin, F: Framing> FrameReader<R, F> {
     /// # Errors
     /// When framing is lost, the stream ends mid-frame, or reading fails.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, Error> {
+        self.read_with(Self::try_frame).await
+    }
+
+    /// Reads until `take` finds something in the buffer: `Ok(None)` on a
+    /// clean end of stream, an error when it ends mid-frame.
+    async fn read_with(&mut self, take: fn(&mut Self) -> Result<Option<Bytes>, Error>) -> Result<Option<Bytes>, Error> {
         loop {
-            if let Some(frame) = self.try_frame()? {
-                return Ok(Some(frame));
+            if let Some(taken) = take(self)? {
+                return Ok(Some(taken));
             }
             if !self.fill().await? {
                 return if self.buffer.is_empty() {

@@ -189,7 +189,7 @@ async fn read_loop(
     let domain = relay.domain.name();
     let bytes_in = Metrics::get(&relay.metrics.bytes_in, domain, "all");
     let messages_in = Metrics::get(&relay.metrics.messages_in, domain, "all");
-    let mut runs: Vec<Bytes> = Vec::new();
+    let mut runs: Vec<(Bytes, u64)> = Vec::new();
     let mut targets: Vec<Arc<Peer>> = Vec::new();
     let mut behind: Vec<Arc<Peer>> = Vec::new();
     loop {
@@ -226,7 +226,7 @@ async fn read_loop(
                 .cloned(),
         );
         for target in &targets {
-            if target.push(&runs, n_messages) {
+            if target.push(&runs) {
                 behind.push(Arc::clone(target));
             }
         }
@@ -242,13 +242,14 @@ async fn read_loop(
 
 /// Validates every message of `batch`: consumes identification headers
 /// (the peer becomes a producer), drops and counts invalid ones, and appends
-/// the valid ones to `runs` as contiguous slices. Returns how many valid
-/// messages there are.
-fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<Bytes>) -> u64 {
+/// the valid ones to `runs` as contiguous slices with their message counts.
+/// Returns how many valid messages there are.
+fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes, u64)>) -> u64 {
     let domain = relay.domain.name();
     let check = relay.checksum_check();
     let mut offset = 0;
     let mut run_start = 0;
+    let mut run_count = 0;
     let mut n_valid = 0;
     while offset < batch.len() {
         let len = crate::framing::message_len(&batch[offset..]);
@@ -267,16 +268,18 @@ fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<Bytes>)
                 Metrics::get(&relay.metrics.invalid, domain, reason).inc();
             }
         }
-        if !matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_)) {
-            if offset > run_start {
-                runs.push(batch.slice(run_start..offset));
+        if matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_)) {
+            run_count += 1;
+        } else {
+            if run_count > 0 {
+                runs.push((batch.slice(run_start..offset), std::mem::take(&mut run_count)));
             }
             run_start = offset + len;
         }
         offset += len;
     }
-    if offset > run_start {
-        runs.push(batch.slice(run_start..offset));
+    if run_count > 0 {
+        runs.push((batch.slice(run_start..offset), run_count));
     }
     n_valid
 }

@@ -92,20 +92,22 @@ impl Peer {
         }
     }
 
-    /// Queues `runs` (holding `n_messages` messages) for this peer. Returns
+    /// Queues `runs` (slices with their message counts) for this peer. Returns
     /// `true` when the queue is now over its bound and the peer is still
     /// reading: the producer should wait for it ([`Peer::wait_below_bound`])
     /// rather than have its messages dropped. A stuck peer gets the policy at
     /// once.
-    pub(super) fn push(&self, runs: &[Bytes], n_messages: u64) -> bool {
+    pub(super) fn push(&self, runs: &[(Bytes, u64)]) -> bool {
         if self.finished.load(Ordering::Acquire) {
             return false;
         }
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let was_empty = queue.runs.is_empty();
-        for run in runs {
+        let mut n_messages = 0;
+        for (run, count) in runs {
             queue.bytes += run.len();
-            queue.runs.push_back((run.clone(), count_messages(run)));
+            queue.runs.push_back((run.clone(), *count));
+            n_messages += count;
         }
         queue.messages += n_messages;
         self.messages_out.inc_by(n_messages);
@@ -206,17 +208,6 @@ impl Peer {
         queue.messages = 0;
         taken
     }
-}
-
-/// Counts the whole messages in a run.
-fn count_messages(run: &[u8]) -> u64 {
-    let mut offset = 0;
-    let mut count = 0;
-    while offset < run.len() {
-        offset += crate::framing::message_len(&run[offset..]).max(1);
-        count += 1;
-    }
-    count
 }
 
 /// Writes the peer's queue until it is finished and drained, or a write fails.

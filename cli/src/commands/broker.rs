@@ -3,10 +3,10 @@
 //! down gracefully (ERROR `shutting_down` to every connection, socket files
 //! removed). A live broker on the same socket is refused at start (exit 2).
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use transport::{Endpoint, Listener, SocketOptions};
 
-use super::Outcome;
+use super::{Outcome, shutdown_signal};
 use crate::args::BrokerArgs;
 
 const DEFAULT_ENDPOINT: &str = "unix:/tmp/mycelium.sock";
@@ -15,8 +15,7 @@ pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
     let texts: Vec<&str> =
         if args.listen.is_empty() { vec![DEFAULT_ENDPOINT] } else { args.listen.iter().map(String::as_str).collect() };
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
@@ -41,18 +40,4 @@ pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
         tracing::info!("broker stopped");
         Ok(Outcome::Success)
     })
-}
-
-/// Completes on SIGINT or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = async {
-            match terminate.as_mut() {
-                Some(signal) => { signal.recv().await; }
-                None => std::future::pending::<()>().await,
-            }
-        } => {}
-    }
 }

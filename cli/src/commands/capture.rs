@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use transport::{AbortOnDrop, Endpoint};
 
 use super::Outcome;
-use super::broker::shutdown_signal;
+use super::shutdown_signal;
 use crate::args::CaptureArgs;
 
 /// One stream to tap.
@@ -53,8 +53,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     for tap in &taps {
         writer.interface(&tap.name()).with_context(|| format!("cannot write {}", out.display()))?;
     }
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     let written = runtime.block_on(async {
         let (tx, mut rx) = mpsc::channel::<Tapped>(65_536);
         let _tasks = start_taps(&taps, &tx).await?;

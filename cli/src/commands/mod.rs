@@ -11,7 +11,7 @@ mod relay;
 mod tlv;
 mod verify;
 
-use anyhow::bail;
+use anyhow::{Context, bail};
 
 use crate::args::{Cli, Command, TlvCommand};
 
@@ -45,4 +45,23 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
 /// yet: a clear error (exit 2), never a crash.
 fn not_built(command: &str) -> anyhow::Result<Outcome> {
     bail!("`myc {command}` is not built yet in this version of the toolkit (see the README for what is)")
+}
+
+/// The runtime the long-running commands use.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = async {
+            match terminate.as_mut() {
+                Some(signal) => { signal.recv().await; }
+                None => std::future::pending::<()>().await,
+            }
+        } => {}
+    }
 }

@@ -10,13 +10,12 @@ use codec::Domain;
 use transport::{Endpoint, Listener, SocketOptions};
 
 use super::Outcome;
-use super::broker::shutdown_signal;
+use super::shutdown_signal;
 use crate::args::RelayArgs;
 
 pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<Outcome> {
     let relays = plan(args)?;
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(relays.len());
         for (domain, path) in relays {

@@ -88,8 +88,7 @@ fn tap_for(
     taps: &[super::capture::Tap],
     duration: std::time::Duration,
 ) -> anyhow::Result<(Vec<Captured>, Vec<Captured>)> {
-    let runtime =
-        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")?;
+    let runtime = super::runtime()?;
     runtime.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel(65_536);
         let _tasks = super::capture::start_taps(taps, &tx).await?;

@@ -18,8 +18,28 @@ async fn exchange(path: &std::path::Path, bytes: &[u8]) -> Vec<ServerOp> {
     stream.write_all(bytes).await.unwrap();
     let mut received = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await.unwrap().unwrap();
+    decode_all(&received)
+}
+
+/// Reads what the broker sends on a still-open connection up to the PONG
+/// with `nonce`, and decodes it.
+async fn read_through_pong(stream: &mut UnixStream, nonce: u64) -> Vec<ServerOp> {
+    let mut pong = vec![0x85];
+    pong.extend_from_slice(&nonce.to_le_bytes());
+    let mut received = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.ends_with(&pong) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut received)).await.unwrap().unwrap();
+        assert!(n > 0, "connection closed: {got:?}");
+        got.extend_from_slice(&received[..n]);
+    }
+    decode_all(&got)
+}
+
+/// Every server frame in `bytes`, in order.
+fn decode_all(bytes: &[u8]) -> Vec<ServerOp> {
     let mut ops = Vec::new();
-    let mut rest = &received[..];
+    let mut rest = bytes;
     while rest.len() >= 4 {
         let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
         ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
@@ -100,20 +120,7 @@ async fn non_fatal_errors_keep_the_connection() {
     bytes.extend(frame(&ClientOp::Unsubscribe { sub_id: 99 }));
     bytes.extend(frame(&ClientOp::Ping { nonce: 7 }));
     stream.write_all(&bytes).await.unwrap();
-    let mut received = vec![0u8; 4096];
-    let mut got = Vec::new();
-    while !got.ends_with(&[0x85, 7, 0, 0, 0, 0, 0, 0, 0]) {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut received)).await.unwrap().unwrap();
-        assert!(n > 0, "connection closed: {got:?}");
-        got.extend_from_slice(&received[..n]);
-    }
-    let mut ops = Vec::new();
-    let mut rest = &got[..];
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
-        rest = &rest[4 + len..];
-    }
+    let ops = read_through_pong(&mut stream, 7).await;
     let codes: Vec<_> = ops
         .iter()
         .filter_map(|op| match op {
@@ -178,20 +185,7 @@ async fn subscription_and_connection_limits_answer_with_the_spec_errors() {
     bytes.extend(frame(&ClientOp::Ping { nonce: 9 }));
     let mut stream = UnixStream::connect(&path).await.unwrap();
     stream.write_all(&bytes).await.unwrap();
-    let mut got = Vec::new();
-    let mut buffer = vec![0u8; 4096];
-    while !got.ends_with(&[0x85, 9, 0, 0, 0, 0, 0, 0, 0]) {
-        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buffer)).await.unwrap().unwrap();
-        assert!(n > 0, "closed: {got:?}");
-        got.extend_from_slice(&buffer[..n]);
-    }
-    let mut rest = &got[..];
-    let mut ops = Vec::new();
-    while rest.len() >= 4 {
-        let len = u32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        ops.push(ServerOp::decode(Bytes::copy_from_slice(&rest[4..4 + len])).unwrap());
-        rest = &rest[4 + len..];
-    }
+    let ops = read_through_pong(&mut stream, 9).await;
     let subacks = ops.iter().filter(|op| matches!(op, ServerOp::SubAck { .. })).count();
     assert_eq!(subacks, 3);
     assert!(ops.iter().any(|op| matches!(op, ServerOp::Error { code: ErrorCode::TooManySubscriptions, .. })));

@@ -48,8 +48,6 @@ pub(super) struct Peer {
     stuck: AtomicBool,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
-    /// The identified source (0 until identified).
-    source: AtomicU8,
     policy: QueuePolicy,
     max_messages: u64,
     max_bytes: usize,
@@ -68,7 +66,6 @@ impl Peer {
             progress: Notify::new(),
             stuck: AtomicBool::new(false),
             role: AtomicU8::new(0),
-            source: AtomicU8::new(0),
             policy: settings.policy,
             max_messages: settings.queue_messages as u64,
             max_bytes: settings.queue_bytes,
@@ -84,7 +81,6 @@ impl Peer {
 
     /// Marks the peer a producer of `source` (counted under its new role).
     pub(super) fn become_producer(&self, source: Source, metrics: &Metrics, domain: &'static str) {
-        self.source.store(source.as_u8(), Ordering::Release);
         if self.role.swap(1, Ordering::AcqRel) == 0 {
             Metrics::get(&metrics.connections, domain, "consumer").dec();
             Metrics::get(&metrics.connections, domain, "producer").inc();

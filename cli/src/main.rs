@@ -11,6 +11,7 @@ mod args;
 mod commands;
 mod logging;
 mod metrics_http;
+mod progress;
 
 use std::io;
 use std::process::ExitCode;

@@ -11,7 +11,9 @@
 //! per source and side (a repeat older than that is not recognised). It deliberately knows nothing of
 //! files or sockets: callers feed [`Captured`] messages.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
+
+use foldhash::HashMap;
 
 use hdrhistogram::Histogram;
 
@@ -151,10 +153,20 @@ pub fn compare(
     let mut join = Join::new(ignore, examples);
     let mut reference = reference.into_iter().peekable();
     let mut candidate = candidate.into_iter().peekable();
-    // Consume in arrival order so that twins meet soon and pending stays small.
+    // Consume in arrival order so that twins meet soon and pending stays
+    // small; when both heads carry the same key (aligned streams, the usual
+    // case) they are joined at once, without a trip through the pending maps.
     loop {
         let take_reference = match (reference.peek(), candidate.peek()) {
-            (Some(left), Some(right)) => left.arrival_ns <= right.arrival_ns,
+            (Some(left), Some(right)) => {
+                if join.same_next_key(left, right) {
+                    if let (Some(left), Some(right)) = (reference.next(), candidate.next()) {
+                        join.add_pair(left, right);
+                    }
+                    continue;
+                }
+                left.arrival_ns <= right.arrival_ns
+            }
             (Some(_), None) => true,
             (None, Some(_)) => false,
             (None, None) => break,
@@ -175,12 +187,19 @@ pub fn compare(
 struct SideState {
     /// Messages waiting for their twin, by key.
     pending: HashMap<Key, Captured>,
-    /// Recent sequences per source, for spotting repeats.
-    recent: HashMap<(u8, u8), SeenWindow>,
-    /// Highest sequence seen per source.
-    highest: HashMap<(u8, u8), u64>,
-    /// Arrival counters per source (sequence-0 messages, or all under ignore).
-    arrivals: HashMap<(u8, u8), u64>,
+    /// What is known of each `(relay_domain, source)`.
+    sources: HashMap<(u8, u8), SourceState>,
+}
+
+/// Per-source bookkeeping of one side.
+#[derive(Default)]
+struct SourceState {
+    /// Recent sequences, for spotting repeats.
+    recent: SeenWindow,
+    /// Highest sequence seen.
+    highest: u64,
+    /// Arrival counter (sequence-0 messages, or all under ignore).
+    arrivals: u64,
 }
 
 struct Join {
@@ -206,7 +225,47 @@ impl Join {
         }
     }
 
+    /// Whether the next reference and candidate messages would get the same
+    /// key (without recording anything).
+    fn same_next_key(&self, reference: &Captured, candidate: &Captured) -> bool {
+        let peek = |side: Side, message: &Captured| {
+            let header = codec::Header::decode(&message.bytes).ok()?;
+            let (relay_domain, source) = (header.relay_domain.as_u8(), header.source.as_u8());
+            let by_arrival = header.sequence == 0 || self.ignore.sequence;
+            let number = if by_arrival {
+                self.sides[side as usize].sources.get(&(relay_domain, source)).map_or(0, |state| state.arrivals) + 1
+            } else {
+                header.sequence
+            };
+            Some(Key { relay_domain, source, number, by_arrival })
+        };
+        peek(Side::Reference, reference).is_some_and(|key| Some(key) == peek(Side::Candidate, candidate))
+    }
+
+    /// Adds the next message of each side.
+    fn add_pair(&mut self, reference: Captured, candidate: Captured) {
+        match (self.key(Side::Reference, &reference), self.key(Side::Candidate, &candidate)) {
+            (Some(left), Some(right)) if left == right => self.settle(left, reference, candidate),
+            (left, right) => {
+                if let Some(key) = left {
+                    self.place(Side::Reference, key, reference);
+                }
+                if let Some(key) = right {
+                    self.place(Side::Candidate, key, candidate);
+                }
+            }
+        }
+    }
+
     fn add(&mut self, side: Side, message: Captured) {
+        if let Some(key) = self.key(side, &message) {
+            self.place(side, key, message);
+        }
+    }
+
+    /// Counts `message` and finds its key; `None` for a message that cannot
+    /// be joined (unreadable, or a repeat).
+    fn key(&mut self, side: Side, message: &Captured) -> Option<Key> {
         let index = side as usize;
         match side {
             Side::Reference => self.counts.reference_messages += 1,
@@ -214,33 +273,35 @@ impl Join {
         }
         let Ok(header) = codec::Header::decode(&message.bytes) else {
             self.counts.unreadable[index] += 1;
-            return;
+            return None;
         };
         let (relay_domain, source, sequence) = (header.relay_domain.as_u8(), header.source.as_u8(), header.sequence);
         self.counts.sources.insert(source);
-        let state = &mut self.sides[index];
+        let state = self.sides[index].sources.entry((relay_domain, source)).or_default();
         let by_arrival = sequence == 0 || self.ignore.sequence;
         let number = if by_arrival {
-            let counter = state.arrivals.entry((relay_domain, source)).or_insert(0);
-            *counter += 1;
-            *counter
+            state.arrivals += 1;
+            state.arrivals
         } else {
             sequence
         };
-        let key = Key { relay_domain, source, number, by_arrival };
-        if !by_arrival && state.recent.entry((relay_domain, source)).or_default().seen_before(sequence) {
+        if !by_arrival && state.recent.seen_before(sequence) {
             self.counts.duplicates[index] += 1;
-            return;
+            return None;
         }
         if sequence != 0 {
-            let highest = state.highest.entry((relay_domain, source)).or_insert(0);
-            if sequence < *highest {
+            if sequence < state.highest {
                 self.counts.reordered[index] += 1;
             }
-            *highest = (*highest).max(sequence);
+            state.highest = state.highest.max(sequence);
         }
-        let other = 1 - index;
-        match self.sides[other].pending.remove(&key) {
+        Some(Key { relay_domain, source, number, by_arrival })
+    }
+
+    /// Joins `message` with its waiting twin, or leaves it waiting.
+    fn place(&mut self, side: Side, key: Key, message: Captured) {
+        let index = side as usize;
+        match self.sides[1 - index].pending.remove(&key) {
             Some(twin) => {
                 let (reference, candidate) = if side == Side::Reference { (message, twin) } else { (twin, message) };
                 self.settle(key, reference, candidate);
@@ -387,22 +448,22 @@ fn same(reference: &[u8], candidate: &[u8], ignore: Ignore) -> bool {
     if reference.len() != candidate.len() {
         return false;
     }
-    let masked = |field: std::ops::Range<usize>, on: bool| on && field.end <= reference.len();
-    let mut ranges: Vec<std::ops::Range<usize>> = Vec::new();
-    if masked(8..16, ignore.sequence) {
-        ranges.push(8..16);
+    if !(ignore.sequence || ignore.timestamp || ignore.checksum) || reference.len() < codec::HEADER_LEN {
+        return reference == candidate;
     }
-    if masked(16..24, ignore.timestamp) {
-        ranges.push(16..24);
-    }
-    if masked(28..32, ignore.checksum) {
-        ranges.push(28..32);
-    }
-    reference
-        .iter()
-        .zip(candidate)
-        .enumerate()
-        .all(|(index, (left, right))| left == right || ranges.iter().any(|range| range.contains(&index)))
+    let (reference_header, reference_rest) = reference.split_at(codec::HEADER_LEN);
+    let (candidate_header, candidate_rest) = candidate.split_at(codec::HEADER_LEN);
+    let masked = |header: &[u8]| {
+        let mut copy = [0u8; codec::HEADER_LEN];
+        copy.copy_from_slice(header);
+        for (field, on) in [(8..16, ignore.sequence), (16..24, ignore.timestamp), (28..32, ignore.checksum)] {
+            if on {
+                copy[field].fill(0);
+            }
+        }
+        copy
+    };
+    reference_rest == candidate_rest && masked(reference_header) == masked(candidate_header)
 }
 
 #[cfg(test)]

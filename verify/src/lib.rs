@@ -5,12 +5,14 @@
 //! It deliberately stays synchronous and never imports tokio: taps that feed
 //! it live elsewhere, and it renders into a writer rather than printing.
 //!
-//! Built so far: the capture files ([`pcapng`]), the join ([`join`]) and the
-//! report ([`report`]); `myc verify files` drives them.
+//! The parts: capture files ([`pcapng`]), one stream of a file read ahead
+//! on a thread ([`stream`]), the join ([`join`]) and the report
+//! ([`report`]); `myc verify` and `myc capture` drive them.
 
 pub mod join;
 pub mod pcapng;
 pub mod report;
+pub mod stream;
 
 /// The one error type of the verify crate.
 #[derive(Debug, thiserror::Error)]

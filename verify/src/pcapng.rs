@@ -179,6 +179,11 @@ impl<R: Read> Reader<R> {
         Reader { input, offset: 0, big_endian: false, interfaces: Vec::new(), seen_section: false, body: Vec::new() }
     }
 
+    /// Bytes consumed so far: the offset of the next block.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// The interfaces seen so far.
     pub fn interfaces(&self) -> &[Interface] {
         &self.interfaces

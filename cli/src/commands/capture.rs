@@ -16,6 +16,7 @@ use transport::{AbortOnDrop, Endpoint};
 use super::Outcome;
 use super::shutdown_signal;
 use crate::args::CaptureArgs;
+use crate::progress;
 
 /// One stream to tap.
 #[derive(Debug, Clone)]
@@ -65,6 +66,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
             }
         };
         tokio::pin!(stop);
+        let counter = progress::counter(&format!("capturing to {}", out.display()));
         let mut written = 0u64;
         loop {
             tokio::select! {
@@ -74,12 +76,16 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
                     let interface = u32::try_from(index).unwrap_or(u32::MAX);
                     writer.packet(interface, arrival_ns, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
                     written += 1;
+                    if written % 1024 == 0 {
+                        counter.set_position(written);
+                    }
                     if args.count.is_some_and(|count| written >= count) {
                         break;
                     }
                 }
             }
         }
+        counter.finish_and_clear();
         anyhow::Ok(written)
     })?;
     writer.finish().with_context(|| format!("cannot write {}", out.display()))?;

@@ -5,20 +5,19 @@
 //! part-way is compared up to the bad block, the offset is reported, and the
 //! exit is 2. Live taps keep what they see in memory for the duration.
 
-use std::cell::RefCell;
-use std::fs::File;
-use std::io::{self, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 use verify::join::{Captured, Ignore};
-use verify::pcapng::{ReadError, Reader};
 use verify::report::Report;
+use verify::stream::{CaptureStream, StreamInfo};
 
 use super::Outcome;
 use crate::args::{Format, VerifyCommand};
+use crate::progress;
 
 pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Outcome> {
     match command {
@@ -33,17 +32,30 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
                     (reference.clone(), reference.clone())
                 }
             };
-            let reference_stream = CaptureStream::open(&reference_path, reference_if.clone())?;
-            let candidate_stream = CaptureStream::open(&candidate_path, candidate_if.clone())?;
-            let reference_state = Rc::clone(&reference_stream.state);
-            let candidate_state = Rc::clone(&candidate_stream.state);
+            let reference_stream = CaptureStream::open(&reference_path, reference_if.as_deref())?;
+            let candidate_stream = CaptureStream::open(&candidate_path, candidate_if.as_deref())?;
+            let (reference_info, candidate_info) = (reference_stream.info(), candidate_stream.info());
+            let bar = progress::bytes_bar(reference_info.total_bytes + candidate_info.total_bytes, "verify");
+            let mut seen = 0u32;
+            let reference_stream = reference_stream.inspect(|_| {
+                seen = seen.wrapping_add(1);
+                if seen % 65_536 == 0 {
+                    let read = reference_info.bytes_read.load(Ordering::Relaxed);
+                    bar.set_position(read + candidate_info.bytes_read.load(Ordering::Relaxed));
+                }
+            });
             let comparison = verify::join::compare(reference_stream, candidate_stream, ignore, *examples);
-            let reference_name = reference_state.borrow().name(&reference_path);
-            let candidate_name = candidate_state.borrow().name(&candidate_path);
-            let report = Report::new(&comparison, &reference_name, &candidate_name, SystemTime::now());
+            bar.finish_and_clear();
+            let name = |info: &StreamInfo, path: &Path| info.interface().unwrap_or_else(|| path.display().to_string());
+            let report = Report::new(
+                &comparison,
+                &name(&reference_info, &reference_path),
+                &name(&candidate_info, &candidate_path),
+                SystemTime::now(),
+            );
             render(&report, format)?;
-            for (path, state) in [(&reference_path, &reference_state), (&candidate_path, &candidate_state)] {
-                if let Some(error) = &state.borrow().error {
+            for (path, info) in [(&reference_path, &reference_info), (&candidate_path, &candidate_info)] {
+                if let Some(error) = info.error() {
                     bail!(
                         "{}: invalid pcapng at byte {} ({}); compared what came before it",
                         path.display(),
@@ -121,67 +133,4 @@ fn parse_ignore(fields: &[String]) -> anyhow::Result<Ignore> {
         }
     }
     Ok(ignore)
-}
-
-/// What a capture stream learned while it was read.
-#[derive(Default)]
-struct StreamState {
-    /// The interface the stream was taken from (the first one seen when no
-    /// name was given).
-    interface: Option<String>,
-    error: Option<ReadError>,
-}
-
-impl StreamState {
-    fn name(&self, path: &Path) -> String {
-        self.interface.clone().unwrap_or_else(|| path.display().to_string())
-    }
-}
-
-/// The packets of one interface of a capture, streamed.
-struct CaptureStream {
-    reader: Reader<BufReader<File>>,
-    wanted: Option<String>,
-    state: Rc<RefCell<StreamState>>,
-}
-
-impl CaptureStream {
-    fn open(path: &PathBuf, wanted: Option<String>) -> anyhow::Result<CaptureStream> {
-        let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-        Ok(CaptureStream {
-            reader: Reader::new(BufReader::with_capacity(1 << 20, file)),
-            wanted,
-            state: Rc::new(RefCell::new(StreamState::default())),
-        })
-    }
-}
-
-impl Iterator for CaptureStream {
-    type Item = Captured;
-
-    fn next(&mut self) -> Option<Captured> {
-        loop {
-            match self.reader.next_packet() {
-                Ok(Some(packet)) => {
-                    let name =
-                        self.reader.interfaces().get(packet.interface as usize).map(|interface| interface.name.clone());
-                    let mut state = self.state.borrow_mut();
-                    match (&self.wanted, name) {
-                        (Some(wanted), Some(name)) if *wanted != name => continue,
-                        (_, name) => {
-                            if state.interface.is_none() {
-                                state.interface = name;
-                            }
-                        }
-                    }
-                    return Some(Captured { bytes: packet.data, arrival_ns: packet.timestamp_ns });
-                }
-                Ok(None) => return None,
-                Err(error) => {
-                    self.state.borrow_mut().error = Some(error);
-                    return None;
-                }
-            }
-        }
-    }
 }

@@ -77,6 +77,50 @@ fn a_one_byte_difference_is_found_shown_as_a_diff_and_exits_1() {
     assert!(diff.contains("-        \"price\": 117,") && diff.contains("+        \"price\": 999,"), "{diff}");
 }
 
+/// Writes a capture of one stream of `n` trades (one message reused as a
+/// template, so a million of them take no memory), with `change` applied to
+/// the message of one sequence.
+fn million(path: &Path, name: &str, n: u64, change: Option<(u64, usize)>) {
+    let mut writer = Writer::new(std::fs::File::create(path).unwrap()).unwrap();
+    let interface = writer.interface(name).unwrap();
+    let mut bytes = message(1, 100);
+    for sequence in 1..=n {
+        bytes[8..16].copy_from_slice(&sequence.to_le_bytes());
+        let mut packet = bytes.clone();
+        if let Some((_, offset)) = change.filter(|(at, _)| *at == sequence) {
+            packet[offset] ^= 0x01;
+        }
+        writer.packet(interface, 1_700_000_000_000_000_000 + sequence * 1_000, &packet).unwrap();
+    }
+    writer.finish().unwrap();
+}
+
+#[test]
+fn a_million_message_pair_with_one_byte_changed_is_found_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate, same) =
+        (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"), dir.path().join("same.pcapng"));
+    // Byte 50 is inside the Trade's price.
+    million(&reference, "relay:/tmp/torq/market_data.sock", 1_000_000, None);
+    million(&candidate, "broker:market_data", 1_000_000, Some((654_321, 50)));
+    million(&same, "broker:market_data", 1_000_000, None);
+
+    let output = myc(&["verify", "files", arg(&reference), arg(&candidate), "--format", "json"], b"");
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["matched"], 999_999);
+    assert_eq!(report["mismatched"], 1);
+    assert_eq!((report["missing"].as_u64(), report["extra"].as_u64()), (Some(0), Some(0)));
+    assert_eq!(report["examples"].as_array().unwrap().len(), 1);
+    assert_eq!(report["examples"][0]["key"]["sequence"], 654_321);
+    assert!(report["examples"][0]["diff"].as_str().unwrap().contains("\"price\""));
+
+    let output = myc(&["verify", "files", arg(&reference), arg(&same)], b"");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("IDENTICAL") && stdout.contains("matched 1000000"), "{stdout}");
+}
+
 #[test]
 fn two_interfaces_of_one_file_are_compared_by_name() {
     let dir = tempfile::tempdir().unwrap();

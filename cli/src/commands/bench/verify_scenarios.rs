@@ -4,13 +4,13 @@
 //! RSS.
 
 use std::fs::File;
-use std::io::BufReader;
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use codec::{Domain, Header, MessageBuilder, Source, TlvType};
-use verify::join::{Captured, Ignore};
-use verify::pcapng::{Reader, Writer};
+use verify::join::Ignore;
+use verify::pcapng::Writer;
+use verify::stream::CaptureStream;
 
 use super::process::{own_peak_rss, reset_own_peak_rss};
 use super::{Rss, RunResult, Scenario, rate};
@@ -35,23 +35,12 @@ fn verify_files(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResu
     }
     reset_own_peak_rss();
     let started = Instant::now();
-    let comparison = verify::join::compare(stream(&reference)?, stream(&candidate)?, Ignore::default(), 5);
+    let (reference, candidate) = (CaptureStream::open(&reference, None)?, CaptureStream::open(&candidate, None)?);
+    let comparison = verify::join::compare(reference, candidate, Ignore::default(), 5);
     let elapsed = started.elapsed();
     if comparison.counts.matched != n_messages {
         bail!("verify matched {} of {n_messages}", comparison.counts.matched);
     }
     let rss = Rss { broker: None, client: own_peak_rss() };
     Ok(RunResult { lost: Some(0), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
-}
-
-fn stream(path: &std::path::Path) -> anyhow::Result<impl Iterator<Item = Captured>> {
-    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut reader = Reader::new(BufReader::with_capacity(1 << 20, file));
-    Ok(std::iter::from_fn(move || {
-        reader
-            .next_packet()
-            .ok()
-            .flatten()
-            .map(|packet| Captured { bytes: packet.data, arrival_ns: packet.timestamp_ns })
-    }))
 }

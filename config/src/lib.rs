@@ -1,9 +1,44 @@
-//! Settings for every part of the toolkit: the schema, layered loading
-//! (embedded defaults, then the file, then `MYC_*` environment variables, then
-//! command-line overrides), validation, and hot reload onto a `watch` channel.
+//! Settings for every part of the toolkit: the schema ([`Settings`]),
+//! layered loading ([`load`]: embedded defaults, then the file, then
+//! `MYC_*` environment variables, then command-line overrides),
+//! validation ([`Settings::validate`]), and hot reload onto a `watch`
+//! channel ([`Watched`]), keeping the last good settings when an edit is bad.
 //!
 //! It deliberately does not act on settings: it never opens sockets, never
 //! starts servers and never decides rollout routes. It only says what the
 //! settings are, or why a file was refused.
-//!
-//! Not built yet: the schema arrives with the shim and rollout issue.
+
+mod duration;
+mod load;
+mod schema;
+mod validate;
+mod watch;
+
+use std::path::PathBuf;
+
+pub use duration::Span;
+pub use load::{DEFAULT_FILE, Sources, load, parse};
+pub use schema::{
+    Backend, BrokerServerSettings, BrokerSettings, GateSettings, MetricsSettings, NatsSettings, RelayPaths,
+    RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage, Topics,
+};
+pub use watch::{DEBOUNCE, ReloadCounts, Watched};
+
+/// The one error type of the config crate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The named settings file does not exist.
+    #[error("settings file {} not found", .0.display())]
+    Missing(PathBuf),
+    /// The layers could not be read into the schema: syntax, unknown keys,
+    /// mistyped values; each line names the key and where it came from.
+    #[error("{0}")]
+    Parse(String),
+    /// The settings parse but cannot be used; one entry per problem.
+    #[error("invalid settings:\n  {}", .0.join("\n  "))]
+    Invalid(Vec<String>),
+    /// A file's directory cannot be watched.
+    #[error("cannot watch {path}: {1}", path = .0.display())]
+    Watch(PathBuf, String),
+}

@@ -1,0 +1,412 @@
+//! The settings schema: every key, its type and its default. One struct per
+//! TOML table; unknown keys are refused everywhere (`deny_unknown_fields`),
+//! and every table has defaults, so an empty file is a valid file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Span;
+
+/// Everything the toolkit can be told.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Legacy relay sockets, one per domain.
+    pub relay: RelayPaths,
+    /// The compatible relay server (`myc relay`).
+    pub relay_server: RelayServerSettings,
+    /// The broker side: backend, endpoint, client options, and the server.
+    pub broker: BrokerSettings,
+    /// The NATS backend.
+    pub nats: NatsSettings,
+    /// Domain → topic.
+    pub topics: Topics,
+    /// The shadow path of dual-write stages.
+    pub shadow: ShadowSettings,
+    /// Where the rollout plan and its audit log live.
+    pub rollout: RolloutSettings,
+    /// What evidence a stage advance needs.
+    pub gate: GateSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// Service name → what is known of it.
+    pub services: BTreeMap<String, ServiceSettings>,
+}
+
+/// The relay socket of each domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayPaths {
+    /// Domain 1.
+    pub market_data: PathBuf,
+    /// Domain 2.
+    pub signal: PathBuf,
+    /// Domain 3.
+    pub execution: PathBuf,
+    /// Domain 4.
+    pub system: PathBuf,
+}
+
+impl Default for RelayPaths {
+    fn default() -> Self {
+        RelayPaths {
+            market_data: "/tmp/torq/market_data.sock".into(),
+            signal: "/tmp/torq/signals.sock".into(),
+            execution: "/tmp/torq/execution.sock".into(),
+            system: "/tmp/torq/system.sock".into(),
+        }
+    }
+}
+
+impl RelayPaths {
+    /// The socket of relay domain `domain` (1–4).
+    pub fn for_domain(&self, domain: u8) -> Option<&PathBuf> {
+        match domain {
+            1 => Some(&self.market_data),
+            2 => Some(&self.signal),
+            3 => Some(&self.execution),
+            4 => Some(&self.system),
+            _ => None,
+        }
+    }
+}
+
+/// The compatible relay server's limits (relay spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayServerSettings {
+    /// Largest message accepted, bytes.
+    pub max_message: usize,
+    /// Per-consumer queue, messages.
+    pub queue_messages: usize,
+    /// Per-consumer queue, bytes.
+    pub queue_bytes: usize,
+    /// A consumer whose queue is full: `drop_oldest` or `disconnect`.
+    pub policy: String,
+    /// How long a full queue may stay full before the consumer is stuck.
+    pub stall_timeout: Span,
+}
+
+impl Default for RelayServerSettings {
+    fn default() -> Self {
+        RelayServerSettings {
+            max_message: 1024 * 1024,
+            queue_messages: 10_000,
+            queue_bytes: 64 * 1024 * 1024,
+            policy: "drop_oldest".to_owned(),
+            stall_timeout: Span::from_millis(250),
+        }
+    }
+}
+
+/// Which broker the broker path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// The Mycelium broker.
+    #[default]
+    Mycelium,
+    /// A NATS server or cluster.
+    Nats,
+}
+
+/// The broker path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerSettings {
+    /// `mycelium` or `nats`.
+    pub backend: Backend,
+    /// The broker's endpoint: `unix:/path` or `tcp:host:port`.
+    pub endpoint: String,
+    /// The shared secret for HELLO (empty: none).
+    pub token: String,
+    /// How long a connection attempt may take.
+    pub connect_timeout: Span,
+    /// Reconnect backoff: the first delay bound.
+    pub backoff_initial: Span,
+    /// Reconnect backoff: the largest delay bound.
+    pub backoff_max: Span,
+    /// Consecutive failed reconnects before giving up (0: never give up).
+    pub max_reconnects: u32,
+    /// Client buffer, bytes (queued plus unacknowledged).
+    pub buffer_bytes: usize,
+    /// Client buffer, messages.
+    pub buffer_messages: usize,
+    /// How long a publish waits for buffer room.
+    pub buffer_deadline: Span,
+    /// When the buffer is full: `block`, `drop_newest` or `drop_oldest`.
+    pub buffer_policy: String,
+    /// Seed compatibility: the broker's Unix socket (becomes `endpoint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_path: Option<PathBuf>,
+    /// Seed compatibility: `connect_timeout` in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connection_timeout_ms: Option<u64>,
+    /// Seed compatibility: `backoff_initial` in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_backoff_ms: Option<u64>,
+    /// The broker server (`myc broker`).
+    pub server: BrokerServerSettings,
+}
+
+impl Default for BrokerSettings {
+    fn default() -> Self {
+        BrokerSettings {
+            backend: Backend::Mycelium,
+            endpoint: "unix:/tmp/mycelium.sock".to_owned(),
+            token: String::new(),
+            connect_timeout: Span::from_secs(2),
+            backoff_initial: Span::from_millis(50),
+            backoff_max: Span::from_secs(5),
+            max_reconnects: 0,
+            buffer_bytes: 64 * 1024 * 1024,
+            buffer_messages: 1_000_000,
+            buffer_deadline: Span::from_secs(5),
+            buffer_policy: "block".to_owned(),
+            socket_path: None,
+            connection_timeout_ms: None,
+            retry_backoff_ms: None,
+            server: BrokerServerSettings::default(),
+        }
+    }
+}
+
+/// The broker server's settings (broker spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerServerSettings {
+    /// Endpoints to listen on.
+    pub listen: Vec<String>,
+    /// Largest frame accepted, bytes.
+    pub max_frame: usize,
+    /// Connections at most.
+    pub max_connections: usize,
+    /// Subscriptions per connection at most.
+    pub max_subscriptions: usize,
+    /// Topics at most.
+    pub max_topics: usize,
+    /// Acknowledgement interval.
+    pub ack_interval: Span,
+    /// How long a write to a subscriber may block.
+    pub write_deadline: Span,
+    /// A slow subscriber: `disconnect` or `drop_new`.
+    pub slow_consumer: String,
+}
+
+impl Default for BrokerServerSettings {
+    fn default() -> Self {
+        BrokerServerSettings {
+            listen: vec!["unix:/tmp/mycelium.sock".to_owned()],
+            max_frame: 1024 * 1024 + 1024,
+            max_connections: 4096,
+            max_subscriptions: 1024,
+            max_topics: 65_536,
+            ack_interval: Span::from_millis(1),
+            write_deadline: Span::from_secs(2),
+            slow_consumer: "disconnect".to_owned(),
+        }
+    }
+}
+
+/// The NATS backend (cli spec).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NatsSettings {
+    /// Server URLs.
+    pub urls: Vec<String>,
+    /// Prefix of every subject: `<prefix><topic>`.
+    pub subject_prefix: String,
+    /// Publish through JetStream (deduplicated by message id).
+    pub jetstream: bool,
+    /// The JetStream stream (created if missing).
+    pub stream: String,
+    /// JetStream's duplicate window.
+    pub duplicate_window: Span,
+}
+
+impl Default for NatsSettings {
+    fn default() -> Self {
+        NatsSettings {
+            urls: vec!["nats://127.0.0.1:4222".to_owned()],
+            subject_prefix: "myc.".to_owned(),
+            jetstream: false,
+            stream: "MYC".to_owned(),
+            duplicate_window: Span::from_secs(120),
+        }
+    }
+}
+
+/// The broker topic of each domain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Topics {
+    /// Domain 1.
+    pub market_data: String,
+    /// Domain 2.
+    pub signal: String,
+    /// Domain 3.
+    pub execution: String,
+    /// Domain 4.
+    pub system: String,
+}
+
+impl Default for Topics {
+    fn default() -> Self {
+        Topics {
+            market_data: "market_data".to_owned(),
+            signal: "signals".to_owned(),
+            execution: "execution".to_owned(),
+            system: "system".to_owned(),
+        }
+    }
+}
+
+impl Topics {
+    /// The topic of relay domain `domain` (1–4).
+    pub fn for_domain(&self, domain: u8) -> Option<&str> {
+        match domain {
+            1 => Some(&self.market_data),
+            2 => Some(&self.signal),
+            3 => Some(&self.execution),
+            4 => Some(&self.system),
+            _ => None,
+        }
+    }
+}
+
+/// The shadow path of the dual stages: its circuit breaker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowSettings {
+    /// Consecutive shadow failures that open the breaker.
+    pub failure_threshold: u32,
+    /// How long the breaker stays open before a probe.
+    pub open_for: Span,
+    /// The shadow queue: bytes held at most before shadow messages are dropped.
+    pub queue_bytes: usize,
+}
+
+impl Default for ShadowSettings {
+    fn default() -> Self {
+        ShadowSettings { failure_threshold: 5, open_for: Span::from_secs(1), queue_bytes: 16 * 1024 * 1024 }
+    }
+}
+
+/// A rollout stage (DESIGN.md, "Rollout stages").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Relay only.
+    #[default]
+    Relay,
+    /// Both; the relay is authoritative, the broker a shadow.
+    DualRelayPrimary,
+    /// Both; the broker is authoritative, the relay a shadow.
+    DualBrokerPrimary,
+    /// Broker only.
+    Broker,
+}
+
+impl Stage {
+    /// Every stage, in rollout order.
+    pub const ALL: [Stage; 4] = [Stage::Relay, Stage::DualRelayPrimary, Stage::DualBrokerPrimary, Stage::Broker];
+
+    /// The name used in files and commands.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Relay => "relay",
+            Stage::DualRelayPrimary => "dual_relay_primary",
+            Stage::DualBrokerPrimary => "dual_broker_primary",
+            Stage::Broker => "broker",
+        }
+    }
+
+    /// The stage called `name`.
+    pub fn from_name(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|stage| stage.name() == name)
+    }
+
+    /// Its position in rollout order (0–3).
+    pub fn index(self) -> u8 {
+        self as u8
+    }
+
+    /// The stage at position `index`.
+    pub fn from_index(index: u8) -> Option<Stage> {
+        Stage::ALL.get(usize::from(index)).copied()
+    }
+
+    /// The next stage forward, if any.
+    pub fn next(self) -> Option<Stage> {
+        Stage::from_index(self.index() + 1)
+    }
+
+    /// The previous stage, toward relay, if any.
+    pub fn previous(self) -> Option<Stage> {
+        self.index().checked_sub(1).and_then(Stage::from_index)
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Where the rollout plan and the audit log live.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutSettings {
+    /// The plan (relative paths: beside the config file).
+    pub file: PathBuf,
+    /// The audit log, JSON lines (relative paths: beside the config file).
+    pub audit_log: PathBuf,
+    /// The stage of services the plan does not list.
+    pub default_stage: Stage,
+}
+
+impl Default for RolloutSettings {
+    fn default() -> Self {
+        RolloutSettings {
+            file: "rollout.toml".into(),
+            audit_log: "rollout-audit.jsonl".into(),
+            default_stage: Stage::Relay,
+        }
+    }
+}
+
+/// What a stage advance demands of its verify report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateSettings {
+    /// The report's `matched` at least this.
+    pub min_messages: u64,
+    /// The report's `generated_at` at most this old.
+    pub max_age: Span,
+}
+
+impl Default for GateSettings {
+    fn default() -> Self {
+        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600) }
+    }
+}
+
+/// Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSettings {
+    /// Serve `/metrics` on this address (empty: off). `--metrics` overrides.
+    pub listen: String,
+}
+
+/// One service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceSettings {
+    /// Its Protocol V2 source id (gates check reports against it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<u8>,
+}

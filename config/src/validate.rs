@@ -1,0 +1,124 @@
+//! Validation: what the schema lets through but the toolkit cannot use —
+//! endpoints that do not parse, empty or malformed topics, zero limits,
+//! unknown policy names. Separate from parsing, so a file can be checked
+//! for both kinds of problem and every problem is reported at once.
+
+use std::collections::BTreeSet;
+
+use crate::{Backend, Error, Settings};
+
+impl Settings {
+    /// Every problem with these settings.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] listing each problem with its key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        let mut problem = |key: &str, what: String| problems.push(format!("`{key}`: {what}"));
+
+        check_endpoint(&self.broker.endpoint, "broker.endpoint", &mut problem);
+        for (index, listen) in self.broker.server.listen.iter().enumerate() {
+            check_endpoint(listen, &format!("broker.server.listen[{index}]"), &mut problem);
+        }
+        let relays = [
+            ("relay.market_data", &self.relay.market_data),
+            ("relay.signal", &self.relay.signal),
+            ("relay.execution", &self.relay.execution),
+            ("relay.system", &self.relay.system),
+        ];
+        let mut seen = BTreeSet::new();
+        for (key, path) in relays {
+            if path.as_os_str().is_empty() {
+                problem(key, "a relay socket path cannot be empty".to_owned());
+            } else if !seen.insert(path) {
+                problem(key, format!("{} is the socket of another domain too", path.display()));
+            }
+        }
+        let topics = [
+            ("topics.market_data", &self.topics.market_data),
+            ("topics.signal", &self.topics.signal),
+            ("topics.execution", &self.topics.execution),
+            ("topics.system", &self.topics.system),
+        ];
+        for (key, topic) in topics {
+            if let Err(why) = check_topic(topic) {
+                problem(key, why);
+            }
+        }
+        let choices = [
+            ("broker.buffer_policy", self.broker.buffer_policy.as_str(), &["block", "drop_newest", "drop_oldest"][..]),
+            ("broker.server.slow_consumer", self.broker.server.slow_consumer.as_str(), &["disconnect", "drop_new"][..]),
+            ("relay_server.policy", self.relay_server.policy.as_str(), &["drop_oldest", "disconnect"][..]),
+        ];
+        for (key, value, allowed) in choices {
+            if !allowed.contains(&value) {
+                problem(key, format!("{value:?} is not one of {}", allowed.join(", ")));
+            }
+        }
+        let positive = [
+            ("broker.buffer_bytes", self.broker.buffer_bytes as u64),
+            ("broker.buffer_messages", self.broker.buffer_messages as u64),
+            ("broker.server.max_frame", self.broker.server.max_frame as u64),
+            ("broker.server.max_connections", self.broker.server.max_connections as u64),
+            ("relay_server.max_message", self.relay_server.max_message as u64),
+            ("relay_server.queue_messages", self.relay_server.queue_messages as u64),
+            ("relay_server.queue_bytes", self.relay_server.queue_bytes as u64),
+            ("shadow.failure_threshold", u64::from(self.shadow.failure_threshold)),
+            ("shadow.queue_bytes", self.shadow.queue_bytes as u64),
+            ("gate.min_messages", self.gate.min_messages),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                problem(key, "must be greater than 0".to_owned());
+            }
+        }
+        if self.broker.backoff_initial > self.broker.backoff_max {
+            problem("broker.backoff_initial", "is larger than broker.backoff_max".to_owned());
+        }
+        if self.broker.backend == Backend::Nats && self.nats.urls.is_empty() {
+            problem("nats.urls", "the nats backend needs at least one server URL".to_owned());
+        }
+        for (index, url) in self.nats.urls.iter().enumerate() {
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                problem(&format!("nats.urls[{index}]"), format!("{url:?} is not a nats:// or tls:// URL"));
+            }
+        }
+        if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
+            problem("metrics.listen", format!("{:?} is not an address like 127.0.0.1:9464", self.metrics.listen));
+        }
+        for (name, service) in &self.services {
+            if service.source == Some(0) {
+                problem(&format!("services.{name}.source"), "source 0 is not a Protocol V2 source id".to_owned());
+            }
+        }
+        if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems)) }
+    }
+}
+
+fn check_endpoint(text: &str, key: &str, problem: &mut impl FnMut(&str, String)) {
+    let valid = match text.split_once(':') {
+        Some(("unix", path)) => !path.is_empty(),
+        Some(("tcp", address)) => {
+            address.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        }
+        _ => false,
+    };
+    if !valid {
+        problem(key, format!("{text:?} is not an endpoint like unix:/path or tcp:host:port"));
+    }
+}
+
+/// Topics as the broker spec allows them: 1–255 bytes of `[a-z0-9_.-]`,
+/// not starting or ending with `.`.
+fn check_topic(topic: &str) -> Result<(), String> {
+    if topic.is_empty() || topic.len() > 255 {
+        return Err(format!("{topic:?}: a topic is 1 to 255 bytes"));
+    }
+    if let Some(bad) = topic.chars().find(|c| !matches!(c, 'a'..='z' | '0'..='9' | '.' | '_' | '-')) {
+        return Err(format!("{topic:?}: {bad:?} is not allowed in a topic (a-z, 0-9, '.', '_', '-')"));
+    }
+    if topic.starts_with('.') || topic.ends_with('.') {
+        return Err(format!("{topic:?}: a topic cannot start or end with '.'"));
+    }
+    Ok(())
+}

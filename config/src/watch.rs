@@ -1,0 +1,121 @@
+//! Hot reload: a file is watched (notify, on its directory, so editors that
+//! replace the file by renaming are seen), changes are debounced, the file
+//! is re-loaded and validated, and good settings are published on a
+//! `tokio::sync::watch` channel. A bad edit is logged with its reason and
+//! counted, and the last good settings stay.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher as _};
+use tokio::sync::{mpsc, watch};
+
+use crate::Error;
+
+/// How long the file must be quiet before it is re-read.
+pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// A value loaded from a file and kept current.
+#[derive(Debug)]
+pub struct Watched<T> {
+    current: watch::Receiver<Arc<T>>,
+    counts: Arc<ReloadCounts>,
+    _watcher: notify::RecommendedWatcher,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What the reloads did.
+#[derive(Debug, Default)]
+pub struct ReloadCounts {
+    /// Changes applied.
+    pub applied: AtomicU64,
+    /// Edits refused (the last good value kept).
+    pub rejected: AtomicU64,
+}
+
+impl<T> Drop for Watched<T> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
+    /// Loads `path` with `load` and keeps watching it. Must be called inside
+    /// a tokio runtime.
+    ///
+    /// # Errors
+    /// The first load's error (there are no last good settings to keep), or
+    /// [`Error::Watch`] when the file's directory cannot be watched.
+    pub fn start<F>(path: &Path, load: F) -> Result<Watched<T>, Error>
+    where
+        F: Fn() -> Result<T, Error> + Send + 'static,
+    {
+        let first = load()?;
+        let (publish, current) = watch::channel(Arc::new(first));
+        let (changed, mut changes) = mpsc::unbounded_channel();
+        let file_name = path.file_name().map(ToOwned::to_owned);
+        let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            let relevant = match &event {
+                Ok(event) => event.paths.iter().any(|changed| changed.file_name() == file_name.as_deref()),
+                Err(_) => true,
+            };
+            if relevant {
+                let _ = changed.send(());
+            }
+        })
+        .map_err(|error| Error::Watch(path.to_path_buf(), error.to_string()))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        watcher
+            .watch(&dir, RecursiveMode::NonRecursive)
+            .map_err(|error| Error::Watch(path.to_path_buf(), error.to_string()))?;
+        let counts = Arc::new(ReloadCounts::default());
+        let task_counts = Arc::clone(&counts);
+        let shown = path.display().to_string();
+        let task = tokio::spawn(async move {
+            while changes.recv().await.is_some() {
+                // Debounce: wait for a quiet period, swallowing the burst.
+                loop {
+                    match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
+                        Ok(Some(())) => {}
+                        Ok(None) => return,
+                        Err(_) => break,
+                    }
+                }
+                match load() {
+                    Ok(value) => {
+                        if **publish.borrow() != value {
+                            task_counts.applied.fetch_add(1, Ordering::Relaxed);
+                            tracing::info!(file = %shown, "settings reloaded");
+                            publish.send_replace(Arc::new(value));
+                        }
+                    }
+                    Err(error) => {
+                        task_counts.rejected.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(file = %shown, %error, "edit refused; keeping the last good settings");
+                    }
+                }
+            }
+        });
+        Ok(Watched { current, counts, _watcher: watcher, task })
+    }
+
+    /// The current value.
+    pub fn current(&self) -> Arc<T> {
+        Arc::clone(&self.current.borrow())
+    }
+
+    /// A receiver that sees every change.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<T>> {
+        self.current.clone()
+    }
+
+    /// Applied and refused reloads so far.
+    pub fn counts(&self) -> &Arc<ReloadCounts> {
+        &self.counts
+    }
+}

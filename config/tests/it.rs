@@ -1,0 +1,178 @@
+//! Settings as users meet them: the printed defaults load back, each layer
+//! overrides the one before, unknown keys name themselves and their file,
+//! the seed's keys and `POLYGON_RELAY_SOCKET` work, validation lists every
+//! problem, and hot reload applies a good edit and keeps the last good
+//! settings on a bad one. Environment variables are set inside
+//! `figment::Jail`, which serialises the tests that touch them.
+
+#![allow(clippy::unwrap_used, clippy::result_large_err, reason = "a failed unwrap is a failed test")]
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use config::{Error, Settings, Sources, Span, Stage, Watched, load};
+use figment::Jail;
+
+#[test]
+fn the_printed_default_parses_validates_and_equals_the_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    std::fs::write(&file, Settings::default().to_toml().unwrap()).unwrap();
+    let mut loaded = load(&Sources::file_only(&file)).unwrap();
+    // Rollout paths are resolved beside the file; everything else is the default.
+    assert_eq!(loaded.rollout.file, dir.path().join("rollout.toml"));
+    loaded.rollout = Settings::default().rollout;
+    assert_eq!(loaded, Settings::default());
+}
+
+#[test]
+fn an_empty_file_is_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("empty.toml");
+    std::fs::write(&file, "").unwrap();
+    assert_eq!(load(&Sources::file_only(&file)).unwrap().broker, Settings::default().broker);
+}
+
+#[test]
+fn each_layer_overrides_the_one_before() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "myc.toml",
+            "[broker]\nendpoint = \"unix:/from/file.sock\"\nmax_reconnects = 7\n[topics]\nmarket_data = \"md\"\n",
+        )?;
+        let file = jail.directory().join("myc.toml");
+        let sources = Sources::discover(Some(file.clone()));
+        let from_file = load(&sources).unwrap();
+        assert_eq!(from_file.broker.endpoint, "unix:/from/file.sock");
+        assert_eq!((from_file.broker.max_reconnects, from_file.topics.market_data.as_str()), (7, "md"));
+        assert_eq!(from_file.topics.signal, "signals", "keys the file leaves alone keep their defaults");
+
+        jail.set_env("MYC_BROKER__ENDPOINT", "unix:/from/env.sock");
+        jail.set_env("MYC_GATE__MAX_AGE", "2h");
+        jail.set_env("MYC_CONFIG", file.display().to_string());
+        let from_env = load(&sources).unwrap();
+        assert_eq!(from_env.broker.endpoint, "unix:/from/env.sock");
+        assert_eq!(from_env.broker.max_reconnects, 7);
+        assert_eq!(from_env.gate.max_age, Span::from_secs(7200));
+
+        let from_cli = load(&sources.clone().with_override("broker.endpoint", "tcp:127.0.0.1:4000")).unwrap();
+        assert_eq!(from_cli.broker.endpoint, "tcp:127.0.0.1:4000");
+        Ok(())
+    });
+}
+
+#[test]
+fn unknown_keys_are_errors_naming_the_key_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("typo.toml");
+    std::fs::write(&file, "[broker]\nendpont = \"unix:/x.sock\"\n").unwrap();
+    let Err(Error::Parse(message)) = load(&Sources::file_only(&file)) else { panic!("a typo must be refused") };
+    assert!(message.contains("endpont"), "{message}");
+    assert!(message.contains(&file.display().to_string()), "{message}");
+
+    std::fs::write(&file, "[brokr]\n").unwrap();
+    let Err(Error::Parse(message)) = load(&Sources::file_only(&file)) else {
+        panic!("an unknown table must be refused")
+    };
+    assert!(message.contains("brokr"), "{message}");
+}
+
+#[test]
+fn a_mistyped_value_names_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(&file, "[gate]\nmax_age = \"soon\"\nmin_messages = \"many\"\n").unwrap();
+    let Err(Error::Parse(message)) = load(&Sources::file_only(&file)) else { panic!("must be refused") };
+    assert!(message.contains("gate."), "{message}");
+}
+
+#[test]
+fn the_seed_compatibility_keys_and_polygon_relay_socket_work() {
+    Jail::expect_with(|jail| {
+        jail.create_file(
+            "seed.toml",
+            "[broker]\nsocket_path = \"/run/mycelium.sock\"\nconnection_timeout_ms = 750\n\
+             max_reconnects = 3\nretry_backoff_ms = 20\n",
+        )?;
+        jail.set_env("POLYGON_RELAY_SOCKET", "/run/polygon.sock");
+        let settings = load(&Sources::discover(Some(jail.directory().join("seed.toml")))).unwrap();
+        assert_eq!(settings.broker.endpoint, "unix:/run/mycelium.sock");
+        assert_eq!(settings.broker.connect_timeout, Span::from_millis(750));
+        assert_eq!(settings.broker.backoff_initial, Span::from_millis(20));
+        assert_eq!(settings.broker.max_reconnects, 3);
+        assert_eq!(settings.relay.market_data, Path::new("/run/polygon.sock"));
+        assert!(settings.broker.socket_path.is_none(), "folded into endpoint");
+        Ok(())
+    });
+}
+
+#[test]
+fn validation_reports_every_problem_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("invalid.toml");
+    std::fs::write(
+        &file,
+        "[broker]\nendpoint = \"mycelium.sock\"\nbuffer_policy = \"sometimes\"\n\
+         [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n",
+    )
+    .unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    for key in ["broker.endpoint", "broker.buffer_policy", "topics.market_data", "services.feed.source"] {
+        assert!(all.contains(key), "{key} missing from:\n{all}");
+    }
+    assert_eq!(problems.len(), 4, "{all}");
+    // Parsing alone accepts it: validation is a separate step.
+    assert!(config::parse(&Sources::file_only(&file)).is_ok());
+}
+
+#[test]
+fn a_missing_file_is_an_error_naming_it() {
+    let error = load(&Sources::file_only(Path::new("/nonexistent/myc.toml"))).unwrap_err();
+    assert_eq!(error.to_string(), "settings file /nonexistent/myc.toml not found");
+}
+
+#[test]
+fn stages_walk_forward_and_back() {
+    assert_eq!(Stage::Relay.next(), Some(Stage::DualRelayPrimary));
+    assert_eq!(Stage::Broker.next(), None);
+    assert_eq!(Stage::DualBrokerPrimary.previous(), Some(Stage::DualRelayPrimary));
+    assert_eq!(Stage::Relay.previous(), None);
+    for stage in Stage::ALL {
+        assert_eq!(Stage::from_name(stage.name()), Some(stage));
+    }
+}
+
+#[tokio::test]
+async fn hot_reload_applies_a_good_edit_within_a_second_and_keeps_the_last_good_on_a_bad_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    std::fs::write(&file, "[gate]\nmin_messages = 100\n").unwrap();
+    let loader_file = file.clone();
+    let watched = Watched::start(&file, move || load(&Sources::file_only(&loader_file))).unwrap();
+    assert_eq!(watched.current().gate.min_messages, 100);
+    let mut changes = watched.subscribe();
+
+    // A good edit, written the way editors do: a new file renamed over the old.
+    let scratch = dir.path().join(".myc.toml.swp");
+    std::fs::write(&scratch, "[gate]\nmin_messages = 200\n").unwrap();
+    std::fs::rename(&scratch, &file).unwrap();
+    tokio::time::timeout(Duration::from_secs(1), changes.changed()).await.unwrap().unwrap();
+    assert_eq!(watched.current().gate.min_messages, 200);
+
+    // A bad edit: refused, counted, and the last good settings stay.
+    std::fs::write(&file, "[gate]\nmin_messages = 0\n").unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while watched.counts().rejected.load(Ordering::Relaxed) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "the bad edit was never seen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(watched.current().gate.min_messages, 200);
+    assert!(!changes.has_changed().unwrap());
+
+    // And a good edit after it is applied again.
+    std::fs::write(&file, "[gate]\nmin_messages = 300\n").unwrap();
+    tokio::time::timeout(Duration::from_secs(1), changes.changed()).await.unwrap().unwrap();
+    assert_eq!(watched.current().gate.min_messages, 300);
+}

@@ -382,6 +382,11 @@ impl Client {
         self.inner.state()
     }
 
+    /// Bytes buffered now: queued, or sent but not yet acknowledged.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffer.occupancy().2
+    }
+
     /// The circuit breaker's state, when the client has one.
     pub fn breaker_state(&self) -> Option<transport::BreakerState> {
         self.inner.breaker.state()

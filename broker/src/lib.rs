@@ -13,7 +13,7 @@ pub mod server;
 
 pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, Subscription};
 pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
-pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve};
+pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve, spawn};
 
 /// The one error type of the broker crate.
 #[derive(Debug, thiserror::Error)]

@@ -163,6 +163,11 @@ impl RelayClient {
         self.inner.breaker.state()
     }
 
+    /// Bytes buffered now: queued, or written but not yet settled.
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffer.occupancy().2
+    }
+
     /// Whether the connection to the relay is up now.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Acquire)

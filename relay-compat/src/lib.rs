@@ -14,7 +14,7 @@ pub mod tap;
 
 pub use client::{RelayClient, RelayClientOptions};
 pub use framing::{ProtocolV2, message_len};
-pub use server::{ChecksumCheck, QueuePolicy, RelayHandle, RelaySettings, serve};
+pub use server::{ChecksumCheck, QueuePolicy, RelayHandle, RelaySettings, serve, spawn};
 pub use tap::{RelayTap, TapMessage};
 
 /// The legacy socket path of a domain (relay spec §1).

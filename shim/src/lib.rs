@@ -1,8 +1,56 @@
-//! The publishing shim producers talk to: one `Publisher` interface with relay,
-//! broker and dual-write implementations, and a service publisher that reads
-//! its rollout stage per message and switches at a message boundary.
+//! The publishing shim producers talk to: one [`Publisher`] interface with
+//! relay ([`RelayPublisher`]), broker ([`BrokerPublisher`]) and dual-write
+//! ([`DualPublisher`]) implementations, and a [`ServicePublisher`] that
+//! reads its rollout stage per message and switches at a message boundary.
 //!
 //! It deliberately never builds or alters message bytes: it routes the bytes
 //! the producer built, unchanged, to one path or both.
-//!
-//! Not built yet: arrives with the shim and rollout issue.
+
+mod path;
+mod publisher;
+mod service;
+mod summary;
+
+pub use path::{GuardedPath, PathCounters, ShadowLimits};
+pub use publisher::{BrokerPublisher, Publisher, RelayPublisher, split};
+pub use service::{DualPublisher, ServicePublisher, StageHandle};
+pub use summary::{PathSummary, Summary};
+
+/// The one error type of the shim.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The relay path refused the message.
+    #[error("relay path: {0}")]
+    Relay(#[from] relay_compat::Error),
+    /// The broker path refused the message.
+    #[error("broker path: {0}")]
+    Broker(#[from] broker::Error),
+    /// Bytes that are not whole Protocol V2 messages.
+    #[error("not a whole Protocol V2 message")]
+    NotAMessage,
+    /// A `relay_domain` with no relay socket or topic (1–4 have both).
+    #[error("relay_domain {0} has no relay socket or topic")]
+    UnknownDomain(u8),
+    /// The stage routes nowhere (cannot happen with the four stages).
+    #[error("the stage routes to no path")]
+    NoPath,
+    /// Settings the shim cannot use.
+    #[error("settings: {0}")]
+    Settings(String),
+}
+
+/// The client buffer the broker settings describe (used by both paths).
+pub fn buffer_limits(broker: &config::BrokerSettings) -> transport::BufferLimits {
+    let policy = match broker.buffer_policy.as_str() {
+        "drop_newest" => transport::FullPolicy::DropNewest,
+        "drop_oldest" => transport::FullPolicy::DropOldest,
+        _ => transport::FullPolicy::Block,
+    };
+    transport::BufferLimits {
+        max_bytes: broker.buffer_bytes,
+        max_messages: broker.buffer_messages,
+        deadline: broker.buffer_deadline.get(),
+        policy,
+    }
+}

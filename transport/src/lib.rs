@@ -25,4 +25,4 @@ pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};
-pub use task::AbortOnDrop;
+pub use task::{AbortOnDrop, Running};

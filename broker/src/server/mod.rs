@@ -93,6 +93,12 @@ pub struct ServerHandle {
     pub metrics: Arc<Metrics>,
 }
 
+/// Runs [`serve`] as a task of this process (tests, `myc demo`, benches):
+/// returns once it listens; stop it, kill it, or drop it.
+pub async fn spawn(listeners: Vec<Listener>, settings: Settings) -> transport::Running<ServerHandle> {
+    transport::Running::spawn(move |shutdown, on_start| serve(listeners, settings, shutdown, on_start)).await
+}
+
 /// Serves `listeners` until `shutdown` completes, then sends ERROR
 /// `shutting_down` to every connection after flushing what is queued, and
 /// returns once the connections are closed (Unix socket files are removed

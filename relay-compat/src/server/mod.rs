@@ -96,6 +96,22 @@ pub struct RelayHandle {
     pub metrics: Arc<Metrics>,
 }
 
+impl RelayHandle {
+    /// Connections of `domain` the relay has accepted and not seen publish:
+    /// consumers (taps among them). A consumer misses what was relayed
+    /// before it was accepted, so whoever starts taps and producers together
+    /// waits for this count first.
+    pub fn consumers(&self, domain: Domain) -> i64 {
+        Metrics::get(&self.metrics.connections, domain.name(), "consumer").get()
+    }
+}
+
+/// Runs [`serve`] as a task of this process (tests, `myc demo`, benches):
+/// returns once it listens; stop it, kill it, or drop it.
+pub async fn spawn(relays: Vec<(Domain, Listener)>, settings: RelaySettings) -> transport::Running<RelayHandle> {
+    transport::Running::spawn(move |shutdown, on_start| serve(relays, settings, shutdown, on_start)).await
+}
+
 /// Serves each `(domain, listener)` until `shutdown` completes, then stops
 /// accepting, lets every queue drain (up to 5 s) and returns; socket files
 /// are removed as the listeners drop.

@@ -1,0 +1,132 @@
+//! One path (relay or broker) as the shim drives it: its publisher, its
+//! counters, and the guard of its shadow role — a bound on the bytes the
+//! shadow may keep queued, and a circuit breaker — so that a shadow never
+//! blocks, slows or fails the primary.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use transport::{BreakerOptions, BreakerState, PublishBreaker};
+
+use crate::{Error, Publisher};
+
+/// A path's counters, as Prometheus metrics (cheap atomics underneath).
+#[derive(Debug, Default)]
+pub struct PathCounters {
+    /// Messages the path accepted.
+    pub published: Counter,
+    /// Primary publishes refused (the producer saw the error).
+    pub failed: Counter,
+    /// Shadow publishes dropped: queue over its bound, breaker open, or
+    /// refused by the path.
+    pub shadow_dropped: Counter,
+    /// The shadow breaker: 0 closed, 1 open, 2 half-open.
+    pub breaker: Gauge,
+}
+
+/// The shadow role's limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ShadowLimits {
+    /// Bytes the path may hold queued before shadow messages are dropped.
+    pub queue_bytes: usize,
+    /// The shadow breaker.
+    pub breaker: BreakerOptions,
+}
+
+impl ShadowLimits {
+    /// The limits the settings give.
+    pub fn from_settings(shadow: &config::ShadowSettings) -> ShadowLimits {
+        ShadowLimits {
+            queue_bytes: shadow.queue_bytes,
+            breaker: BreakerOptions { failure_threshold: shadow.failure_threshold, open_for: shadow.open_for.get() },
+        }
+    }
+}
+
+/// A publisher with its counters and shadow guard.
+#[derive(Debug)]
+pub struct GuardedPath<P> {
+    publisher: P,
+    counters: Arc<PathCounters>,
+    queue_bytes: usize,
+    breaker: PublishBreaker,
+}
+
+impl<P: Publisher> GuardedPath<P> {
+    /// Wraps `publisher`.
+    pub fn new(publisher: P, shadow: ShadowLimits) -> GuardedPath<P> {
+        GuardedPath {
+            publisher,
+            counters: Arc::default(),
+            queue_bytes: shadow.queue_bytes,
+            breaker: PublishBreaker::new(Some(shadow.breaker)),
+        }
+    }
+
+    /// The publisher underneath.
+    pub fn publisher(&self) -> &P {
+        &self.publisher
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &Arc<PathCounters> {
+        &self.counters
+    }
+
+    /// The shadow breaker's state now.
+    pub fn breaker_state(&self) -> BreakerState {
+        let state = self.breaker.state().unwrap_or(BreakerState::Closed);
+        self.counters.breaker.set(match state {
+            BreakerState::Closed => 0,
+            BreakerState::Open => 1,
+            BreakerState::HalfOpen => 2,
+        });
+        state
+    }
+
+    /// As the primary: awaited, and the result is the producer's.
+    pub(crate) async fn primary(&self, message: &[u8]) -> Result<(), Error> {
+        let result = self.publisher.publish(message).await;
+        self.count(&result);
+        result
+    }
+
+    /// As the primary, without waiting.
+    pub(crate) fn try_primary(&self, message: &[u8]) -> Result<(), Error> {
+        let result = self.publisher.try_publish(message);
+        self.count(&result);
+        result
+    }
+
+    fn count(&self, result: &Result<(), Error>) {
+        match result {
+            Ok(()) => self.counters.published.inc(),
+            Err(_) => self.counters.failed.inc(),
+        };
+    }
+
+    /// As the shadow: handed over without waiting, or dropped and counted.
+    pub(crate) fn shadow(&self, message: &[u8]) {
+        // A refusal by the open breaker is a drop, not a new failure: only
+        // attempts count toward opening it again.
+        if !self.breaker.allows(self.publisher.is_connected()) {
+            self.counters.shadow_dropped.inc();
+            return;
+        }
+        let accepted = self.publisher.buffered_bytes() + message.len() <= self.queue_bytes
+            && self.publisher.try_publish(message).is_ok();
+        if accepted {
+            self.counters.published.inc();
+        } else {
+            self.breaker.failure();
+            self.counters.shadow_dropped.inc();
+        }
+    }
+
+    /// Flushes the path.
+    pub(crate) async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        self.publisher.flush(deadline).await
+    }
+}

@@ -1,0 +1,221 @@
+//! Publishing by rollout stage: [`DualPublisher`] writes to a primary and a
+//! shadow path; [`ServicePublisher`] reads its service's stage from a
+//! [`StageHandle`] for every message (one atomic load) and routes it —
+//! relay, dual either way, or broker — so a stage change takes effect at a
+//! message boundary. Each path keeps one connection and one FIFO buffer
+//! whatever its role, so a stage change never reorders or repeats a
+//! message on either path.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use config::Stage;
+use rollout::{Plan, Role, Route};
+
+use crate::path::{GuardedPath, ShadowLimits};
+use crate::{Error, Publisher};
+
+/// The current stage of one service, shared between whoever changes it and
+/// every publisher that reads it.
+#[derive(Debug, Clone)]
+pub struct StageHandle(Arc<AtomicU8>);
+
+impl StageHandle {
+    /// A handle at `stage`.
+    pub fn new(stage: Stage) -> StageHandle {
+        StageHandle(Arc::new(AtomicU8::new(stage.index())))
+    }
+
+    /// The stage now.
+    #[inline]
+    pub fn get(&self) -> Stage {
+        Stage::from_index(self.0.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
+    /// Moves to `stage`; the next message published sees it.
+    pub fn set(&self, stage: Stage) {
+        self.0.store(stage.index(), Ordering::Release);
+    }
+
+    /// Keeps the handle at `service`'s stage in the rollout plan at
+    /// `plan_file`, re-read whenever the file changes (hot reload; a bad
+    /// edit keeps the last good plan). Drop the returned watch to stop.
+    ///
+    /// # Errors
+    /// The plan cannot be read now, or its directory cannot be watched.
+    pub fn follow(
+        plan_file: PathBuf,
+        default_stage: Stage,
+        service: &str,
+    ) -> Result<(StageHandle, config::Watched<Plan>), Error> {
+        let path = plan_file.clone();
+        let watched = config::Watched::start(&plan_file, move || {
+            Plan::read(&path, default_stage).map_err(|error| config::Error::Parse(error.to_string()))
+        })
+        .map_err(|error| Error::Settings(error.to_string()))?;
+        let handle = StageHandle::new(watched.current().stage_of(service));
+        let mut changes = watched.subscribe();
+        let (follower, service) = (handle.clone(), service.to_owned());
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                let stage = changes.borrow_and_update().stage_of(&service);
+                if stage != follower.get() {
+                    tracing::info!(service = %service, stage = %stage, "rollout stage changed");
+                    follower.set(stage);
+                }
+            }
+        });
+        Ok((handle, watched))
+    }
+}
+
+/// Primary awaited, shadow best effort.
+#[derive(Debug)]
+pub struct DualPublisher<P, S> {
+    primary: GuardedPath<P>,
+    shadow: GuardedPath<S>,
+}
+
+impl<P: Publisher, S: Publisher> DualPublisher<P, S> {
+    /// Writes to `primary` and, without ever waiting on it, to `shadow`.
+    pub fn new(primary: P, shadow: S, limits: ShadowLimits) -> DualPublisher<P, S> {
+        DualPublisher { primary: GuardedPath::new(primary, limits), shadow: GuardedPath::new(shadow, limits) }
+    }
+
+    /// The primary path.
+    pub fn primary(&self) -> &GuardedPath<P> {
+        &self.primary
+    }
+
+    /// The shadow path.
+    pub fn shadow(&self) -> &GuardedPath<S> {
+        &self.shadow
+    }
+}
+
+impl<P: Publisher, S: Publisher> Publisher for DualPublisher<P, S> {
+    async fn publish(&self, message: &[u8]) -> Result<(), Error> {
+        self.primary.primary(message).await?;
+        self.shadow.shadow(message);
+        Ok(())
+    }
+
+    fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
+        self.primary.try_primary(message)?;
+        self.shadow.shadow(message);
+        Ok(())
+    }
+
+    async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        let shadow = self.shadow.flush(deadline);
+        let (primary, _) = tokio::join!(self.primary.flush(deadline), shadow);
+        primary
+    }
+
+    fn is_connected(&self) -> bool {
+        self.primary.publisher().is_connected()
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.primary.publisher().buffered_bytes()
+    }
+}
+
+/// A service's publisher: the route follows its rollout stage, message by
+/// message.
+#[derive(Debug)]
+pub struct ServicePublisher<R, B> {
+    relay: GuardedPath<R>,
+    broker: GuardedPath<B>,
+    stage: StageHandle,
+}
+
+impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
+    /// Routes by `stage` between `relay` and `broker`.
+    pub fn new(relay: R, broker: B, stage: StageHandle, limits: ShadowLimits) -> ServicePublisher<R, B> {
+        ServicePublisher { relay: GuardedPath::new(relay, limits), broker: GuardedPath::new(broker, limits), stage }
+    }
+
+    /// The relay path.
+    pub fn relay(&self) -> &GuardedPath<R> {
+        &self.relay
+    }
+
+    /// The broker path.
+    pub fn broker(&self) -> &GuardedPath<B> {
+        &self.broker
+    }
+
+    /// The stage handle.
+    pub fn stage(&self) -> &StageHandle {
+        &self.stage
+    }
+
+    /// The current summary of both paths.
+    pub fn summary(&self) -> crate::Summary {
+        crate::Summary::of(self.stage.get(), &self.relay, &self.broker)
+    }
+}
+
+impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
+    async fn publish(&self, message: &[u8]) -> Result<(), Error> {
+        match Route::of(self.stage.get()) {
+            Route { relay: Some(Role::Primary), broker } => {
+                self.relay.primary(message).await?;
+                if broker.is_some() {
+                    self.broker.shadow(message);
+                }
+            }
+            Route { broker: Some(Role::Primary), relay } => {
+                self.broker.primary(message).await?;
+                if relay.is_some() {
+                    self.relay.shadow(message);
+                }
+            }
+            Route { .. } => return Err(Error::NoPath),
+        }
+        Ok(())
+    }
+
+    fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
+        match Route::of(self.stage.get()) {
+            Route { relay: Some(Role::Primary), broker } => {
+                self.relay.try_primary(message)?;
+                if broker.is_some() {
+                    self.broker.shadow(message);
+                }
+            }
+            Route { broker: Some(Role::Primary), relay } => {
+                self.broker.try_primary(message)?;
+                if relay.is_some() {
+                    self.relay.shadow(message);
+                }
+            }
+            Route { .. } => return Err(Error::NoPath),
+        }
+        Ok(())
+    }
+
+    /// Flushes both paths (a path that carried nothing is flushed at once);
+    /// the result is the current primary's.
+    async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        let (relay, broker) = tokio::join!(self.relay.flush(deadline), self.broker.flush(deadline));
+        match Route::of(self.stage.get()).relay {
+            Some(Role::Primary) => relay,
+            _ => broker,
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        match Route::of(self.stage.get()).relay {
+            Some(Role::Primary) => self.relay.publisher().is_connected(),
+            _ => self.broker.publisher().is_connected(),
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.relay.publisher().buffered_bytes() + self.broker.publisher().buffered_bytes()
+    }
+}

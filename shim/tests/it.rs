@@ -1,0 +1,247 @@
+//! The shim against a real relay and a real broker, in-process on sockets
+//! in a temp dir: the stage walked under load with both paths captured,
+//! shadow isolation with the broker absent, and stage changes picked up
+//! from the rollout file.
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use config::Stage;
+use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use transport::{BreakerOptions, BreakerState, BufferLimits, Endpoint, Listener, SocketOptions};
+
+/// A market-data message whose vendor TLV carries its sequence.
+fn message(sequence: u64) -> Vec<u8> {
+    let header = Header::new(Domain::MarketData, Source::TestClient, sequence, 1_700_000_000_000_000_000 + sequence);
+    MessageBuilder::new(header).tlv(TlvType::from_u8(200), &sequence.to_le_bytes().repeat(5)).unwrap().build()
+}
+
+fn sequence_of(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes[8..16].try_into().unwrap())
+}
+
+fn relay_paths(market_data: &Path) -> [PathBuf; 4] {
+    [market_data.to_owned(), "/nonexistent/s".into(), "/nonexistent/e".into(), "/nonexistent/y".into()]
+}
+
+fn topics() -> [String; 4] {
+    ["market_data", "signals", "execution", "system"].map(str::to_owned)
+}
+
+async fn listener(path: &Path) -> Listener {
+    Listener::bind(&Endpoint::Unix(path.to_owned()), SocketOptions::default()).await.unwrap()
+}
+
+async fn relay(path: &Path) -> transport::Running<relay_compat::RelayHandle> {
+    let settings = relay_compat::RelaySettings { queue_messages: 1 << 20, ..relay_compat::RelaySettings::default() };
+    relay_compat::spawn(vec![(Domain::MarketData, listener(path).await)], settings).await
+}
+
+async fn broker(path: &Path) -> transport::Running<broker::ServerHandle> {
+    broker::spawn(vec![listener(path).await], broker::Settings::default()).await
+}
+
+fn broker_client(path: &Path) -> broker::Client {
+    let mut options = broker::ClientOptions::new(Endpoint::Unix(path.to_owned()));
+    options.backoff_base = Duration::from_millis(5);
+    options.backoff_max = Duration::from_millis(20);
+    broker::Client::start(options)
+}
+
+/// What a tap has seen so far.
+type Seen = Arc<Mutex<Vec<Bytes>>>;
+
+/// Taps the relay at `path`, once `relay` has accepted the tap.
+async fn tap_relay(
+    relay: &transport::Running<relay_compat::RelayHandle>,
+    path: &Path,
+) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen = Seen::default();
+    let consumers = relay.handle().consumers(Domain::MarketData);
+    let mut tap = relay_compat::RelayTap::connect(path).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.handle().consumers(Domain::MarketData) == consumers {
+        assert!(Instant::now() < deadline, "the relay never accepted the tap");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let sink = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok(Some(message)) = tap.next().await {
+            sink.lock().unwrap().push(message.bytes);
+        }
+    });
+    (seen, task)
+}
+
+async fn tap_broker(path: &Path) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen = Seen::default();
+    let client = broker_client(path);
+    let mut subscription = client.subscribe("market_data", "").unwrap();
+    subscription.wait_active(Duration::from_secs(5)).await.unwrap();
+    let sink = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        let _client = client;
+        while let Some(batch) = subscription.recv_batch().await {
+            let mut sink = sink.lock().unwrap();
+            sink.extend(batch.payloads().map(Bytes::copy_from_slice));
+        }
+    });
+    (seen, task)
+}
+
+async fn wait_for(seen: &Seen, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.lock().unwrap().len() < count {
+        assert!(Instant::now() < deadline, "saw {} of {count}", seen.lock().unwrap().len());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walking_the_stages_under_load_loses_repeats_and_reorders_nothing_on_either_path() {
+    const N: u64 = 500_000;
+    const WALK: [Stage; 5] =
+        [Stage::Relay, Stage::DualRelayPrimary, Stage::DualBrokerPrimary, Stage::Broker, Stage::Relay];
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_path, broker_path) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
+    let relay = relay(&relay_path).await;
+    let _broker = broker(&broker_path).await;
+    let (relay_seen, _relay_tap) = tap_relay(&relay, &relay_path).await;
+    let (broker_seen, _broker_tap) = tap_broker(&broker_path).await;
+
+    let stage = StageHandle::new(Stage::Relay);
+    let limits = ShadowLimits { queue_bytes: 256 << 20, breaker: BreakerOptions::default() };
+    let publisher = ServicePublisher::new(
+        RelayPublisher::new(relay_paths(&relay_path), BufferLimits::default()),
+        BrokerPublisher::new(broker_client(&broker_path), topics()),
+        stage.clone(),
+        limits,
+    );
+    let (mut on_relay, mut on_broker) = (Vec::new(), Vec::new());
+    for sequence in 1..=N {
+        let now = WALK[usize::try_from((sequence - 1) / (N / 5)).unwrap()];
+        if stage.get() != now {
+            stage.set(now);
+        }
+        publisher.publish(&message(sequence)).await.unwrap();
+        let route = rollout::Route::of(now);
+        if route.relay.is_some() {
+            on_relay.push(sequence);
+        }
+        if route.broker.is_some() {
+            on_broker.push(sequence);
+        }
+    }
+    publisher.flush(Duration::from_secs(30)).await.unwrap();
+    let summary = publisher.summary();
+    assert_eq!((summary.relay.shadow_dropped, summary.broker.shadow_dropped), (0, 0), "{summary:?}");
+    assert_eq!((summary.relay.failed, summary.broker.failed), (0, 0), "{summary:?}");
+    assert_eq!(summary.relay.published, on_relay.len() as u64);
+    assert_eq!(summary.broker.published, on_broker.len() as u64);
+
+    wait_for(&relay_seen, on_relay.len()).await;
+    wait_for(&broker_seen, on_broker.len()).await;
+    let relay_seen = relay_seen.lock().unwrap();
+    let broker_seen = broker_seen.lock().unwrap();
+    // Exactly the messages of the stages that route to each path, in order.
+    assert_eq!(relay_seen.iter().map(|bytes| sequence_of(bytes)).collect::<Vec<_>>(), on_relay);
+    assert_eq!(broker_seen.iter().map(|bytes| sequence_of(bytes)).collect::<Vec<_>>(), on_broker);
+    // Byte-identical on both paths for every message of the dual stages.
+    let by_sequence: HashMap<u64, &Bytes> = relay_seen.iter().map(|bytes| (sequence_of(bytes), bytes)).collect();
+    let mut both = 0;
+    for bytes in broker_seen.iter() {
+        if let Some(twin) = by_sequence.get(&sequence_of(bytes)) {
+            assert_eq!(*twin, bytes);
+            both += 1;
+        }
+    }
+    assert_eq!(both, 2 * N / 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absent_broker_never_slows_or_fails_the_relay_and_its_breaker_opens_then_closes() {
+    const N: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_path, broker_path) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
+    let relay = relay(&relay_path).await;
+    let (relay_seen, _relay_tap) = tap_relay(&relay, &relay_path).await;
+
+    let open_for = Duration::from_millis(50);
+    let limits = ShadowLimits { queue_bytes: 64 * 1024, breaker: BreakerOptions { failure_threshold: 5, open_for } };
+    let publisher = ServicePublisher::new(
+        RelayPublisher::new(relay_paths(&relay_path), BufferLimits::default()),
+        BrokerPublisher::new(broker_client(&broker_path), topics()),
+        StageHandle::new(Stage::DualRelayPrimary),
+        limits,
+    );
+    let mut slowest = Duration::ZERO;
+    for sequence in 1..=N {
+        let started = Instant::now();
+        publisher.publish(&message(sequence)).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(slowest < Duration::from_millis(100), "a relay publish waited {slowest:?} on the absent broker");
+    wait_for(&relay_seen, usize::try_from(N).unwrap()).await;
+    let summary = publisher.summary();
+    assert_eq!((summary.relay.published, summary.relay.failed), (N, 0));
+    assert!(summary.broker.shadow_dropped > 0, "{summary:?}");
+    assert_eq!(summary.broker.published + summary.broker.shadow_dropped, N);
+    assert_eq!(publisher.broker().breaker_state(), BreakerState::Open);
+
+    // The broker arrives: the client connects and drains its queue, the
+    // breaker's probe goes through and closes it, and shadows flow again.
+    let _broker = broker(&broker_path).await;
+    let (broker_seen, _broker_tap) = tap_broker(&broker_path).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sequence = N;
+    while publisher.broker().breaker_state() != BreakerState::Closed
+        || !broker_seen.lock().unwrap().iter().any(|bytes| sequence_of(bytes) > N)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the shadow breaker never closed: {:?} {:?} {} {:?}",
+            publisher.summary(),
+            publisher.broker().publisher().client().state(),
+            publisher.broker().publisher().buffered_bytes(),
+            publisher.broker().breaker_state()
+        );
+        sequence += 1;
+        publisher.publish(&message(sequence)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(publisher.summary().relay.failed, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stage_change_in_the_rollout_file_reaches_the_publisher_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("rollout.toml");
+    let (stage, _watch) = StageHandle::follow(plan_file.clone(), Stage::Relay, "feed").unwrap();
+    assert_eq!(stage.get(), Stage::Relay);
+    let rollout = rollout::Rollout {
+        plan_file,
+        audit_log: dir.path().join("audit.jsonl"),
+        default_stage: Stage::Relay,
+        gate: config::GateSettings::default(),
+        services: std::collections::BTreeMap::new(),
+    };
+    let actor = rollout::Actor { user: "test".to_owned(), host: "here".to_owned() };
+    for wanted in [Stage::DualRelayPrimary, Stage::Broker, Stage::Relay] {
+        rollout.set("feed", wanted, "test", &actor, std::time::SystemTime::now()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while stage.get() != wanted {
+            assert!(Instant::now() < deadline, "still {} instead of {wanted}", stage.get());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    // A broken plan keeps the last good stage.
+    std::fs::write(dir.path().join("rollout.toml"), "[services.feed]\nstage = \"sideways\"\n").unwrap();
+    tokio::time::sleep(config::DEBOUNCE * 3).await;
+    assert_eq!(stage.get(), Stage::Relay);
+}

@@ -4,6 +4,7 @@
 //! blocks, slows or fails the primary.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
@@ -52,6 +53,9 @@ pub struct GuardedPath<P> {
     counters: Arc<PathCounters>,
     queue_bytes: usize,
     breaker: PublishBreaker,
+    /// Whether the breaker has seen a failure not yet cleared by a success
+    /// (or is open): while false, the shadow skips the breaker's lock.
+    tripped: AtomicBool,
 }
 
 impl<P: Publisher> GuardedPath<P> {
@@ -62,6 +66,7 @@ impl<P: Publisher> GuardedPath<P> {
             counters: Arc::default(),
             queue_bytes: shadow.queue_bytes,
             breaker: PublishBreaker::new(Some(shadow.breaker)),
+            tripped: AtomicBool::new(false),
         }
     }
 
@@ -109,9 +114,12 @@ impl<P: Publisher> GuardedPath<P> {
 
     /// As the shadow: handed over without waiting, or dropped and counted.
     pub(crate) fn shadow(&self, message: &[u8]) {
+        let tripped = self.tripped.load(Ordering::Relaxed);
         // A refusal by the open breaker is a drop, not a new failure: only
-        // attempts count toward opening it again.
-        if !self.breaker.allows(self.publisher.is_connected()) {
+        // attempts count toward opening it again. A breaker with no failures
+        // is closed and lets everything through, so it is only asked once
+        // something failed.
+        if tripped && !self.breaker.allows(self.publisher.is_connected()) {
             self.counters.shadow_dropped.inc();
             return;
         }
@@ -119,9 +127,15 @@ impl<P: Publisher> GuardedPath<P> {
             && self.publisher.try_publish(message).is_ok();
         if accepted {
             self.counters.published.inc();
+            // `allows` above recorded the success when connected.
+            if tripped && self.breaker_state() == BreakerState::Closed && self.publisher.is_connected() {
+                self.tripped.store(false, Ordering::Relaxed);
+            }
         } else {
             self.breaker.failure();
+            self.tripped.store(true, Ordering::Relaxed);
             self.counters.shadow_dropped.inc();
+            self.breaker_state();
         }
     }
 

@@ -12,31 +12,44 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use config::Stage;
+use prometheus_client::metrics::gauge::Gauge;
 use rollout::{Plan, Role, Route};
 
 use crate::path::{GuardedPath, ShadowLimits};
 use crate::{Error, Publisher};
 
 /// The current stage of one service, shared between whoever changes it and
-/// every publisher that reads it.
+/// every publisher that reads it (and exported as a gauge).
 #[derive(Debug, Clone)]
-pub struct StageHandle(Arc<AtomicU8>);
+pub struct StageHandle {
+    stage: Arc<AtomicU8>,
+    gauge: Gauge,
+}
 
 impl StageHandle {
     /// A handle at `stage`.
     pub fn new(stage: Stage) -> StageHandle {
-        StageHandle(Arc::new(AtomicU8::new(stage.index())))
+        let gauge = Gauge::default();
+        gauge.set(i64::from(stage.index()));
+        StageHandle { stage: Arc::new(AtomicU8::new(stage.index())), gauge }
     }
 
     /// The stage now.
     #[inline]
     pub fn get(&self) -> Stage {
-        Stage::from_index(self.0.load(Ordering::Acquire)).unwrap_or_default()
+        Stage::from_index(self.stage.load(Ordering::Acquire)).unwrap_or_default()
     }
 
     /// Moves to `stage`; the next message published sees it.
     pub fn set(&self, stage: Stage) {
-        self.0.store(stage.index(), Ordering::Release);
+        self.stage.store(stage.index(), Ordering::Release);
+        self.gauge.set(i64::from(stage.index()));
+    }
+
+    /// The stage as a gauge: 0 relay, 1 dual_relay_primary, 2
+    /// dual_broker_primary, 3 broker.
+    pub fn gauge(&self) -> &Gauge {
+        &self.gauge
     }
 
     /// Keeps the handle at `service`'s stage in the rollout plan at

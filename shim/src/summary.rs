@@ -1,7 +1,6 @@
 //! What the shim did, per path: the summary `myc produce --summary-json`
 //! prints (cli spec) and the Prometheus metrics the binary serves.
 
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
@@ -49,7 +48,7 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
     /// Registers this publisher's metrics under `myc_shim_*`, labelled by
     /// `path`: published, failed, shadow dropped, shadow breaker state, and
     /// the current stage (0 relay … 3 broker).
-    pub fn register(&self, registry: &mut Registry, stage_gauge: &Gauge) {
+    pub fn register(&self, registry: &mut Registry) {
         for (name, counters) in [("relay", self.relay().counters()), ("broker", self.broker().counters())] {
             let sub = registry.sub_registry_with_label(("path".into(), name.into()));
             sub.register("myc_shim_published", "Messages the path accepted", counters.published.clone());
@@ -61,7 +60,6 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
                 counters.breaker.clone(),
             );
         }
-        stage_gauge.set(i64::from(self.stage().get().index()));
-        registry.register("myc_shim_stage", "Current rollout stage: 0 relay … 3 broker", stage_gauge.clone());
+        registry.register("myc_shim_stage", "Current rollout stage: 0 relay … 3 broker", self.stage().gauge().clone());
     }
 }

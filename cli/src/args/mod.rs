@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 pub(crate) use bench::BenchArgs;
 pub(crate) use other::{
-    BrokerArgs, CaptureArgs, ConfigCommand, ConsoleArgs, DemoArgs, ProduceArgs, RelayArgs, RolloutCommand,
+    BrokerArgs, CaptureArgs, ConfigCommand, ConsoleArgs, DemoArgs, ProduceArgs, RelayArgs, RolloutArgs, RolloutCommand,
     VerifyCommand,
 };
 pub(crate) use tlv::{TlvCommand, TlvDecodeArgs, TlvEncodeArgs};
@@ -78,8 +78,7 @@ pub(crate) enum Command {
     #[command(subcommand)]
     Verify(VerifyCommand),
     /// Show and change per-service rollout stages.
-    #[command(subcommand)]
-    Rollout(RolloutCommand),
+    Rollout(RolloutArgs),
     /// Print, check and show settings.
     #[command(subcommand)]
     Config(ConfigCommand),

@@ -146,6 +146,15 @@ pub(crate) enum VerifyCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub(crate) struct RolloutArgs {
+    /// The rollout plan (default: `[rollout] file` of the settings).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub(crate) file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: RolloutCommand,
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub(crate) enum RolloutCommand {
     /// Every service's stage.

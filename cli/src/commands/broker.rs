@@ -1,38 +1,42 @@
-//! `myc broker`: binds every `--listen` endpoint (default
-//! `unix:/tmp/mycelium.sock`) and serves until SIGINT or SIGTERM, then shuts
-//! down gracefully (ERROR `shutting_down` to every connection, socket files
-//! removed). A live broker on the same socket is refused at start (exit 2).
+//! `myc broker`: binds every `--listen` endpoint (default: `[broker.server]
+//! listen`, `unix:/tmp/mycelium.sock`) and serves until SIGINT or SIGTERM,
+//! then shuts down gracefully (ERROR `shutting_down` to every connection,
+//! socket files removed). A live broker on the same socket is refused at
+//! start, and so is a non-loopback TCP listener without `broker.token`
+//! (exit 2).
 
 use anyhow::bail;
 use transport::{Endpoint, Listener, SocketOptions};
 
 use super::{Outcome, shutdown_signal};
-use crate::args::BrokerArgs;
+use crate::args::{BrokerArgs, GlobalArgs};
 
-const DEFAULT_ENDPOINT: &str = "unix:/tmp/mycelium.sock";
-
-pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
-    let texts: Vec<&str> =
-        if args.listen.is_empty() { vec![DEFAULT_ENDPOINT] } else { args.listen.iter().map(String::as_str).collect() };
+pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let settings = super::settings::load(global)?;
+    let texts = if args.listen.is_empty() { &settings.broker.server.listen } else { &args.listen };
+    let server = server_settings(&settings.broker);
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
             if let Endpoint::Tcp(address) = endpoint {
-                let loopback = address.starts_with("127.") || address.starts_with("localhost:") || address.starts_with("[::1]:");
-                if !loopback {
-                    bail!("refusing to listen on non-loopback {endpoint} without a token (token auth is not configurable yet)");
+                let loopback =
+                    address.starts_with("127.") || address.starts_with("localhost:") || address.starts_with("[::1]:");
+                if !loopback && server.token.is_none() {
+                    bail!("refusing to listen on non-loopback {endpoint} without a token: set broker.token");
                 }
             }
             listeners.push(Listener::bind(endpoint, SocketOptions::default()).await?);
         }
-        let metrics_listener = crate::metrics_http::bind(args.metrics.as_deref()).await?;
+        let metrics_address =
+            args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));
+        let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
         for listener in &listeners {
             tracing::info!(endpoint = %listener.local_endpoint(), "broker listening");
         }
         let mut metrics = None;
-        broker::serve(listeners, broker::Settings::default(), shutdown_signal(), |handle| {
+        broker::serve(listeners, server, shutdown_signal(), |handle| {
             metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
@@ -40,4 +44,23 @@ pub(crate) fn run(args: &BrokerArgs) -> anyhow::Result<Outcome> {
         tracing::info!("broker stopped");
         Ok(Outcome::Success)
     })
+}
+
+/// The broker server the settings describe.
+pub(crate) fn server_settings(broker: &config::BrokerSettings) -> broker::Settings {
+    let server = &broker.server;
+    broker::Settings {
+        max_frame: server.max_frame,
+        max_connections: server.max_connections,
+        max_subscriptions: server.max_subscriptions,
+        max_topics: server.max_topics,
+        ack_interval: server.ack_interval.get(),
+        write_deadline: server.write_deadline.get(),
+        slow_consumer: match server.slow_consumer.as_str() {
+            "drop_new" => broker::SlowConsumerPolicy::DropNew,
+            _ => broker::SlowConsumerPolicy::Disconnect,
+        },
+        token: Some(broker.token.clone()).filter(|token| !token.is_empty()),
+        ..broker::Settings::default()
+    }
 }

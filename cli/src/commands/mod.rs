@@ -7,7 +7,10 @@
 mod bench;
 mod broker;
 mod capture;
+mod produce;
 mod relay;
+mod rollout;
+mod settings;
 mod tlv;
 mod verify;
 
@@ -30,13 +33,13 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Tlv(TlvCommand::Encode(args)) => tlv::encode(args),
         Command::Bench(args) => bench::run(args, cli.global.format),
         Command::Demo(_) => not_built("demo"),
-        Command::Broker(args) => broker::run(args),
-        Command::Relay(args) => relay::run(args),
-        Command::Produce(_) => not_built("produce"),
+        Command::Broker(args) => broker::run(args, &cli.global),
+        Command::Relay(args) => relay::run(args, &cli.global),
+        Command::Produce(args) => produce::run(args, &cli.global),
         Command::Capture(args) => capture::run(args),
         Command::Verify(command) => verify::run(command, cli.global.format),
-        Command::Rollout(_) => not_built("rollout"),
-        Command::Config(_) => not_built("config"),
+        Command::Rollout(args) => rollout::run(args, &cli.global),
+        Command::Config(command) => settings::run(command, &cli.global),
         Command::Console(_) => not_built("console"),
     }
 }

@@ -1,5 +1,5 @@
 //! `myc relay`: runs the compatible relay for one domain (`--domain NAME`,
-//! socket from `--socket` or the legacy default) or all four (`--all`), until
+//! socket from `--socket` or `[relay]` of the settings) or all four (`--all`), until
 //! SIGINT or SIGTERM; then it stops accepting, drains the queues and removes
 //! the socket files. A live relay on a socket is refused at start (exit 2).
 
@@ -11,10 +11,11 @@ use transport::{Endpoint, Listener, SocketOptions};
 
 use super::Outcome;
 use super::shutdown_signal;
-use crate::args::RelayArgs;
+use crate::args::{GlobalArgs, RelayArgs};
 
-pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<Outcome> {
-    let relays = plan(args)?;
+pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let settings = super::settings::load(global)?;
+    let relays = plan(args, &settings.relay)?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(relays.len());
@@ -23,9 +24,11 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<Outcome> {
             tracing::info!(domain = domain.name(), socket = %path.display(), "relay listening");
             listeners.push((domain, listener));
         }
-        let metrics_listener = crate::metrics_http::bind(args.metrics.as_deref()).await?;
+        let metrics_address =
+            args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));
+        let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
         let mut metrics = None;
-        relay_compat::serve(listeners, relay_compat::RelaySettings::default(), shutdown_signal(), |handle| {
+        relay_compat::serve(listeners, server_settings(&settings.relay_server), shutdown_signal(), |handle| {
             metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
@@ -36,8 +39,8 @@ pub(crate) fn run(args: &RelayArgs) -> anyhow::Result<Outcome> {
 }
 
 /// The domains to relay and their socket paths.
-fn plan(args: &RelayArgs) -> anyhow::Result<Vec<(Domain, PathBuf)>> {
-    let default_path = |domain: Domain| relay_compat::default_socket(domain).map(PathBuf::from);
+fn plan(args: &RelayArgs, paths: &config::RelayPaths) -> anyhow::Result<Vec<(Domain, PathBuf)>> {
+    let default_path = |domain: Domain| paths.for_domain(domain.as_u8()).cloned();
     if args.all {
         if args.socket.is_some() {
             bail!("--socket names one socket; with --all each domain uses its own");
@@ -55,4 +58,19 @@ fn plan(args: &RelayArgs) -> anyhow::Result<Vec<(Domain, PathBuf)>> {
         None => default_path(domain).context("no default socket for that domain")?,
     };
     Ok(vec![(domain, path)])
+}
+
+/// The relay server the settings describe.
+pub(crate) fn server_settings(relay: &config::RelayServerSettings) -> relay_compat::RelaySettings {
+    relay_compat::RelaySettings {
+        max_message: relay.max_message,
+        queue_messages: relay.queue_messages,
+        queue_bytes: relay.queue_bytes,
+        policy: match relay.policy.as_str() {
+            "disconnect" => relay_compat::QueuePolicy::Disconnect,
+            _ => relay_compat::QueuePolicy::DropOldest,
+        },
+        stall_timeout: relay.stall_timeout.get(),
+        ..relay_compat::RelaySettings::default()
+    }
 }

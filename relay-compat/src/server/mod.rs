@@ -174,25 +174,30 @@ impl Relay {
     }
 }
 
-async fn serve_connection(relay: Arc<Relay>, stream: Stream) {
+/// Registers the connection as a consumer at once — in the accept loop, so
+/// a tap accepted before a producer sees all of that producer's messages —
+/// and returns the future that serves it.
+fn serve_connection(relay: Arc<Relay>, stream: Stream) -> impl Future<Output = ()> + Send + 'static {
     let (read_half, write_half) = stream.into_split();
     let id = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let domain = relay.domain.name();
     let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
     relay.lock_peers().insert(id, Arc::clone(&peer));
     Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
-    let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
-    let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
-    if let Err(reason) = read_loop(&relay, &peer, reader).await {
-        Metrics::get(&relay.metrics.invalid, domain, reason).inc();
-        tracing::warn!(domain, reason, "closing a connection that lost framing");
+    async move {
+        let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
+        let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
+        if let Err(reason) = read_loop(&relay, &peer, reader).await {
+            Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+            tracing::warn!(domain, reason, "closing a connection that lost framing");
+        }
+        // Nothing more comes from this peer; what is queued for it is still written.
+        relay.lock_peers().remove(&id);
+        peer.finish();
+        let _ = writer.join().await;
+        let role = if peer.role() == Role::Producer { "producer" } else { "consumer" };
+        Metrics::get(&relay.metrics.connections, domain, role).dec();
     }
-    // Nothing more comes from this peer; what is queued for it is still written.
-    relay.lock_peers().remove(&id);
-    peer.finish();
-    let _ = writer.join().await;
-    let role = if peer.role() == Role::Producer { "producer" } else { "consumer" };
-    Metrics::get(&relay.metrics.connections, domain, role).dec();
 }
 
 /// Reads and fans out until the peer closes (`Ok`) or breaks framing

@@ -12,6 +12,7 @@ mod codec_scenarios;
 mod nats_scenarios;
 mod process;
 mod relay_scenarios;
+mod shim_scenarios;
 mod verify_scenarios;
 
 use std::io::{self, Write};
@@ -74,6 +75,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
     ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
     ("relay", &["raw_uds", "relay_e2e_1", "relay_e2e_4"]),
+    ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
 ];
 
 #[derive(Debug, Serialize)]
@@ -147,6 +149,7 @@ fn all_scenarios() -> Vec<Scenario> {
     all.extend(broker_scenarios::scenarios());
     all.extend(relay_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
+    all.extend(shim_scenarios::scenarios());
     all.extend(verify_scenarios::scenarios());
     all
 }

@@ -59,8 +59,8 @@ fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyho
                 (received, Instant::now())
             }));
         }
-        // The relay registers consumers as it accepts them; give it a moment.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The relay registers each consumer as it accepts it, in order, so
+        // the taps connected above see every message of the client below.
         let client = RelayClient::start(RelayClientOptions::new(&relay.socket, Domain::MarketData, Source::TestClient));
         let mut template = message(1, payload_bytes)?;
         let started = Instant::now();

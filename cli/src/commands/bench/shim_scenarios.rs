@@ -1,0 +1,133 @@
+//! The shim scenarios: a `ServicePublisher` in the `broker` stage (to set
+//! against `broker_e2e_1`, the raw client, in the same run) and in
+//! `dual_relay_primary` (`dual`: both paths fully delivered, to set against
+//! `shim_broker`), with a child `myc broker` and a child `myc relay`; and
+//! `stage_lookup`, the per-message cost of reading the stage and its route.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use config::Stage;
+use relay_compat::RelayTap;
+use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use transport::BufferLimits;
+
+use super::process::{ChildBroker, ChildServer, own_peak_rss, reset_own_peak_rss};
+use super::{Rss, RunResult, Scenario, rate};
+
+const STALL: Duration = Duration::from_secs(10);
+
+pub(super) fn scenarios() -> Vec<Scenario> {
+    vec![
+        Scenario { name: "shim_broker", payload_bytes: 128, run: shim_broker, n_messages: 2_000_000 },
+        Scenario { name: "dual", payload_bytes: 128, run: dual, n_messages: 1_000_000 },
+        Scenario { name: "stage_lookup", payload_bytes: 0, run: stage_lookup, n_messages: 100_000_000 },
+    ]
+}
+
+fn shim_broker(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    through_shim(n_messages, payload_bytes, Stage::Broker)
+}
+
+fn dual(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    through_shim(n_messages, payload_bytes, Stage::DualRelayPrimary)
+}
+
+/// Messages of `len` bytes in all (one vendor TLV).
+fn message(len: usize) -> anyhow::Result<Vec<u8>> {
+    let header = Header::new(Domain::MarketData, Source::TestClient, 1, 1);
+    let tlv_payload = vec![0x5Au8; len.saturating_sub(codec::HEADER_LEN + 2).min(255)];
+    Ok(MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv_payload)?.build())
+}
+
+/// Counts what arrives until `n` messages or a stall; returns the count and
+/// when the last arrived.
+type Counter = tokio::task::JoinHandle<(u64, Instant)>;
+
+fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::Result<RunResult> {
+    let broker = ChildBroker::start()?;
+    let relay = ChildServer::start(&["relay", "--domain", "market_data"], |socket| {
+        vec!["--socket".to_owned(), socket.display().to_string()]
+    })?;
+    reset_own_peak_rss();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (elapsed, lost) = runtime.block_on(async {
+        let route = rollout::Route::of(stage);
+        let mut counters: Vec<Counter> = Vec::new();
+        if route.relay.is_some() {
+            let mut tap = RelayTap::connect(&relay.socket).await?;
+            counters.push(tokio::spawn(async move {
+                let mut received = 0u64;
+                while received < n_messages {
+                    let Ok(Ok(Some((batch, _)))) = tokio::time::timeout(STALL, tap.next_batch()).await else { break };
+                    let mut offset = 0;
+                    while offset < batch.len() {
+                        offset += relay_compat::message_len(&batch[offset..]).max(1);
+                        received += 1;
+                    }
+                }
+                (received, Instant::now())
+            }));
+        }
+        let subscriber = broker::Client::start(broker::ClientOptions::new(broker.endpoint.clone()));
+        if route.broker.is_some() {
+            let mut subscription = subscriber.subscribe("market_data", "")?;
+            subscription.wait_active(STALL).await?;
+            counters.push(tokio::spawn(async move {
+                let mut received = 0u64;
+                while received < n_messages {
+                    let Ok(Some(batch)) = tokio::time::timeout(STALL, subscription.recv_batch()).await else { break };
+                    received += batch.len() as u64;
+                }
+                (received, Instant::now())
+            }));
+        }
+        let topics = ["market_data", "signals", "execution", "system"].map(str::to_owned);
+        let relay_paths = [relay.socket.clone(), "/nonexistent".into(), "/nonexistent".into(), "/nonexistent".into()];
+        let publisher = ServicePublisher::new(
+            RelayPublisher::new(relay_paths, BufferLimits::default()),
+            BrokerPublisher::new(broker::Client::start(broker::ClientOptions::new(broker.endpoint.clone())), topics),
+            StageHandle::new(stage),
+            ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
+        );
+        let mut template = message(payload_bytes)?;
+        let started = Instant::now();
+        for sequence in 1..=n_messages {
+            template[8..16].copy_from_slice(&sequence.to_le_bytes());
+            publisher.publish(&template).await?;
+        }
+        publisher.flush(Duration::from_secs(120)).await?;
+        let mut lost = 0;
+        let mut finished = started;
+        for counter in counters {
+            let (received, at) = counter.await?;
+            lost += n_messages.saturating_sub(received);
+            finished = finished.max(at);
+        }
+        let summary = publisher.summary();
+        if summary.relay.failed + summary.broker.failed > 0 {
+            bail!("publishes failed: {summary:?}");
+        }
+        anyhow::Ok((finished - started, lost))
+    })?;
+    let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss() };
+    Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}
+
+/// Reads the stage and its route `n` times, as the service publisher does
+/// per message; the rate's inverse is the cost per message.
+fn stage_lookup(n_lookups: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> {
+    let stage = StageHandle::new(Stage::DualRelayPrimary);
+    let started = Instant::now();
+    let mut shadows = 0u64;
+    for _ in 0..n_lookups {
+        let route = rollout::Route::of(std::hint::black_box(&stage).get());
+        shadows += u64::from(route.broker == Some(rollout::Role::Shadow));
+    }
+    let elapsed = started.elapsed();
+    if std::hint::black_box(shadows) != n_lookups {
+        bail!("the stage changed under the benchmark");
+    }
+    Ok(RunResult::rate(rate(n_lookups, elapsed)))
+}

@@ -1,0 +1,104 @@
+//! `myc rollout`: `status`, `set`, `advance` (gated on a verify report),
+//! `rollback` (never gated) and `history`, on the plan and audit log the
+//! settings name (`--file` overrides the plan). A refused gate prints its
+//! reason and exits 1.
+
+use std::io::Write;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use rollout::{Actor, Rollout, audit};
+
+use super::Outcome;
+use crate::args::{Format, GlobalArgs, RolloutArgs, RolloutCommand};
+
+pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let settings = super::settings::load(global)?;
+    let mut rollout = Rollout::from_settings(&settings);
+    if let Some(file) = &args.file {
+        rollout.plan_file.clone_from(file);
+    }
+    let mut out = std::io::stdout().lock();
+    let actor = actor();
+    let now = SystemTime::now();
+    let changed = match &args.command {
+        RolloutCommand::Status => {
+            let status = rollout.status()?;
+            match global.format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&status)?)?,
+                Format::Human => {
+                    writeln!(out, "plan {} (default stage {})", rollout.plan_file.display(), status.default_stage)?;
+                    writeln!(out, "{:<24} {:<20} source", "service", "stage")?;
+                    for (name, service) in &status.services {
+                        let source = service.source.map_or_else(|| "-".to_owned(), |source| source.to_string());
+                        writeln!(out, "{name:<24} {:<20} {source}", service.stage.name())?;
+                    }
+                }
+            }
+            return Ok(Outcome::Success);
+        }
+        RolloutCommand::History { service } => {
+            let entries = rollout.history(service.as_deref())?;
+            match global.format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&entries)?)?,
+                Format::Human => {
+                    for entry in &entries {
+                        writeln!(out, "{}", describe(entry))?;
+                    }
+                }
+            }
+            return Ok(Outcome::Success);
+        }
+        RolloutCommand::Set { service, stage, reason } => {
+            let stage = rollout::parse_stage(stage)?;
+            rollout.set(service, stage, reason.as_deref().unwrap_or(""), &actor, now)
+        }
+        RolloutCommand::Advance { service, evidence, force, reason } => {
+            let report = evidence
+                .as_ref()
+                .map(|path| std::fs::read(path).with_context(|| format!("cannot read the evidence {}", path.display())))
+                .transpose()?;
+            rollout.advance(service, report.as_deref(), *force, reason.as_deref().unwrap_or(""), &actor, now)
+        }
+        RolloutCommand::Rollback { service, reason, to } => {
+            let to = to.as_deref().map(rollout::parse_stage).transpose()?;
+            rollout.rollback(service, to, reason, &actor, now)
+        }
+    };
+    match changed {
+        Ok(entry) => {
+            match global.format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&entry)?)?,
+                Format::Human => writeln!(out, "{}", describe(&entry))?,
+            }
+            Ok(Outcome::Success)
+        }
+        Err(rollout::Error::Refused(reason)) => {
+            #[allow(clippy::print_stderr, reason = "a refusal is the command's answer")]
+            {
+                eprintln!("refused: {reason}");
+            }
+            Ok(Outcome::Negative)
+        }
+        Err(error) => Err(error.into()),
+    }
+}
+
+fn describe(entry: &audit::Entry) -> String {
+    let forced = if entry.forced { " (forced)" } else { "" };
+    let reason = if entry.reason.is_empty() { String::new() } else { format!(": {}", entry.reason) };
+    format!(
+        "{} {}@{} {} {} {} -> {}{forced}{reason}",
+        entry.time, entry.user, entry.host, entry.action, entry.service, entry.from, entry.to
+    )
+}
+
+/// Who is making the change: `$USER` (or `$LOGNAME`) on this host.
+fn actor() -> Actor {
+    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "unknown".to_owned());
+    Actor { user, host }
+}

@@ -1,0 +1,58 @@
+//! What a producer did: frames read, rejected and control frames, events
+//! published, dropped by reason and ignored by kind, book resyncs, and the
+//! shim's per-path counts — the summary `myc produce --summary-json` prints
+//! (cli spec).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A feed adapter's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FeedCounters {
+    /// Frames read.
+    pub frames: u64,
+    /// Frames that were not valid JSON of the expected shape.
+    pub frames_rejected: u64,
+    /// Status and control frames (informational).
+    pub frames_control: u64,
+    /// Events turned into messages and handed to the shim.
+    pub events_published: u64,
+    /// Events dropped, by reason.
+    pub events_dropped: BTreeMap<String, u64>,
+    /// Events of kinds the adapter does not map, by kind.
+    pub events_ignored: BTreeMap<String, u64>,
+    /// Kraken books discarded and resubscribed.
+    pub book_resyncs: u64,
+}
+
+impl FeedCounters {
+    /// Counts one event dropped for `reason`.
+    pub fn dropped(&mut self, reason: &str) {
+        *self.events_dropped.entry(reason.to_owned()).or_default() += 1;
+    }
+
+    /// Counts one event of `kind` ignored.
+    pub fn ignored(&mut self, kind: &str) {
+        *self.events_ignored.entry(kind.to_owned()).or_default() += 1;
+    }
+}
+
+/// The shim's counts per path.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Paths {
+    /// The relay path.
+    pub relay: shim::PathSummary,
+    /// The broker path.
+    pub broker: shim::PathSummary,
+}
+
+/// The whole summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    /// The adapter's counters.
+    #[serde(flatten)]
+    pub feed: FeedCounters,
+    /// The shim's counters.
+    pub paths: Paths,
+}

@@ -6,10 +6,10 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher as _};
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::{mpsc, watch};
 
 use crate::Error;
@@ -26,13 +26,27 @@ pub struct Watched<T> {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// What the reloads did.
+/// What the reloads did (Prometheus counters, cheap atomics underneath).
 #[derive(Debug, Default)]
 pub struct ReloadCounts {
     /// Changes applied.
-    pub applied: AtomicU64,
+    pub applied: Counter,
     /// Edits refused (the last good value kept).
-    pub rejected: AtomicU64,
+    pub rejected: Counter,
+}
+
+impl ReloadCounts {
+    /// Registers `myc_reload_applied` and `myc_reload_rejected`, labelled
+    /// with `file` (for example `settings` or `rollout`).
+    pub fn register(&self, registry: &mut prometheus_client::registry::Registry, file: &str) {
+        let registry = registry.sub_registry_with_label(("file".into(), file.to_owned().into()));
+        registry.register("myc_reload_applied", "File changes applied", self.applied.clone());
+        registry.register(
+            "myc_reload_rejected",
+            "File edits refused; the last good settings kept",
+            self.rejected.clone(),
+        );
+    }
 }
 
 impl<T> Drop for Watched<T> {
@@ -89,13 +103,13 @@ impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
                 match load() {
                     Ok(value) => {
                         if **publish.borrow() != value {
-                            task_counts.applied.fetch_add(1, Ordering::Relaxed);
+                            task_counts.applied.inc();
                             tracing::info!(file = %shown, "settings reloaded");
                             publish.send_replace(Arc::new(value));
                         }
                     }
                     Err(error) => {
-                        task_counts.rejected.fetch_add(1, Ordering::Relaxed);
+                        task_counts.rejected.inc();
                         tracing::warn!(file = %shown, %error, "edit refused; keeping the last good settings");
                     }
                 }

@@ -8,7 +8,6 @@
 #![allow(clippy::unwrap_used, clippy::result_large_err, reason = "a failed unwrap is a failed test")]
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use config::{Error, Settings, Sources, Span, Stage, Watched, load};
@@ -164,7 +163,7 @@ async fn hot_reload_applies_a_good_edit_within_a_second_and_keeps_the_last_good_
     // A bad edit: refused, counted, and the last good settings stay.
     std::fs::write(&file, "[gate]\nmin_messages = 0\n").unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while watched.counts().rejected.load(Ordering::Relaxed) == 0 {
+    while watched.counts().rejected.get() == 0 {
         assert!(tokio::time::Instant::now() < deadline, "the bad edit was never seen");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }

@@ -37,7 +37,7 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
     let mut feed = Synthetic::new(Source::from_u8(source));
     let summary = match &args.out {
         Some(out) => dry_run(&mut feed, args, &service, out)?,
-        None => publish(&mut feed, args, &settings, &service)?,
+        None => publish(&mut feed, args, &settings, config::Sources::discover(global.config.clone()).file, &service)?,
     };
     let mut stdout = std::io::stdout().lock();
     if args.summary_json {
@@ -65,12 +65,13 @@ fn publish(
     feed: &mut Synthetic,
     args: &ProduceArgs,
     settings: &config::Settings,
+    settings_file: Option<std::path::PathBuf>,
     service: &str,
 ) -> anyhow::Result<Summary> {
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let rollout = &settings.rollout;
-        let (stage, _plan_watch) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)
+        let (stage, plan_watch) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)
             .with_context(|| format!("cannot follow the rollout plan {}", rollout.file.display()))?;
         tracing::info!(service, stage = %stage.get(), plan = %rollout.file.display(), "producing");
         let publisher = ServicePublisher::new(
@@ -82,7 +83,23 @@ fn publish(
         let metrics_address =
             args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
         let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
-        let _metrics = crate::metrics_http::spawn(metrics_listener, |registry| publisher.register(registry));
+        // Settings are re-read on change too: a bad edit is logged and counted.
+        // (Routes follow the rollout plan; connection settings take effect at
+        // the next start.)
+        let settings_watch = match &settings_file {
+            Some(file) => {
+                let sources = config::Sources::discover(Some(file.clone()));
+                Some(config::Watched::start(file, move || config::load(&sources))?)
+            }
+            None => None,
+        };
+        let _metrics = crate::metrics_http::spawn(metrics_listener, |registry| {
+            publisher.register(registry);
+            plan_watch.counts().register(registry, "rollout");
+            if let Some(watch) = &settings_watch {
+                watch.counts().register(registry, "settings");
+            }
+        });
 
         let stop = Arc::new(AtomicBool::new(false));
         let stopper = Arc::clone(&stop);

@@ -27,9 +27,16 @@ pub struct FeedCounters {
 }
 
 impl FeedCounters {
+    /// Counters with every drop reason of `reasons` present at zero, so the
+    /// summary's keys do not depend on the input.
+    pub fn new(reasons: &[crate::fields::Drop]) -> FeedCounters {
+        let events_dropped = reasons.iter().map(|reason| (reason.name().to_owned(), 0)).collect();
+        FeedCounters { events_dropped, ..FeedCounters::default() }
+    }
+
     /// Counts one event dropped for `reason`.
-    pub fn dropped(&mut self, reason: &str) {
-        *self.events_dropped.entry(reason.to_owned()).or_default() += 1;
+    pub fn dropped(&mut self, reason: crate::fields::Drop) {
+        *self.events_dropped.entry(reason.name().to_owned()).or_default() += 1;
     }
 
     /// Counts one event of `kind` ignored.

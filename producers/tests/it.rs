@@ -1,0 +1,164 @@
+//! The adapters on the bundled samples, sans-IO: exact counts, every field
+//! against the source JSON, deterministic bytes, bad input counted exactly,
+//! Kraken books verified, and the canonical JSON of every message pinned by
+//! insta snapshots (so a change to the bytes shows up in review).
+
+#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+
+use std::path::PathBuf;
+
+use codec::{Message, Source};
+use producers::{Adapter, Control, FeedCounters, Kraken, Outbox, Polygon, Stamper};
+
+fn sample(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+/// Replays `text` (JSON lines) deterministically: every message, the
+/// counters, and the controls the frames asked for.
+fn replay(adapter: &mut impl Adapter, text: &str) -> (Vec<Vec<u8>>, FeedCounters, Vec<Control>) {
+    let mut out = Outbox::default();
+    let mut messages = Vec::new();
+    let mut controls = Vec::new();
+    for line in text.lines() {
+        if let Ok(Some(control)) = adapter.frame(line, 0, 0, &mut out) {
+            controls.push(control);
+        }
+        messages.extend(out.messages().map(<[u8]>::to_vec));
+        out.clear();
+    }
+    (messages, adapter.counters().clone(), controls)
+}
+
+fn polygon() -> Polygon {
+    Polygon::new(Stamper::new(Source::PolygonCollector, true))
+}
+
+fn kraken() -> Kraken {
+    Kraken::new(Stamper::new(Source::KrakenCollector, true), 10)
+}
+
+fn canonical(messages: &[Vec<u8>]) -> String {
+    messages.iter().map(|bytes| codec::to_json_string(&Message::parse(bytes).unwrap()) + "\n").collect()
+}
+
+fn dropped(counters: &FeedCounters, reason: &str) -> u64 {
+    counters.events_dropped.get(reason).copied().unwrap_or(0)
+}
+
+#[test]
+fn polygon_samples_map_every_event_with_exact_counts() {
+    let (messages, counters, controls) = replay(&mut polygon(), &sample("polygon.jsonl"));
+    assert_eq!(messages.len(), 12);
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (11, 0, 3));
+    assert_eq!(counters.events_published, 12);
+    assert!(counters.events_dropped.values().all(|&n| n == 0), "{counters:?}");
+    let ignored: Vec<_> = counters.events_ignored.iter().map(|(kind, n)| (kind.as_str(), *n)).collect();
+    assert_eq!(ignored, [("A", 1), ("AM", 1), ("FMV", 1), ("LULD", 1), ("XA", 1), ("XAS", 1), ("XL2", 1)]);
+    assert!(controls.is_empty());
+    // Sequences from 1, one per message.
+    for (index, bytes) in messages.iter().enumerate() {
+        assert_eq!(Message::parse(bytes).unwrap().header().sequence, index as u64 + 1);
+    }
+}
+
+#[test]
+fn polygon_fields_are_exact_from_the_decimal_text() {
+    let (messages, _, _) = replay(&mut polygon(), &sample("polygon.jsonl"));
+    let trade = |index: usize| {
+        codec::Trade::decode(Message::parse(&messages[index]).unwrap().tlvs().next().unwrap().payload).unwrap()
+    };
+    let aapl = trade(0);
+    assert_eq!(
+        (aapl.asset_id, aapl.price, aapl.volume),
+        (codec::asset_id("AAPL").unwrap(), 18_952_000_000, 10_000_000_000)
+    );
+    assert_eq!(
+        (aapl.execution_timestamp_ns, aapl.venue_id, aapl.asset_type, aapl.side),
+        (1_764_172_800_137_000_000, 0, 1, 2)
+    );
+    let msft = trade(1);
+    assert_eq!((msft.price, msft.volume), (41_230_000_000, 1_250_000_000), "`ds` stands in for a missing `s`");
+    let btc = trade(6);
+    assert_eq!((btc.asset_id, btc.price, btc.volume, btc.side), (0x4254_4355_5344_0000, 7_293_010_000_000, 750_000, 0));
+    let eth = trade(7);
+    assert_eq!((eth.volume, eth.side, eth.asset_type), (150_000, 1, 51), "1.5e-3 read exactly; c [1] is a sell");
+    assert_eq!(trade(8).side, 2, "no conditions: side unknown");
+}
+
+#[test]
+fn polygon_bad_input_is_counted_exactly_and_the_good_events_around_it_published() {
+    let (messages, counters, controls) = replay(&mut polygon(), &sample("polygon-bad.jsonl"));
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (6, 3, 1));
+    assert_eq!(messages.len(), 2);
+    assert_eq!(counters.events_published, 2);
+    for (reason, n) in
+        [("bad_field", 3), ("negative", 2), ("zero_size", 1), ("bad_timestamp", 1), ("overflow", 1), ("bad_symbol", 1)]
+    {
+        assert_eq!(dropped(&counters, reason), n, "{reason}: {counters:?}");
+    }
+    assert_eq!(controls, [Control::Stop("authentication failed".to_owned())]);
+}
+
+#[test]
+fn kraken_samples_map_trades_and_tickers_and_verify_every_book_update() {
+    let mut adapter = kraken();
+    let (messages, counters, controls) = replay(&mut adapter, &sample("kraken.jsonl"));
+    assert_eq!(messages.len(), 7);
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (17, 0, 5));
+    assert_eq!((counters.events_published, counters.book_resyncs), (7, 0));
+    assert_eq!(adapter.checksums_verified, 5, "the snapshot and four updates");
+    assert!(controls.is_empty());
+    let ignored: Vec<_> = counters.events_ignored.iter().map(|(kind, n)| (kind.as_str(), *n)).collect();
+    assert_eq!(ignored, [("instrument", 1), ("ohlc", 1), ("subscribe_failed", 0)]);
+    let first = Message::parse(&messages[0]).unwrap();
+    let trade = codec::Trade::decode(first.tlvs().next().unwrap().payload).unwrap();
+    assert_eq!((trade.price, trade.volume, trade.side, trade.venue_id), (7_293_010_000_000, 750_000, 1, 101));
+    assert_eq!(trade.execution_timestamp_ns, 1_764_172_801_708_707_000);
+    assert_eq!(first.header().timestamp_ns, trade.execution_timestamp_ns, "deterministic: the event's time");
+    let ticker = Message::parse(&messages[4]).unwrap();
+    assert_eq!(ticker.header().timestamp_ns, 0, "a ticker without a timestamp, replayed deterministically");
+}
+
+#[test]
+fn kraken_bad_input_and_a_corrupted_book_update_are_detected_and_counted() {
+    let (messages, counters, controls) = replay(&mut kraken(), &sample("kraken-bad.jsonl"));
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (13, 5, 1));
+    assert_eq!((messages.len(), counters.events_published), (2, 2));
+    for (reason, n) in [("bad_field", 2), ("zero_size", 1), ("negative", 1), ("bad_timestamp", 1)] {
+        assert_eq!(dropped(&counters, reason), n, "{reason}: {counters:?}");
+    }
+    assert_eq!(counters.events_ignored["subscribe_failed"], 1);
+    // ETH/USD has no snapshot; BTC/USD's third update is corrupted, and the
+    // update after it finds no book until a new snapshot.
+    assert_eq!(counters.book_resyncs, 3);
+    let resubscribed: Vec<_> = controls.iter().map(|control| format!("{control:?}")).collect();
+    assert_eq!(resubscribed, ["Resubscribe(\"ETH/USD\")", "Resubscribe(\"BTC/USD\")", "Resubscribe(\"BTC/USD\")"]);
+}
+
+#[test]
+fn deterministic_replays_give_identical_bytes() {
+    for (name, first, second) in [
+        (
+            "polygon.jsonl",
+            replay(&mut polygon(), &sample("polygon.jsonl")).0,
+            replay(&mut polygon(), &sample("polygon.jsonl")).0,
+        ),
+        (
+            "kraken.jsonl",
+            replay(&mut kraken(), &sample("kraken.jsonl")).0,
+            replay(&mut kraken(), &sample("kraken.jsonl")).0,
+        ),
+    ] {
+        assert_eq!(first, second, "{name}");
+    }
+}
+
+#[test]
+fn the_sample_streams_canonical_json_is_pinned() {
+    insta::assert_snapshot!("polygon", canonical(&replay(&mut polygon(), &sample("polygon.jsonl")).0));
+    insta::assert_snapshot!("kraken", canonical(&replay(&mut kraken(), &sample("kraken.jsonl")).0));
+    insta::assert_snapshot!("polygon_bad", canonical(&replay(&mut polygon(), &sample("polygon-bad.jsonl")).0));
+    insta::assert_snapshot!("kraken_bad", canonical(&replay(&mut kraken(), &sample("kraken-bad.jsonl")).0));
+}

@@ -19,8 +19,8 @@ use std::path::PathBuf;
 pub use duration::Span;
 pub use load::{DEFAULT_FILE, Sources, load, parse};
 pub use schema::{
-    Backend, BrokerServerSettings, BrokerSettings, GateSettings, MetricsSettings, NatsSettings, RelayPaths,
-    RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage, Topics,
+    Backend, BrokerServerSettings, BrokerSettings, FeedSettings, GateSettings, MetricsSettings, NatsSettings,
+    RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage, Topics,
 };
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};
 

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use crate::Span;
 
 /// Everything the toolkit can be told.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     /// Legacy relay sockets, one per domain.
@@ -34,6 +34,8 @@ pub struct Settings {
     pub metrics: MetricsSettings,
     /// Service name → what is known of it.
     pub services: BTreeMap<String, ServiceSettings>,
+    /// Feed adapter → its live-connection settings (`polygon`, `kraken`).
+    pub feeds: BTreeMap<String, FeedSettings>,
 }
 
 /// The relay socket of each domain.
@@ -409,4 +411,62 @@ pub struct ServiceSettings {
     /// Its Protocol V2 source id (gates check reports against it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<u8>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            relay: RelayPaths::default(),
+            relay_server: RelayServerSettings::default(),
+            broker: BrokerSettings::default(),
+            nats: NatsSettings::default(),
+            topics: Topics::default(),
+            shadow: ShadowSettings::default(),
+            rollout: RolloutSettings::default(),
+            gate: GateSettings::default(),
+            metrics: MetricsSettings::default(),
+            services: BTreeMap::new(),
+            feeds: FeedSettings::defaults(),
+        }
+    }
+}
+
+/// A feed adapter's live connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeedSettings {
+    /// Messages sent after each connect, in order (`${VAR}` is taken from
+    /// the environment, so API keys stay out of this file).
+    pub subscribe: Vec<String>,
+    /// The message that re-requests one order book (`{symbol}` replaced);
+    /// empty: none.
+    pub resubscribe: String,
+    /// Order-book depth kept per symbol (Kraken).
+    pub book_depth: usize,
+}
+
+impl FeedSettings {
+    /// The defaults for the two reference adapters.
+    pub fn defaults() -> BTreeMap<String, FeedSettings> {
+        let polygon = FeedSettings {
+            subscribe: vec![
+                r#"{"action":"auth","params":"${POLYGON_API_KEY}"}"#.to_owned(),
+                r#"{"action":"subscribe","params":"XT.*,XQ.*"}"#.to_owned(),
+            ],
+            resubscribe: String::new(),
+            book_depth: 10,
+        };
+        let kraken = FeedSettings {
+            subscribe: vec![
+                r#"{"method":"subscribe","params":{"channel":"trade","symbol":["BTC/USD","ETH/USD"]}}"#.to_owned(),
+                r#"{"method":"subscribe","params":{"channel":"ticker","symbol":["BTC/USD","ETH/USD"]}}"#.to_owned(),
+                r#"{"method":"subscribe","params":{"channel":"book","depth":10,"symbol":["BTC/USD","ETH/USD"]}}"#
+                    .to_owned(),
+            ],
+            resubscribe: r#"{"method":"subscribe","params":{"channel":"book","depth":10,"symbol":["{symbol}"]}}"#
+                .to_owned(),
+            book_depth: 10,
+        };
+        BTreeMap::from([("kraken".to_owned(), kraken), ("polygon".to_owned(), polygon)])
+    }
 }

@@ -42,6 +42,12 @@ impl Outbox {
         })
     }
 
+    /// Adds one whole message built elsewhere.
+    pub fn push(&mut self, message: &[u8]) {
+        self.bytes.extend_from_slice(message);
+        self.count += 1;
+    }
+
     /// Empties it, keeping its memory.
     pub fn clear(&mut self) {
         self.bytes.clear();

@@ -11,6 +11,7 @@
 
 mod book;
 mod build;
+pub mod feed;
 pub mod fields;
 mod kraken;
 mod polygon;
@@ -19,6 +20,7 @@ pub mod synthetic;
 
 pub use book::{Book, Level};
 pub use build::{Outbox, Stamper};
+pub use feed::{FeedError, Input, Options, Pace, Sink, expand, run};
 pub use kraken::Kraken;
 pub use polygon::Polygon;
 pub use summary::{FeedCounters, Paths, Summary};

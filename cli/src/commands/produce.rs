@@ -1,18 +1,21 @@
-//! `myc produce`: runs a producer through the shim. The route comes from
-//! the service's rollout stage, hot-reloaded from the rollout file; `--out`
-//! is a dry run into a capture instead (no sockets). `--rate` paces, `--count`
-//! stops, SIGINT/SIGTERM stop cleanly; either way everything published is
-//! flushed, and `--summary-json` prints the counters as the last line.
+//! `myc produce`: runs a producer — the Polygon or Kraken adapter on a
+//! replay file, stdin or a live WebSocket, or the synthetic feed — through
+//! the shim. The route comes from the service's rollout stage, re-read
+//! whenever the rollout file changes; `--out` is a dry run into a capture
+//! instead (no sockets). `--rate` and `--realtime` pace, `--count` stops,
+//! SIGINT/SIGTERM stop cleanly; either way everything published is flushed,
+//! and `--summary-json` prints the counters as the last line of stdout.
 
 use std::fs::File;
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use codec::Source;
-use producers::{FeedCounters, Paths, Summary, Synthetic};
+use producers::{Adapter, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic};
 use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
 use super::{Outcome, shutdown_signal};
@@ -22,54 +25,210 @@ use crate::progress;
 /// How long the final flush may take.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
+/// The feed kinds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    Polygon,
+    Kraken,
+    Synthetic,
+}
+
+impl Feed {
+    fn parse(name: &str) -> anyhow::Result<Feed> {
+        Ok(match name {
+            "polygon" => Feed::Polygon,
+            "kraken" => Feed::Kraken,
+            "synthetic" => Feed::Synthetic,
+            other => bail!("unknown feed {other:?}: expected polygon, kraken or synthetic"),
+        })
+    }
+
+    /// The service name when `--service` is not given, and its source id
+    /// when the settings do not give one.
+    fn defaults(self) -> (&'static str, u8) {
+        match self {
+            Feed::Polygon => ("polygon_adapter", 4),
+            Feed::Kraken => ("kraken_adapter", 2),
+            Feed::Synthetic => ("synthetic", 99),
+        }
+    }
+}
+
 pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let settings = super::settings::load(global)?;
-    let default_source = match args.feed.as_str() {
-        "synthetic" => 99,
-        "polygon" | "kraken" => bail!("the {} adapter is not built yet in this version", args.feed),
-        other => bail!("unknown feed {other:?}: expected polygon, kraken or synthetic"),
+    let feed = Feed::parse(&args.feed)?;
+    let (default_service, default_source) = feed.defaults();
+    let input = match (feed, &args.input) {
+        (Feed::Synthetic, Some(_)) => bail!("the synthetic feed makes its own messages: it takes no --input"),
+        (Feed::Synthetic, None) => None,
+        (_, Some(input)) => Some(Input::parse(input)),
+        (_, None) => bail!("say where the frames come from: --input FILE, - (stdin) or a ws:// / wss:// URL"),
     };
-    if args.input.is_some() {
-        bail!("the synthetic feed makes its own messages: it takes no --input");
+    if args.rate.is_some() && args.realtime {
+        bail!("--rate and --realtime are two different paces: choose one");
     }
-    let service = args.service.clone().unwrap_or_else(|| args.feed.clone());
+    if feed == Feed::Synthetic && args.out.is_some() && args.count.is_none() {
+        bail!("a synthetic dry run needs --count N");
+    }
+    let service = args.service.clone().unwrap_or_else(|| default_service.to_owned());
     let source = settings.services.get(&service).and_then(|service| service.source).unwrap_or(default_source);
-    let mut feed = Synthetic::new(Source::from_u8(source));
-    let summary = match &args.out {
-        Some(out) => dry_run(&mut feed, args, &service, out)?,
-        None => publish(&mut feed, args, &settings, config::Sources::discover(global.config.clone()).file, &service)?,
+    let stamper = Stamper::new(Source::from_u8(source), args.deterministic);
+    let feed_settings = settings.feeds.get(&args.feed).cloned().unwrap_or_default();
+    let options = producers::Options {
+        pace: match (args.rate, args.realtime) {
+            (Some(rate), _) => Pace::Rate(rate),
+            (None, true) => Pace::Realtime,
+            (None, false) => Pace::Unpaced,
+        },
+        count: args.count,
+        deterministic: args.deterministic,
+        subscribe: feed_settings.subscribe.clone(),
+        resubscribe: Some(feed_settings.resubscribe.clone()).filter(|message| !message.is_empty()),
     };
+    let runtime = super::runtime()?;
+    let summary = runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopper = Arc::clone(&stop);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            stopper.store(true, Ordering::Relaxed);
+        });
+        let mut sink = match &args.out {
+            Some(out) => Sink::Capture(CaptureSink::create(out, &service, args.deterministic)?),
+            None => Sink::Shim(Box::new(ShimSink::start(&settings, global, &service, args.metrics.as_deref()).await?)),
+        };
+        let counter = progress::counter(&format!("{service} producing"));
+        let feed_counters = match (feed, &input) {
+            (Feed::Synthetic, _) => {
+                synthetic(Synthetic::new(Source::from_u8(source)), args, &mut sink, &stop, &counter).await?
+            }
+            (Feed::Polygon, Some(input)) => drive(Polygon::new(stamper), input, &options, &mut sink, &stop).await?,
+            (Feed::Kraken, Some(input)) => {
+                drive(Kraken::new(stamper, feed_settings.book_depth), input, &options, &mut sink, &stop).await?
+            }
+            (_, None) => bail!("no input"),
+        };
+        counter.finish_and_clear();
+        let paths = sink.finish().await?;
+        anyhow::Ok(Summary { feed: feed_counters, paths })
+    })?;
     let mut stdout = std::io::stdout().lock();
     if args.summary_json {
         writeln!(stdout, "{}", serde_json::to_string(&summary)?)?;
     } else {
-        let paths = &summary.paths;
+        let (feed, paths) = (&summary.feed, &summary.paths);
         writeln!(
             stdout,
-            "{service}: {} messages; relay {} published, {} failed, {} shadow dropped; \
-             broker {} published, {} failed, {} shadow dropped",
-            summary.feed.events_published,
+            "{service}: {} frames ({} rejected, {} control), {} events published, {} dropped, {} ignored; \
+             relay {} published / {} failed; broker {} published / {} failed / {} shadow dropped",
+            feed.frames,
+            feed.frames_rejected,
+            feed.frames_control,
+            feed.events_published,
+            feed.events_dropped.values().sum::<u64>(),
+            feed.events_ignored.values().sum::<u64>(),
             paths.relay.published,
             paths.relay.failed,
-            paths.relay.shadow_dropped,
             paths.broker.published,
             paths.broker.failed,
-            paths.broker.shadow_dropped
+            paths.broker.shadow_dropped + paths.relay.shadow_dropped
         )?;
     }
     Ok(Outcome::Success)
 }
 
-/// Publishes through the shim until the count, or a signal.
-fn publish(
-    feed: &mut Synthetic,
+async fn drive(
+    mut adapter: impl Adapter,
+    input: &Input,
+    options: &producers::Options,
+    sink: &mut Sink,
+    stop: &Arc<AtomicBool>,
+) -> anyhow::Result<FeedCounters> {
+    producers::run(&mut adapter, input, options, sink, stop).await?;
+    Ok(adapter.counters().clone())
+}
+
+/// The synthetic feed: Trade messages until the count or a signal.
+async fn synthetic(
+    mut feed: Synthetic,
     args: &ProduceArgs,
-    settings: &config::Settings,
-    settings_file: Option<std::path::PathBuf>,
-    service: &str,
-) -> anyhow::Result<Summary> {
-    let runtime = super::runtime()?;
-    runtime.block_on(async {
+    sink: &mut Sink,
+    stop: &AtomicBool,
+    counter: &indicatif::ProgressBar,
+) -> anyhow::Result<FeedCounters> {
+    let started = tokio::time::Instant::now();
+    let mut out = Outbox::default();
+    let mut buf = [0u8; producers::synthetic::MESSAGE_LEN];
+    while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|count| feed.built() < count) {
+        let len = feed.next_into(now_ns(), &mut buf)?;
+        out.push(&buf[..len]);
+        if let Err(error) = producers::Sink::deliver(sink, &out).await {
+            tracing::debug!(%error, "publish failed");
+        }
+        out.clear();
+        if feed.built() % 1024 == 0 {
+            counter.set_position(feed.built());
+        }
+        if let Some(rate) = args.rate.filter(|&rate| rate > 0) {
+            let due = started + Duration::from_nanos(feed.built().saturating_mul(1_000_000_000) / rate);
+            if due > tokio::time::Instant::now() + Duration::from_micros(200) {
+                tokio::time::sleep_until(due).await;
+            }
+        }
+    }
+    Ok(FeedCounters { events_published: feed.built(), ..FeedCounters::default() })
+}
+
+/// Where a producer's messages go.
+enum Sink {
+    Shim(Box<ShimSink>),
+    Capture(CaptureSink),
+}
+
+impl Sink {
+    /// Flushes and returns the per-path counts.
+    async fn finish(self) -> anyhow::Result<Paths> {
+        match self {
+            Sink::Shim(shim) => {
+                if let Err(error) = shim.publisher.flush(FLUSH_DEADLINE).await {
+                    tracing::warn!(%error, "not everything was delivered before the flush deadline");
+                }
+                let summary = shim.publisher.summary();
+                Ok(Paths { relay: summary.relay, broker: summary.broker })
+            }
+            Sink::Capture(capture) => {
+                capture.writer.finish()?;
+                Ok(Paths::default())
+            }
+        }
+    }
+}
+
+impl producers::Sink for Sink {
+    async fn deliver(&mut self, out: &Outbox) -> Result<(), String> {
+        match self {
+            Sink::Shim(shim) => (&shim.publisher).deliver(out).await,
+            Sink::Capture(capture) => capture.write(out).map_err(|error| error.to_string()),
+        }
+    }
+}
+
+/// The shim, routed by the service's rollout stage, and what keeps it
+/// current: the rollout plan and settings watches, the metrics server.
+struct ShimSink {
+    publisher: ServicePublisher<RelayPublisher, BrokerPublisher>,
+    _plan_watch: config::Watched<rollout::Plan>,
+    _settings_watch: Option<config::Watched<config::Settings>>,
+    _metrics: Option<transport::AbortOnDrop>,
+}
+
+impl ShimSink {
+    async fn start(
+        settings: &config::Settings,
+        global: &GlobalArgs,
+        service: &str,
+        metrics: Option<&str>,
+    ) -> anyhow::Result<ShimSink> {
         let rollout = &settings.rollout;
         let (stage, plan_watch) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)
             .with_context(|| format!("cannot follow the rollout plan {}", rollout.file.display()))?;
@@ -80,99 +239,60 @@ fn publish(
             stage,
             ShadowLimits::from_settings(&settings.shadow),
         );
-        let metrics_address =
-            args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
-        let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
         // Settings are re-read on change too: a bad edit is logged and counted.
         // (Routes follow the rollout plan; connection settings take effect at
         // the next start.)
-        let settings_watch = match &settings_file {
+        let settings_watch = match config::Sources::discover(global.config.clone()).file {
             Some(file) => {
                 let sources = config::Sources::discover(Some(file.clone()));
-                Some(config::Watched::start(file, move || config::load(&sources))?)
+                Some(config::Watched::start(&file, move || config::load(&sources))?)
             }
             None => None,
         };
-        let _metrics = crate::metrics_http::spawn(metrics_listener, |registry| {
+        let address = metrics.or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
+        let listener = crate::metrics_http::bind(address).await?;
+        let metrics = crate::metrics_http::spawn(listener, |registry| {
             publisher.register(registry);
             plan_watch.counts().register(registry, "rollout");
             if let Some(watch) = &settings_watch {
                 watch.counts().register(registry, "settings");
             }
         });
-
-        let stop = Arc::new(AtomicBool::new(false));
-        let stopper = Arc::clone(&stop);
-        tokio::spawn(async move {
-            shutdown_signal().await;
-            stopper.store(true, Ordering::Relaxed);
-        });
-        let counter = progress::counter(&format!("{service} publishing"));
-        let pace = Pace::new(args.rate);
-        let mut buf = [0u8; producers::synthetic::MESSAGE_LEN];
-        let mut last_error = None::<Instant>;
-        while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|count| feed.built() < count) {
-            let len = feed.next_into(now_ns(), &mut buf)?;
-            if let Err(error) = publisher.publish(&buf[..len]).await
-                && last_error.is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
-            {
-                // At most one line a second; the failed counter has them all.
-                tracing::warn!(%error, "publish failed");
-                last_error = Some(Instant::now());
-            }
-            if feed.built() % 1024 == 0 {
-                counter.set_position(feed.built());
-            }
-            pace.wait(feed.built()).await;
-        }
-        counter.finish_and_clear();
-        if let Err(error) = publisher.flush(FLUSH_DEADLINE).await {
-            tracing::warn!(%error, "not everything was delivered before the flush deadline");
-        }
-        let shim = publisher.summary();
-        let feed = FeedCounters { events_published: feed.built(), ..FeedCounters::default() };
-        Ok(Summary { feed, paths: Paths { relay: shim.relay, broker: shim.broker } })
-    })
+        Ok(ShimSink { publisher, _plan_watch: plan_watch, _settings_watch: settings_watch, _metrics: metrics })
+    }
 }
 
-/// Writes the messages to a capture instead of publishing them.
-fn dry_run(feed: &mut Synthetic, args: &ProduceArgs, service: &str, out: &std::path::Path) -> anyhow::Result<Summary> {
-    let Some(count) = args.count else {
-        bail!("a synthetic dry run needs --count N");
-    };
-    let file = File::create(out).with_context(|| format!("cannot write {}", out.display()))?;
-    let mut writer = verify::pcapng::Writer::new(file)?;
-    let interface = writer.interface(&format!("produce:{service}"))?;
-    let mut buf = [0u8; producers::synthetic::MESSAGE_LEN];
-    while feed.built() < count {
+/// A dry run: messages into a capture, one interface `produce:<service>`.
+struct CaptureSink {
+    writer: verify::pcapng::Writer<File>,
+    interface: u32,
+    deterministic: bool,
+    path: PathBuf,
+}
+
+impl CaptureSink {
+    fn create(path: &Path, service: &str, deterministic: bool) -> anyhow::Result<CaptureSink> {
+        let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
+        let mut writer = verify::pcapng::Writer::new(file)?;
+        let interface = writer.interface(&format!("produce:{service}"))?;
+        Ok(CaptureSink { writer, interface, deterministic, path: path.to_owned() })
+    }
+
+    /// Writes each message; its arrival time is now, or in a deterministic
+    /// run its header's timestamp (so the capture is reproducible too).
+    fn write(&mut self, out: &Outbox) -> anyhow::Result<()> {
         let now = now_ns();
-        let len = feed.next_into(now, &mut buf)?;
-        writer.packet(interface, now, &buf[..len])?;
-    }
-    writer.finish()?;
-    let feed = FeedCounters { events_published: feed.built(), ..FeedCounters::default() };
-    Ok(Summary { feed, paths: Paths::default() })
-}
-
-/// Paces publishing at `--rate` messages per second (or not at all).
-struct Pace {
-    rate: Option<u64>,
-    started: tokio::time::Instant,
-}
-
-impl Pace {
-    fn new(rate: Option<u64>) -> Pace {
-        Pace { rate: rate.filter(|&rate| rate > 0), started: tokio::time::Instant::now() }
-    }
-
-    /// Waits until message `sent` is due.
-    async fn wait(&self, sent: u64) {
-        if let Some(rate) = self.rate {
-            let due = self.started + Duration::from_nanos(sent.saturating_mul(1_000_000_000) / rate);
-            if due > tokio::time::Instant::now() + Duration::from_micros(200) {
-                tokio::time::sleep_until(due).await;
-            }
+        for message in out.messages() {
+            let at = if self.deterministic {
+                message.get(16..24).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes)
+            } else {
+                now
+            };
+            self.writer
+                .packet(self.interface, at, message)
+                .with_context(|| format!("cannot write {}", self.path.display()))?;
         }
+        Ok(())
     }
 }
 

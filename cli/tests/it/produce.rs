@@ -1,0 +1,132 @@
+//! `myc produce` with the adapters: a deterministic replay is reproducible
+//! byte for byte, a live WebSocket feed (served here, in-process, from the
+//! same sample) gives exactly the replay's messages, and a live
+//! `auth_failed` stops the producer with the server's message.
+
+use std::path::{Path, PathBuf};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+use super::{myc, workspace};
+
+fn sample(name: &str) -> PathBuf {
+    workspace().join("producers/samples").join(name)
+}
+
+fn arg(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+/// Serves `frames` to every WebSocket client on a loopback port, then
+/// keeps the connection open; returns the `ws://` URL.
+fn serve(frames: Vec<String>) -> String {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let url = format!("ws://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        runtime.block_on(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    let mut socket = tokio_tungstenite::accept_async(stream).await.unwrap();
+                    for frame in frames {
+                        if socket.send(Message::text(frame)).await.is_err() {
+                            return;
+                        }
+                    }
+                    // Keep reading (subscribe messages) until the client leaves.
+                    while let Some(Ok(_)) = socket.next().await {}
+                });
+            }
+        });
+    });
+    url
+}
+
+#[test]
+fn a_live_feed_gives_exactly_the_messages_of_its_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (replayed, live) = (dir.path().join("replay.pcapng"), dir.path().join("live.pcapng"));
+    let text = std::fs::read_to_string(sample("kraken.jsonl")).unwrap();
+    let frames: Vec<String> = text.lines().map(str::to_owned).collect();
+    let replay = myc(
+        &[
+            "produce",
+            "--feed",
+            "kraken",
+            "--input",
+            arg(&sample("kraken.jsonl")),
+            "--deterministic",
+            "--out",
+            arg(&replayed),
+        ],
+        b"",
+    );
+    assert_eq!(replay.status.code(), Some(0), "{}", String::from_utf8_lossy(&replay.stderr));
+    let url = serve(frames);
+    let output = myc(
+        &[
+            "produce",
+            "--feed",
+            "kraken",
+            "--input",
+            &url,
+            "--deterministic",
+            "--count",
+            "7",
+            "--out",
+            arg(&live),
+            "--summary-json",
+        ],
+        b"",
+    );
+    assert_eq!(output.status.code(), Some(0), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(std::fs::read(&replayed).unwrap(), std::fs::read(&live).unwrap());
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["events_published"], 7);
+}
+
+#[test]
+fn a_live_auth_failure_stops_the_producer_with_the_servers_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = serve(vec![
+        r#"[{"ev":"status","status":"connected","message":"Connected Successfully"}]"#.to_owned(),
+        r#"[{"ev":"status","status":"auth_failed","message":"authentication failed"}]"#.to_owned(),
+    ]);
+    let out = dir.path().join("none.pcapng");
+    let output = myc(&["produce", "--feed", "polygon", "--input", &url, "--out", arg(&out)], b"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("authentication failed"));
+}
+
+#[test]
+fn a_deterministic_replay_is_reproducible_and_bad_frames_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("1.pcapng"), dir.path().join("2.pcapng"));
+    for out in [&first, &second] {
+        let output = myc(
+            &[
+                "produce",
+                "--feed",
+                "polygon",
+                "--input",
+                arg(&sample("polygon.jsonl")),
+                "--deterministic",
+                "--out",
+                arg(out),
+            ],
+            b"",
+        );
+        assert_eq!(output.status.code(), Some(0));
+    }
+    assert_eq!(std::fs::read(&first).unwrap(), std::fs::read(&second).unwrap());
+    let bad = std::fs::read(sample("polygon-bad.jsonl")).unwrap();
+    let output = myc(&["produce", "--feed", "polygon", "--input", "-", "--out", arg(&first), "--summary-json"], &bad);
+    assert_eq!(output.status.code(), Some(0), "a replay with bad frames still ends well");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!((summary["frames"].as_u64(), summary["frames_rejected"].as_u64()), (Some(6), Some(3)));
+    assert_eq!(summary["events_dropped"]["negative"], 2);
+}

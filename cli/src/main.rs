@@ -23,7 +23,8 @@ use crate::commands::Outcome;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    logging::init(cli.global.log_format);
+    let default_level = if matches!(cli.command, args::Command::Demo(_)) { "warn" } else { "info" };
+    logging::init(cli.global.log_format, default_level);
     match commands::run(&cli) {
         Ok(Outcome::Success) => ExitCode::SUCCESS,
         Ok(Outcome::Negative) => ExitCode::from(1),

@@ -6,9 +6,12 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// Seconds spent in each rollout stage.
-    #[arg(long, default_value_t = 3)]
-    pub(crate) stage_seconds: u64,
+    /// Seconds spent in each rollout stage (fractions allowed).
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) stage_seconds: f64,
+    /// Messages per second each producer publishes.
+    #[arg(long, default_value_t = 20_000)]
+    pub(crate) rate: u64,
     /// Keep the temporary directory (captures, audit log) after the demo.
     #[arg(long)]
     pub(crate) keep: bool,

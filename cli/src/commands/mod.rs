@@ -7,6 +7,7 @@
 mod bench;
 mod broker;
 mod capture;
+mod demo;
 mod produce;
 mod relay;
 mod rollout;
@@ -32,7 +33,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Tlv(TlvCommand::Decode(args)) => tlv::decode(args),
         Command::Tlv(TlvCommand::Encode(args)) => tlv::encode(args),
         Command::Bench(args) => bench::run(args, cli.global.format),
-        Command::Demo(_) => not_built("demo"),
+        Command::Demo(args) => demo::run(args, cli.global.format),
         Command::Broker(args) => broker::run(args, &cli.global),
         Command::Relay(args) => relay::run(args, &cli.global),
         Command::Produce(args) => produce::run(args, &cli.global),

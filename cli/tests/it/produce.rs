@@ -130,3 +130,27 @@ fn a_deterministic_replay_is_reproducible_and_bad_frames_are_counted() {
     assert_eq!((summary["frames"].as_u64(), summary["frames_rejected"].as_u64()), (Some(6), Some(3)));
     assert_eq!(summary["events_dropped"]["negative"], 2);
 }
+
+#[test]
+fn the_demo_walks_every_stage_and_verifies_both_dual_stages_identical() {
+    let output = myc(&["demo", "--stage-seconds", "0.3", "--rate", "5000", "--format", "json"], b"");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(summary["ok"], true);
+    let stages = summary["stages"].as_array().unwrap();
+    let names: Vec<_> = stages.iter().map(|stage| stage["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["relay", "dual_relay_primary", "dual_broker_primary", "broker"]);
+    for stage in stages {
+        let produced = stage["produced"].as_u64().unwrap();
+        assert!(produced >= 1_000, "{stage}");
+        let (relay, broker) = (stage["relay_messages"].as_u64().unwrap(), stage["broker_messages"].as_u64().unwrap());
+        let expected = match stage["stage"].as_str().unwrap() {
+            "relay" => (produced, 0),
+            "broker" => (0, produced),
+            _ => (produced, produced),
+        };
+        assert_eq!((relay, broker), expected, "{stage}");
+    }
+    assert_eq!((stages[1]["verdict"].as_str(), stages[2]["verdict"].as_str()), (Some("identical"), Some("identical")));
+}

@@ -11,6 +11,7 @@ mod broker_scenarios;
 mod codec_scenarios;
 mod nats_scenarios;
 mod process;
+mod produce_scenarios;
 mod relay_scenarios;
 mod shim_scenarios;
 mod verify_scenarios;
@@ -150,6 +151,7 @@ fn all_scenarios() -> Vec<Scenario> {
     all.extend(relay_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
     all.extend(shim_scenarios::scenarios());
+    all.extend(produce_scenarios::scenarios());
     all.extend(verify_scenarios::scenarios());
     all
 }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod metrics;
+pub mod nats;
 pub mod protocol;
 pub mod server;
 

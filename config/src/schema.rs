@@ -227,6 +227,14 @@ pub struct NatsSettings {
     pub stream: String,
     /// JetStream's duplicate window.
     pub duplicate_window: Span,
+    /// A `.creds` file for the servers (empty: none).
+    pub credentials_file: String,
+    /// A token for the servers (empty: none).
+    pub token: String,
+    /// Require TLS.
+    pub tls_required: bool,
+    /// Extra root certificates, PEM (empty: none).
+    pub root_certificates: String,
 }
 
 impl Default for NatsSettings {
@@ -237,6 +245,10 @@ impl Default for NatsSettings {
             jetstream: false,
             stream: "MYC".to_owned(),
             duplicate_window: Span::from_secs(120),
+            credentials_file: String::new(),
+            token: String::new(),
+            tls_required: false,
+            root_certificates: String::new(),
         }
     }
 }

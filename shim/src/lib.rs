@@ -12,7 +12,7 @@ mod service;
 mod summary;
 
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
-pub use publisher::{BrokerPublisher, Publisher, RelayPublisher, split};
+pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
 pub use service::{DualPublisher, ServicePublisher, StageHandle};
 pub use summary::{PathSummary, Summary};
 

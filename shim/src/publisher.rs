@@ -164,9 +164,7 @@ impl BrokerPublisher {
         options.backoff_max = broker.backoff_max.get();
         options.max_reconnects = Some(broker.max_reconnects).filter(|&n| n > 0);
         options.connect_timeout = broker.connect_timeout.get();
-        let topics = &settings.topics;
-        let topics = [&topics.market_data, &topics.signal, &topics.execution, &topics.system].map(Clone::clone);
-        Ok(BrokerPublisher::new(Client::start(options), topics))
+        Ok(BrokerPublisher::new(Client::start(options), topics_of(&settings.topics)))
     }
 
     /// The client underneath.
@@ -202,4 +200,141 @@ impl Publisher for BrokerPublisher {
     fn buffered_bytes(&self) -> usize {
         self.client.buffered_bytes()
     }
+}
+
+/// The broker path on NATS: one buffered NATS publisher; each message goes
+/// to its domain's topic as subject `<prefix><topic>`.
+#[derive(Debug, Clone)]
+pub struct NatsBrokerPublisher {
+    publisher: broker::nats::NatsPublisher,
+    topics: [String; 4],
+}
+
+impl NatsBrokerPublisher {
+    /// A NATS path over `publisher`, with `topics` for domains 1–4.
+    pub fn new(publisher: broker::nats::NatsPublisher, topics: [String; 4]) -> NatsBrokerPublisher {
+        NatsBrokerPublisher { publisher, topics }
+    }
+
+    /// The NATS path the settings describe, named `client_name`.
+    ///
+    /// # Errors
+    /// Options NATS refuses at once.
+    pub async fn from_settings(settings: &config::Settings, client_name: &str) -> Result<NatsBrokerPublisher, Error> {
+        let nats = &settings.nats;
+        let non_empty = |text: &str| Some(text.to_owned()).filter(|text| !text.is_empty());
+        let mut options = broker::nats::NatsOptions::new(nats.urls.clone());
+        options.subject_prefix.clone_from(&nats.subject_prefix);
+        options.jetstream = nats.jetstream;
+        options.stream.clone_from(&nats.stream);
+        options.duplicate_window = nats.duplicate_window.get();
+        options.credentials_file = non_empty(&nats.credentials_file).map(PathBuf::from);
+        options.token = non_empty(&nats.token);
+        options.tls_required = nats.tls_required;
+        options.root_certificates = non_empty(&nats.root_certificates).map(PathBuf::from);
+        client_name.clone_into(&mut options.client_name);
+        options.buffer = crate::buffer_limits(&settings.broker);
+        options.backoff_base = settings.broker.backoff_initial.get();
+        options.backoff_max = settings.broker.backoff_max.get();
+        let publisher = broker::nats::NatsPublisher::start(options).await?;
+        Ok(NatsBrokerPublisher::new(publisher, topics_of(&settings.topics)))
+    }
+
+    /// The NATS publisher underneath.
+    pub fn publisher(&self) -> &broker::nats::NatsPublisher {
+        &self.publisher
+    }
+
+    fn topic(&self, message: &[u8]) -> Result<&str, Error> {
+        let domain = domain_of(message)?;
+        let index =
+            usize::from(domain).checked_sub(1).filter(|&index| index < 4).ok_or(Error::UnknownDomain(domain))?;
+        Ok(&self.topics[index])
+    }
+}
+
+impl Publisher for NatsBrokerPublisher {
+    async fn publish(&self, message: &[u8]) -> Result<(), Error> {
+        Ok(self.publisher.publish(self.topic(message)?, message).await?)
+    }
+
+    fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
+        Ok(self.publisher.try_publish(self.topic(message)?, message)?)
+    }
+
+    async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        Ok(self.publisher.flush(deadline).await?)
+    }
+
+    fn is_connected(&self) -> bool {
+        self.publisher.is_connected()
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        self.publisher.buffered_bytes()
+    }
+}
+
+/// The broker side the settings choose (`broker.backend`): the Mycelium
+/// broker or NATS.
+#[derive(Debug, Clone)]
+pub enum BrokerSide {
+    /// The Mycelium broker.
+    Mycelium(BrokerPublisher),
+    /// A NATS server or cluster.
+    Nats(NatsBrokerPublisher),
+}
+
+impl BrokerSide {
+    /// The backend `broker.backend` names, named `client_name`.
+    ///
+    /// # Errors
+    /// Settings the backend cannot use.
+    pub async fn from_settings(settings: &config::Settings, client_name: &str) -> Result<BrokerSide, Error> {
+        Ok(match settings.broker.backend {
+            config::Backend::Mycelium => BrokerSide::Mycelium(BrokerPublisher::from_settings(settings, client_name)?),
+            config::Backend::Nats => BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?),
+        })
+    }
+}
+
+impl Publisher for BrokerSide {
+    async fn publish(&self, message: &[u8]) -> Result<(), Error> {
+        match self {
+            BrokerSide::Mycelium(path) => path.publish(message).await,
+            BrokerSide::Nats(path) => path.publish(message).await,
+        }
+    }
+
+    fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
+        match self {
+            BrokerSide::Mycelium(path) => path.try_publish(message),
+            BrokerSide::Nats(path) => path.try_publish(message),
+        }
+    }
+
+    async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        match self {
+            BrokerSide::Mycelium(path) => path.flush(deadline).await,
+            BrokerSide::Nats(path) => path.flush(deadline).await,
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            BrokerSide::Mycelium(path) => path.is_connected(),
+            BrokerSide::Nats(path) => path.is_connected(),
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        match self {
+            BrokerSide::Mycelium(path) => path.buffered_bytes(),
+            BrokerSide::Nats(path) => path.buffered_bytes(),
+        }
+    }
+}
+
+fn topics_of(topics: &config::Topics) -> [String; 4] {
+    [&topics.market_data, &topics.signal, &topics.execution, &topics.system].map(Clone::clone)
 }

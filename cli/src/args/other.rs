@@ -131,12 +131,18 @@ pub(crate) enum VerifyCommand {
         /// The reference: this relay socket.
         #[arg(long)]
         relay: PathBuf,
-        /// The candidate: this broker endpoint…
-        #[arg(long)]
-        broker: String,
+        /// The candidate: this broker endpoint (with --topic)…
+        #[arg(long, requires = "topic", conflicts_with = "nats")]
+        broker: Option<String>,
         /// …and topic.
         #[arg(long)]
-        topic: String,
+        topic: Option<String>,
+        /// Or the candidate: this NATS server (with --subject)…
+        #[arg(long, requires = "subject")]
+        nats: Option<String>,
+        /// …and subject.
+        #[arg(long)]
+        subject: Option<String>,
         /// How long to tap (e.g. 10s).
         #[arg(long, default_value = "10s")]
         duration: String,

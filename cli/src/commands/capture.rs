@@ -25,6 +25,8 @@ pub(crate) enum Tap {
     Relay(PathBuf),
     /// A topic on a broker.
     Broker(Endpoint, String),
+    /// A subject on a NATS server.
+    Nats(String, String),
 }
 
 impl Tap {
@@ -33,6 +35,7 @@ impl Tap {
         match self {
             Tap::Relay(path) => format!("relay:{}", path.display()),
             Tap::Broker(_, topic) => format!("broker:{topic}"),
+            Tap::Nats(_, subject) => format!("nats:{subject}"),
         }
     }
 }
@@ -41,10 +44,13 @@ impl Tap {
 pub(crate) type Tapped = (usize, Bytes, u64);
 
 pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
-    if !args.nats.is_empty() || !args.subjects.is_empty() {
-        bail!("NATS taps are not built yet in this version");
-    }
-    let taps = plan(&args.relays, &args.brokers, &args.topics)?;
+    let taps = plan(&Streams {
+        relays: &args.relays,
+        brokers: &args.brokers,
+        topics: &args.topics,
+        nats: &args.nats,
+        subjects: &args.subjects,
+    })?;
     let Some(out) = &args.out else {
         bail!("say where to write the capture: --out FILE.pcapng");
     };
@@ -93,29 +99,49 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     Ok(Outcome::Success)
 }
 
-/// The taps the flags name: every `--relay`, and each `--topic` on its
-/// `--broker` (one broker serves every topic).
-pub(crate) fn plan(relays: &[PathBuf], brokers: &[String], topics: &[String]) -> anyhow::Result<Vec<Tap>> {
-    let mut taps: Vec<Tap> = relays.iter().cloned().map(Tap::Relay).collect();
-    match (brokers.len(), topics.len()) {
-        (0, 0) => {}
-        (0, _) => bail!("--topic needs a --broker ENDPOINT"),
-        (_, 0) => bail!("--broker needs a --topic to tap"),
-        (1, _) => {
-            let endpoint = Endpoint::parse(&brokers[0])?;
-            taps.extend(topics.iter().map(|topic| Tap::Broker(endpoint.clone(), topic.clone())));
-        }
-        (n, m) if n == m => {
-            for (broker, topic) in brokers.iter().zip(topics) {
-                taps.push(Tap::Broker(Endpoint::parse(broker)?, topic.clone()));
-            }
-        }
-        _ => bail!("give one --broker for all topics, or one --broker per --topic"),
+/// The streams the flags name.
+pub(crate) struct Streams<'a> {
+    pub(crate) relays: &'a [PathBuf],
+    pub(crate) brokers: &'a [String],
+    pub(crate) topics: &'a [String],
+    pub(crate) nats: &'a [String],
+    pub(crate) subjects: &'a [String],
+}
+
+/// The taps the flags name: every `--relay`, each `--topic` on its
+/// `--broker` and each `--subject` on its `--nats` server (one server for
+/// all, or one per topic/subject).
+pub(crate) fn plan(streams: &Streams<'_>) -> anyhow::Result<Vec<Tap>> {
+    let mut taps: Vec<Tap> = streams.relays.iter().cloned().map(Tap::Relay).collect();
+    for (server, name) in pairs(streams.brokers, streams.topics, "--broker", "--topic")? {
+        taps.push(Tap::Broker(Endpoint::parse(server)?, name.to_owned()));
+    }
+    for (server, name) in pairs(streams.nats, streams.subjects, "--nats", "--subject")? {
+        taps.push(Tap::Nats(server.to_owned(), name.to_owned()));
     }
     if taps.is_empty() {
-        bail!("nothing to tap: give --relay PATH or --broker ENDPOINT --topic T");
+        bail!("nothing to tap: give --relay PATH, --broker ENDPOINT --topic T, or --nats URL --subject S");
     }
     Ok(taps)
+}
+
+/// Servers paired with names: one server for every name, or one each.
+fn pairs<'a>(
+    servers: &'a [String],
+    names: &'a [String],
+    server_flag: &str,
+    name_flag: &str,
+) -> anyhow::Result<Vec<(&'a str, &'a str)>> {
+    match (servers.len(), names.len()) {
+        (0, 0) => Ok(Vec::new()),
+        (0, _) => bail!("{name_flag} needs a {server_flag}"),
+        (_, 0) => bail!("{server_flag} needs a {name_flag} to tap"),
+        (1, _) => Ok(names.iter().map(|name| (servers[0].as_str(), name.as_str())).collect()),
+        (n, m) if n == m => {
+            Ok(servers.iter().zip(names).map(|(server, name)| (server.as_str(), name.as_str())).collect())
+        }
+        _ => bail!("give one {server_flag} for all, or one {server_flag} per {name_flag}"),
+    }
 }
 
 /// Connects every tap (a broker subscription is confirmed before this
@@ -159,6 +185,25 @@ pub(crate) async fn start_taps(taps: &[Tap], tx: &mpsc::Sender<Tapped>) -> anyho
                             if tx.send((index, Bytes::copy_from_slice(payload), arrival_ns)).await.is_err() {
                                 return;
                             }
+                        }
+                    }
+                }));
+            }
+            Tap::Nats(url, subject) => {
+                let client = async_nats::ConnectOptions::new()
+                    .name("myc-capture")
+                    .subscription_capacity(1 << 16)
+                    .connect(url.as_str())
+                    .await
+                    .with_context(|| format!("cannot connect to NATS at {url}"))?;
+                let mut subscription = client.subscribe(subject.clone()).await?;
+                // The subscription is in place once the server has answered a flush.
+                client.flush().await.with_context(|| format!("cannot subscribe to {subject} on {url}"))?;
+                tasks.push(AbortOnDrop::spawn(async move {
+                    let _client = client;
+                    while let Some(message) = futures_util::StreamExt::next(&mut subscription).await {
+                        if tx.send((index, message.payload, now_ns())).await.is_err() {
+                            return;
                         }
                     }
                 }));

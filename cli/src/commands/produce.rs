@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, bail};
 use codec::Source;
 use producers::{Adapter, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic};
-use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use shim::{BrokerSide, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{GlobalArgs, ProduceArgs};
@@ -216,7 +216,7 @@ impl producers::Sink for Sink {
 /// The shim, routed by the service's rollout stage, and what keeps it
 /// current: the rollout plan and settings watches, the metrics server.
 struct ShimSink {
-    publisher: ServicePublisher<RelayPublisher, BrokerPublisher>,
+    publisher: ServicePublisher<RelayPublisher, BrokerSide>,
     _plan_watch: config::Watched<rollout::Plan>,
     _settings_watch: Option<config::Watched<config::Settings>>,
     _metrics: Option<transport::AbortOnDrop>,
@@ -235,7 +235,7 @@ impl ShimSink {
         tracing::info!(service, stage = %stage.get(), plan = %rollout.file.display(), "producing");
         let publisher = ServicePublisher::new(
             RelayPublisher::from_settings(settings),
-            BrokerPublisher::from_settings(settings, service)?,
+            BrokerSide::from_settings(settings, service).await?,
             stage,
             ShadowLimits::from_settings(&settings.shadow),
         );

@@ -66,14 +66,19 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
             }
             Ok(if report.identical() { Outcome::Success } else { Outcome::Negative })
         }
-        VerifyCommand::Live { relay, broker, topic, duration, ignore, examples } => {
+        VerifyCommand::Live { relay, broker, topic, nats, subject, duration, ignore, examples } => {
             let ignore = parse_ignore(ignore)?;
             let duration = humantime::parse_duration(duration).context("bad --duration")?;
-            let taps = super::capture::plan(
-                std::slice::from_ref(relay),
-                std::slice::from_ref(broker),
-                std::slice::from_ref(topic),
-            )?;
+            if broker.is_none() && nats.is_none() {
+                bail!("name the candidate: --broker ENDPOINT --topic T, or --nats URL --subject S");
+            }
+            let taps = super::capture::plan(&super::capture::Streams {
+                relays: std::slice::from_ref(relay),
+                brokers: broker.as_slice(),
+                topics: topic.as_slice(),
+                nats: nats.as_slice(),
+                subjects: subject.as_slice(),
+            })?;
             let (reference, candidate) = tap_for(&taps, duration)?;
             let comparison = verify::join::compare(reference, candidate, ignore, *examples);
             let report = Report::new(&comparison, &taps[0].name(), &taps[1].name(), SystemTime::now());

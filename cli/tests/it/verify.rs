@@ -326,3 +326,52 @@ fn verify_live_taps_both_paths_and_matches_what_they_carried() {
     assert!(report["matched"].as_u64().unwrap() > 10, "{report}");
     assert_eq!(report["mismatched"], 0);
 }
+
+#[test]
+fn capture_taps_a_nats_subject() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Ok(mut server) = std::process::Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return; // nats-server is not installed here; CI installs it.
+    };
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < std::time::Duration::from_secs(10), "nats-server did not start");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let url = format!("nats://127.0.0.1:{port}");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nats.pcapng");
+    let mut capture = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["capture", "--nats", &url, "--subject", "myc.market_data", "--count", "5", "--out", arg(&out)])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Publish until the capture has its five messages and exits.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let client = runtime.block_on(async_nats::connect(&url)).unwrap();
+    let mut sequence = 0;
+    let status = loop {
+        if let Some(status) = capture.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "the capture never finished");
+        sequence += 1;
+        runtime.block_on(client.publish("myc.market_data", message(sequence, 7).into())).unwrap();
+        runtime.block_on(client.flush()).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    assert!(status.success());
+    let output = myc(&["verify", "files", arg(&out), arg(&out), "--format", "json"], b"");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (report["matched"].as_u64(), report["reference"]["name"].as_str()),
+        (Some(5), Some("nats:myc.market_data"))
+    );
+}

@@ -1,7 +1,9 @@
-//! The NATS peer: the same load as `broker_e2e_1` through a local
-//! `nats-server` (core NATS, at-most-once), measured the same way in the same
-//! run, so the broker's figures can be read as ratios. Skipped with a note
-//! when `nats-server` is not installed.
+//! The NATS scenarios: `nats_e2e_1`, the peer — the same load as
+//! `broker_e2e_1` through a local `nats-server` with the plain async-nats
+//! client (core NATS, at-most-once), so the broker's figures can be read as
+//! ratios; and `shim_nats`, the shim in the `broker` stage on the NATS
+//! backend (its bounded buffer in front of async-nats), one subscriber
+//! counting. Skipped with a note when `nats-server` is not installed.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -18,10 +20,12 @@ const SUBJECT: &str = "bench";
 const STALL: Duration = Duration::from_secs(10);
 
 pub(super) fn scenarios() -> Vec<Scenario> {
-    [128, 1024]
+    let mut all: Vec<Scenario> = [128, 1024]
         .into_iter()
         .map(|payload_bytes| Scenario { name: "nats_e2e_1", payload_bytes, run: nats_e2e_1, n_messages: 2_000_000 })
-        .collect()
+        .collect();
+    all.push(Scenario { name: "shim_nats", payload_bytes: 128, run: shim_nats, n_messages: 1_000_000 });
+    all
 }
 
 /// A `nats-server` child on a free loopback port; killed on drop.
@@ -66,27 +70,38 @@ impl Drop for NatsServer {
     }
 }
 
+/// Subscribes to `subject` and counts up to `n` messages (or a stall);
+/// the task returns the count and when the last arrived.
+async fn count(
+    url: &str,
+    subject: &'static str,
+    n: u64,
+) -> anyhow::Result<(async_nats::Client, tokio::task::JoinHandle<(u64, Instant)>)> {
+    let options = async_nats::ConnectOptions::new().subscription_capacity(1 << 20);
+    let subscriber = options.connect(url).await.context("cannot connect to nats-server")?;
+    let mut subscription = subscriber.subscribe(subject).await?;
+    subscriber.flush().await?;
+    let counter = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < n {
+            let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut subscription).poll_next(cx));
+            match tokio::time::timeout(STALL, next).await {
+                Ok(Some(_)) => received += 1,
+                _ => break,
+            }
+        }
+        (received, Instant::now())
+    });
+    Ok((subscriber, counter))
+}
+
 fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
     let Some(server) = NatsServer::start()? else {
         return Ok(RunResult { skipped: Some("nats-server is not installed".to_owned()), ..RunResult::default() });
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
-        let options = async_nats::ConnectOptions::new().subscription_capacity(1 << 20);
-        let subscriber = options.connect(&server.url).await.context("cannot connect to nats-server")?;
-        let mut subscription = subscriber.subscribe(SUBJECT).await?;
-        subscriber.flush().await?;
-        let counter = tokio::spawn(async move {
-            let mut received = 0u64;
-            while received < n_messages {
-                let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut subscription).poll_next(cx));
-                match tokio::time::timeout(STALL, next).await {
-                    Ok(Some(_)) => received += 1,
-                    _ => break,
-                }
-            }
-            (received, Instant::now())
-        });
+        let (_subscriber, counter) = count(&server.url, SUBJECT, n_messages).await?;
         let publisher = async_nats::connect(&server.url).await?;
         let payload = Bytes::from(vec![0x42u8; payload_bytes]);
         let started = Instant::now();
@@ -94,6 +109,43 @@ fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
             publisher.publish(SUBJECT, payload.clone()).await?;
         }
         publisher.flush().await?;
+        let (received, finished) = counter.await?;
+        anyhow::Ok((finished - started, n_messages - received))
+    })?;
+    let rss = Rss { broker: peak_rss_of_pid(server.child.id()), client: None };
+    Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}
+
+/// The shim in the `broker` stage on NATS: 128-byte Protocol V2 messages
+/// through `ServicePublisher` → `NatsBrokerPublisher` → `nats-server` → one
+/// plain subscriber.
+fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+    use shim::{NatsBrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+
+    let Some(server) = NatsServer::start()? else {
+        return Ok(RunResult { skipped: Some("nats-server is not installed".to_owned()), ..RunResult::default() });
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let (elapsed, lost) = runtime.block_on(async {
+        let (_subscriber, counter) = count(&server.url, "myc.market_data", n_messages).await?;
+        let nats = broker::nats::NatsPublisher::start(broker::nats::NatsOptions::new(vec![server.url.clone()])).await?;
+        let topics = ["market_data", "signals", "execution", "system"].map(str::to_owned);
+        let publisher = ServicePublisher::new(
+            RelayPublisher::new(Default::default(), transport::BufferLimits::default()),
+            NatsBrokerPublisher::new(nats, topics),
+            StageHandle::new(config::Stage::Broker),
+            ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
+        );
+        let header = Header::new(Domain::MarketData, Source::TestClient, 1, 1);
+        let tlv = vec![0x5Au8; payload_bytes.saturating_sub(codec::HEADER_LEN + 2).min(255)];
+        let mut template = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv)?.build();
+        let started = Instant::now();
+        for sequence in 1..=n_messages {
+            template[8..16].copy_from_slice(&sequence.to_le_bytes());
+            publisher.publish(&template).await?;
+        }
+        publisher.flush(Duration::from_secs(120)).await?;
         let (received, finished) = counter.await?;
         anyhow::Ok((finished - started, n_messages - received))
     })?;

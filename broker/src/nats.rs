@@ -1,0 +1,370 @@
+//! The NATS backend (broker spec §5): topic `T` is subject `<prefix>T`, the
+//! payload is the Protocol V2 message unchanged. [`NatsPublisher`] gives
+//! NATS the Mycelium client's contract: a bounded buffer (bytes and count,
+//! a deadline and a full policy) in front of async-nats — which on its own
+//! waits without a deadline while it reconnects — jittered reconnects, and
+//! counters. With JetStream each publish carries `Nats-Msg-Id:
+//! <relay_domain>-<source>-<sequence>` and is acknowledged by the stream, a
+//! block of messages at a time; an unacknowledged publish is retried until
+//! it is, and the server drops the duplicates a retry makes.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio::sync::watch;
+use transport::{AbortOnDrop, BufferLimits, FrameBuffer, PushError};
+
+use crate::Error;
+
+/// How to reach NATS and what to do there.
+#[derive(Debug, Clone)]
+pub struct NatsOptions {
+    /// Server URLs (any node of a cluster; the client learns the others).
+    pub urls: Vec<String>,
+    /// Subjects are `<subject_prefix><topic>`.
+    pub subject_prefix: String,
+    /// Publish through JetStream (at least once, de-duplicated) rather than
+    /// core NATS (at most once).
+    pub jetstream: bool,
+    /// The JetStream stream, created if missing with subjects `<prefix>>`.
+    pub stream: String,
+    /// The stream's duplicate window.
+    pub duplicate_window: Duration,
+    /// A `.creds` file, if the servers want one.
+    pub credentials_file: Option<PathBuf>,
+    /// A token, if the servers want one.
+    pub token: Option<String>,
+    /// Require TLS.
+    pub tls_required: bool,
+    /// Extra root certificates (PEM) to trust.
+    pub root_certificates: Option<PathBuf>,
+    /// The client name NATS shows.
+    pub client_name: String,
+    /// The publish buffer.
+    pub buffer: BufferLimits,
+    /// Reconnect backoff bounds (full jitter).
+    pub backoff_base: Duration,
+    /// See `backoff_base`.
+    pub backoff_max: Duration,
+}
+
+impl NatsOptions {
+    /// Defaults for these servers.
+    pub fn new(urls: Vec<String>) -> NatsOptions {
+        NatsOptions {
+            urls,
+            subject_prefix: "myc.".to_owned(),
+            jetstream: false,
+            stream: "MYC".to_owned(),
+            duplicate_window: Duration::from_secs(120),
+            credentials_file: None,
+            token: None,
+            tls_required: false,
+            root_certificates: None,
+            client_name: "myc".to_owned(),
+            buffer: BufferLimits::default(),
+            backoff_base: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the publisher did.
+#[derive(Debug, Default)]
+pub struct NatsCounters {
+    /// Messages accepted into the buffer.
+    pub published: AtomicU64,
+    /// Messages handed to NATS (core) or acknowledged by the stream (JetStream).
+    pub delivered: AtomicU64,
+    /// JetStream acknowledgements that said "duplicate" (a retry's twin).
+    pub duplicates: AtomicU64,
+    /// Publishes sent again after a failed or missing acknowledgement.
+    pub retried: AtomicU64,
+}
+
+struct Inner {
+    buffer: FrameBuffer,
+    counters: NatsCounters,
+    settled: watch::Sender<u64>,
+    options: NatsOptions,
+}
+
+/// Publishes Protocol V2 messages to NATS subjects, buffered.
+#[derive(Clone)]
+pub struct NatsPublisher {
+    inner: Arc<Inner>,
+    client: async_nats::Client,
+    _task: Arc<AbortOnDrop>,
+}
+
+impl std::fmt::Debug for NatsPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsPublisher").field("urls", &self.inner.options.urls).finish_non_exhaustive()
+    }
+}
+
+/// A buffered frame: `[u32 len][u8 topic len][topic][message]`.
+fn frame_len(bytes: &[u8]) -> usize {
+    bytes.get(..4).map_or(bytes.len(), |len| 4 + u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+}
+
+impl NatsPublisher {
+    /// Starts the publisher; it connects (and reconnects) in the background,
+    /// buffering until it can deliver.
+    ///
+    /// # Errors
+    /// Options NATS refuses at once (an unreadable credentials file, no URL).
+    pub async fn start(options: NatsOptions) -> Result<NatsPublisher, Error> {
+        let client = connect_options(&options).await?.connect(&options.urls).await.map_err(nats_error)?;
+        let (settled, _) = watch::channel(0);
+        let inner = Arc::new(Inner {
+            buffer: FrameBuffer::new(options.buffer, frame_len),
+            counters: NatsCounters::default(),
+            settled,
+            options,
+        });
+        let task = AbortOnDrop::spawn(drain(Arc::clone(&inner), client.clone()));
+        Ok(NatsPublisher { inner, client, _task: Arc::new(task) })
+    }
+
+    /// Buffers `message` for `topic`, waiting for room up to the deadline
+    /// (per the buffer's policy).
+    ///
+    /// # Errors
+    /// The buffer's refusal (`buffer_full`, a drop).
+    pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
+        let len = check(topic, message)?;
+        let pushed = self.inner.buffer.push(len, |dst| encode(dst, topic, message)).await;
+        self.after_push(pushed)
+    }
+
+    /// Buffers `message` for `topic` without waiting.
+    ///
+    /// # Errors
+    /// As [`NatsPublisher::publish`], with `buffer_full` at once.
+    pub fn try_publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
+        let len = check(topic, message)?;
+        let pushed = self.inner.buffer.try_push(len, |dst| encode(dst, topic, message));
+        self.after_push(pushed)
+    }
+
+    fn after_push(&self, pushed: Result<(), PushError>) -> Result<(), Error> {
+        pushed?;
+        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Waits until everything published so far was delivered (core: handed
+    /// over and flushed to the server; JetStream: acknowledged), or the
+    /// deadline passes.
+    ///
+    /// # Errors
+    /// [`Error::FlushTimeout`].
+    pub async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        let target = self.inner.counters.published.load(Ordering::Relaxed);
+        let dropped = || self.inner.buffer.dropped_oldest();
+        let mut settled = self.inner.settled.subscribe();
+        let waited = tokio::time::timeout(deadline, async {
+            let _ = settled.wait_for(|&count| count + dropped() >= target).await;
+            self.client.flush().await
+        })
+        .await;
+        let done = *self.inner.settled.borrow() + dropped();
+        match waited {
+            Ok(Ok(())) if done >= target => Ok(()),
+            _ => Err(Error::FlushTimeout { pending: target.saturating_sub(done) }),
+        }
+    }
+
+    /// Whether the client is connected now.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// Bytes buffered now (queued or awaiting delivery).
+    pub fn buffered_bytes(&self) -> usize {
+        self.inner.buffer.occupancy().2
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> &NatsCounters {
+        &self.inner.counters
+    }
+
+    /// The subject of `topic`.
+    pub fn subject(&self, topic: &str) -> String {
+        format!("{}{topic}", self.inner.options.subject_prefix)
+    }
+
+    /// The async-nats client underneath (taps, tests).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+fn check(topic: &str, message: &[u8]) -> Result<usize, Error> {
+    if topic.is_empty() || topic.len() > 255 {
+        return Err(Error::BadTopic { topic: topic.to_owned(), reason: "a topic is 1 to 255 bytes" });
+    }
+    Ok(4 + 1 + topic.len() + message.len())
+}
+
+fn encode(dst: &mut BytesMut, topic: &str, message: &[u8]) {
+    let len = u32::try_from(1 + topic.len() + message.len()).unwrap_or(u32::MAX);
+    dst.put_u32_le(len);
+    dst.put_u8(u8::try_from(topic.len()).unwrap_or(u8::MAX));
+    dst.put_slice(topic.as_bytes());
+    dst.put_slice(message);
+}
+
+/// The NATS connect options these options describe.
+async fn connect_options(options: &NatsOptions) -> Result<async_nats::ConnectOptions, Error> {
+    let (base, max) = (options.backoff_base, options.backoff_max);
+    let mut connect = async_nats::ConnectOptions::new()
+        .name(&options.client_name)
+        .retry_on_initial_connect()
+        .client_capacity(4096)
+        .reconnect_delay_callback(move |attempt| {
+            transport::backoff::delay(u32::try_from(attempt).unwrap_or(u32::MAX), base, max, rand::random::<f64>())
+        });
+    if let Some(path) = &options.credentials_file {
+        connect = connect
+            .credentials_file(path)
+            .await
+            .map_err(|error| Error::Protocol(format!("NATS credentials {}: {error}", path.display())))?;
+    }
+    if let Some(token) = &options.token {
+        connect = connect.token(token.clone());
+    }
+    if options.tls_required {
+        connect = connect.require_tls(true);
+    }
+    if let Some(path) = &options.root_certificates {
+        connect = connect.add_root_certificates(path.clone());
+    }
+    Ok(connect)
+}
+
+fn nats_error(error: impl std::fmt::Display) -> Error {
+    Error::Protocol(format!("NATS: {error}"))
+}
+
+/// Takes blocks from the buffer and delivers them, in order.
+async fn drain(inner: Arc<Inner>, client: async_nats::Client) {
+    let jetstream =
+        if inner.options.jetstream { Some(ensure_stream(&inner.options, client.clone()).await) } else { None };
+    let mut settled = 0u64;
+    loop {
+        let (chunk, frames) = inner.buffer.next_chunk().await;
+        let messages = split(&chunk, &inner.options.subject_prefix);
+        match &jetstream {
+            None => {
+                for (subject, payload) in messages {
+                    // Errs only once the client is closed for good.
+                    if let Err(error) = client.publish(subject, payload).await {
+                        tracing::warn!(%error, "NATS publish failed");
+                    }
+                }
+            }
+            Some(context) => publish_acknowledged(&inner, context, messages).await,
+        }
+        settled += frames as u64;
+        inner.counters.delivered.store(settled, Ordering::Relaxed);
+        inner.buffer.release(frames, chunk.len());
+        inner.buffer.recycle(chunk);
+        inner.settled.send_replace(settled);
+    }
+}
+
+/// The subject and message of each frame of a chunk (messages are slices
+/// of the chunk, not copies).
+fn split(chunk: &Bytes, prefix: &str) -> Vec<(async_nats::Subject, Bytes)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    while offset + 5 <= chunk.len() {
+        let end = (offset + frame_len(&chunk[offset..])).min(chunk.len());
+        let topic_end = (offset + 5 + usize::from(chunk[offset + 4])).min(end);
+        let topic = String::from_utf8_lossy(&chunk[offset + 5..topic_end]);
+        out.push((async_nats::Subject::from(format!("{prefix}{topic}")), chunk.slice(topic_end..end)));
+        offset = end;
+    }
+    out
+}
+
+/// Creates the stream if it is missing, retrying until NATS answers.
+async fn ensure_stream(options: &NatsOptions, client: async_nats::Client) -> async_nats::jetstream::Context {
+    let context = async_nats::jetstream::new(client);
+    let config = async_nats::jetstream::stream::Config {
+        name: options.stream.clone(),
+        subjects: vec![format!("{}>", options.subject_prefix)],
+        duplicate_window: options.duplicate_window,
+        ..Default::default()
+    };
+    let mut backoff = transport::backoff::Backoff::new(options.backoff_base, options.backoff_max);
+    loop {
+        match context.get_or_create_stream(config.clone()).await {
+            Ok(_) => return context,
+            Err(error) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(stream = %options.stream, %error, ?delay, "cannot create the JetStream stream yet");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+/// Publishes a block through JetStream and waits for every acknowledgement,
+/// retrying (same message id) what was not acknowledged.
+async fn publish_acknowledged(
+    inner: &Inner,
+    context: &async_nats::jetstream::Context,
+    messages: Vec<(async_nats::Subject, Bytes)>,
+) {
+    let mut pending = messages;
+    let mut backoff = transport::backoff::Backoff::new(inner.options.backoff_base, inner.options.backoff_max);
+    while !pending.is_empty() {
+        let mut acks = Vec::with_capacity(pending.len());
+        for (subject, payload) in &pending {
+            let mut headers = async_nats::HeaderMap::new();
+            // Sequence 0 means "not set": such messages cannot be told apart,
+            // so they go without an id (and without de-duplication).
+            if let Some(id) = message_id(payload) {
+                headers.insert(async_nats::header::NATS_MESSAGE_ID, id.as_str());
+            }
+            acks.push(context.publish_with_headers(subject.clone(), headers, payload.clone()).await);
+        }
+        let mut failed = Vec::new();
+        for ((subject, payload), sent) in pending.into_iter().zip(acks) {
+            let acked = match sent {
+                Ok(ack) => ack.await.map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            match acked {
+                Ok(ack) if ack.duplicate => {
+                    inner.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, "JetStream publish not acknowledged; retrying");
+                    failed.push((subject, payload));
+                }
+            }
+        }
+        if !failed.is_empty() {
+            inner.counters.retried.fetch_add(failed.len() as u64, Ordering::Relaxed);
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+        pending = failed;
+    }
+}
+
+/// `<relay_domain>-<source>-<sequence>`, from the message's header; none
+/// for sequence 0 ("not set").
+pub fn message_id(message: &[u8]) -> Option<String> {
+    let byte = |index: usize| message.get(index).copied().unwrap_or(0);
+    let sequence = message.get(8..16).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes);
+    (sequence != 0).then(|| format!("{}-{}-{sequence}", byte(4), byte(6)))
+}

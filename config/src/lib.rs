@@ -17,10 +17,11 @@ mod watch;
 use std::path::PathBuf;
 
 pub use duration::Span;
-pub use load::{DEFAULT_FILE, Sources, load, parse};
+pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
-    Backend, BrokerServerSettings, BrokerSettings, FeedSettings, GateSettings, MetricsSettings, NatsSettings,
-    RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage, Topics,
+    AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, FeedSettings, GateSettings, MetricsSettings,
+    NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage,
+    Topics,
 };
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};
 

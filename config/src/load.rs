@@ -66,6 +66,19 @@ pub fn load(sources: &Sources) -> Result<Settings, Error> {
     Ok(settings)
 }
 
+/// Loads settings from TOML text alone (defaults, then the text; no
+/// environment), validated — for tests, tools and fuzzing.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_str(text: &str) -> Result<Settings, Error> {
+    let figment = Figment::from(Serialized::defaults(Settings::default())).merge(Toml::string(text));
+    let mut settings: Settings = figment.extract().map_err(|error| Error::Parse(describe(&error)))?;
+    settings.fold_compatibility_keys();
+    settings.validate()?;
+    Ok(settings)
+}
+
 /// Reads every layer into the schema, without validating.
 ///
 /// # Errors

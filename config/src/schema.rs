@@ -36,6 +36,8 @@ pub struct Settings {
     pub services: BTreeMap<String, ServiceSettings>,
     /// Feed adapter → its live-connection settings (`polygon`, `kraken`).
     pub feeds: BTreeMap<String, FeedSettings>,
+    /// Which broker clients may publish and subscribe to which topics.
+    pub acl: AclSettings,
 }
 
 /// The relay socket of each domain.
@@ -439,6 +441,7 @@ impl Default for Settings {
             metrics: MetricsSettings::default(),
             services: BTreeMap::new(),
             feeds: FeedSettings::defaults(),
+            acl: AclSettings::default(),
         }
     }
 }
@@ -481,4 +484,45 @@ impl FeedSettings {
         };
         BTreeMap::from([("kraken".to_owned(), kraken), ("polygon".to_owned(), polygon)])
     }
+}
+
+/// The broker's access list: topics (exact names, or `*` for all) each
+/// client name may publish and subscribe to; clients not listed get the
+/// defaults. The defaults allow everything, so an empty `[acl]` is no ACL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclSettings {
+    /// What unlisted clients may publish to.
+    pub default_publish: Vec<String>,
+    /// What unlisted clients may subscribe to.
+    pub default_subscribe: Vec<String>,
+    /// Client name → its rule.
+    pub clients: BTreeMap<String, AclRule>,
+}
+
+impl Default for AclSettings {
+    fn default() -> Self {
+        AclSettings {
+            default_publish: vec!["*".to_owned()],
+            default_subscribe: vec!["*".to_owned()],
+            clients: BTreeMap::new(),
+        }
+    }
+}
+
+impl AclSettings {
+    /// Whether the ACL restricts anything.
+    pub fn restricts(&self) -> bool {
+        *self != AclSettings::default()
+    }
+}
+
+/// One client's rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclRule {
+    /// Topics it may publish to.
+    pub publish: Vec<String>,
+    /// Topics it may subscribe to.
+    pub subscribe: Vec<String>,
 }

@@ -37,6 +37,10 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         Ok(Err(error)) => Err(fatal_framing(error)),
         Err(_) => Err((ErrorCode::HelloRequired, "no HELLO within 10 s".to_owned())),
     };
+    let client_name = match &hello {
+        Ok(ClientOp::Hello { client_name, .. }) => client_name.clone(),
+        _ => String::new(),
+    };
     let welcome = hello.and_then(|hello| check_hello(&shared.settings, &hello));
     match welcome {
         Ok(welcome) => {
@@ -74,6 +78,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let acker =
         transport::AbortOnDrop::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval));
     let mut connection = Connection {
+        permissions: shared.settings.acl.as_ref().map(|acl| acl.permissions(&client_name)),
         shared: Arc::clone(&shared),
         connection_id,
         outbound: Arc::clone(&outbound),
@@ -128,7 +133,7 @@ fn check_hello(settings: &Settings, op: &ClientOp) -> Result<BytesMut, Fatal> {
         return Err((ErrorCode::UnsupportedVersion, format!("version {version} is not supported (1 is)")));
     }
     if let Some(expected) = &settings.token {
-        if !constant_time_eq(expected.as_bytes(), token.as_bytes()) {
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), token.as_bytes())) {
             return Err((ErrorCode::Unauthorized, "wrong or missing token".to_owned()));
         }
     }
@@ -140,6 +145,8 @@ fn check_hello(settings: &Settings, op: &ClientOp) -> Result<BytesMut, Fatal> {
 }
 
 struct Connection {
+    /// What this client may do, when the broker has an ACL.
+    permissions: Option<super::acl::Permissions>,
     shared: Arc<Shared>,
     connection_id: u64,
     outbound: Arc<Outbound>,
@@ -312,6 +319,12 @@ impl Connection {
         routed: &mut Routed,
     ) {
         let topic_bytes = &body[topic];
+        if let Some(permissions) = &self.permissions
+            && !permissions.may_publish(topic_bytes)
+        {
+            self.outbound.send_error(ErrorCode::Unauthorized, "this client may not publish to that topic".to_owned());
+            return;
+        }
         let Some(entry) = router.get(topic_bytes) else {
             if let Err(reason) = Topic::check(topic_bytes) {
                 self.outbound.send_error(ErrorCode::BadTopic, reason.to_owned());
@@ -371,6 +384,12 @@ impl Connection {
                 return;
             }
         };
+        if let Some(permissions) = &self.permissions
+            && !permissions.may_subscribe(topic.as_bytes())
+        {
+            self.outbound.send_error(ErrorCode::Unauthorized, "this client may not subscribe to that topic".to_owned());
+            return;
+        }
         if !group.is_empty() && Topic::new(group.clone()).is_err() {
             self.outbound.send_error(ErrorCode::BadTopic, "bad group name".to_owned());
             return;
@@ -476,13 +495,4 @@ fn fatal_framing(error: transport::Error) -> Fatal {
 
 fn fatal_decode(error: DecodeError) -> Fatal {
     (ErrorCode::Protocol, error.to_string())
-}
-
-/// Compares secrets in time that depends only on their lengths.
-fn constant_time_eq(expected: &[u8], given: &[u8]) -> bool {
-    let mut difference = u8::from(expected.len() != given.len());
-    for (index, &byte) in expected.iter().enumerate() {
-        difference |= byte ^ given.get(index).copied().unwrap_or(0);
-    }
-    difference == 0
 }

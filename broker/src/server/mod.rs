@@ -10,6 +10,7 @@
 //! checkpoint is done once every such queue has written past that position
 //! (or was closed). It deliberately never parses payloads.
 
+pub mod acl;
 mod connection;
 mod outbound;
 
@@ -66,6 +67,8 @@ pub struct Settings {
     pub slow_consumer: SlowConsumerPolicy,
     /// Required HELLO token, if any.
     pub token: Option<String>,
+    /// Who may publish and subscribe to what (none: everyone, everything).
+    pub acl: Option<acl::Acl>,
 }
 
 impl Default for Settings {
@@ -82,6 +85,7 @@ impl Default for Settings {
             write_deadline: Duration::from_secs(2),
             slow_consumer: SlowConsumerPolicy::Disconnect,
             token: None,
+            acl: None,
         }
     }
 }

@@ -204,3 +204,137 @@ async fn subscription_and_connection_limits_answer_with_the_spec_errors() {
     );
     broker.stop().await;
 }
+
+fn named_hello(name: &str) -> Vec<u8> {
+    frame(&ClientOp::Hello { version: 1, flags: 0, client_name: name.to_owned(), token: String::new() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_acl_refuses_unlisted_topics_with_unauthorized_and_keeps_the_connection() {
+    use broker::server::acl::{Acl, Permissions, Topics};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let feed =
+        Permissions { publish: Topics::from_rules(&["market_data"]), subscribe: Topics::from_rules::<&str>(&[]) };
+    let acl = Acl {
+        clients: [("polygon_adapter".to_owned(), feed)].into(),
+        default: Permissions { publish: Topics::from_rules::<&str>(&[]), subscribe: Topics::from_rules(&["*"]) },
+    };
+    let broker = TestBroker::start(&path, broker::Settings { acl: Some(acl), ..fast_settings() }).await;
+    let publish = |topic: &'static [u8]| {
+        frame(&ClientOp::Publish { topic: Bytes::from_static(topic), payload: Bytes::from_static(b"x") })
+    };
+    let subscribe =
+        frame(&ClientOp::Subscribe { sub_id: 1, topic: Bytes::from_static(b"market_data"), group: Bytes::new() });
+
+    let mut feed = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = named_hello("polygon_adapter");
+    bytes.extend(publish(b"market_data"));
+    bytes.extend(publish(b"execution"));
+    bytes.extend(&subscribe);
+    bytes.extend(frame(&ClientOp::Ping { nonce: 1 }));
+    feed.write_all(&bytes).await.unwrap();
+    let ops = read_through_pong(&mut feed, 1).await;
+    let refusals = ops.iter().filter(|op| matches!(op, ServerOp::Error { code: ErrorCode::Unauthorized, .. })).count();
+    assert_eq!(refusals, 2, "publish to execution and the subscription are refused: {ops:?}");
+
+    let mut other = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = named_hello("dashboard");
+    bytes.extend(&subscribe);
+    bytes.extend(publish(b"market_data"));
+    bytes.extend(frame(&ClientOp::Ping { nonce: 2 }));
+    other.write_all(&bytes).await.unwrap();
+    let ops = read_through_pong(&mut other, 2).await;
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::SubAck { .. })), "{ops:?}");
+    let refused = ops.iter().filter(|op| matches!(op, ServerOp::Error { code: ErrorCode::Unauthorized, .. })).count();
+    assert_eq!(refused, 1, "the default rule lets it subscribe, not publish: {ops:?}");
+    broker.stop().await;
+}
+
+/// This process's resident set size, from /proc.
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|line| line.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() * 1024
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_clients_get_the_spec_errors_and_never_hurt_a_healthy_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let broker = TestBroker::start(&path, fast_settings()).await;
+    let healthy = client(&broker.endpoint);
+    let mut subscription = healthy.subscribe("market_data", "").unwrap();
+    subscription.wait_active(Duration::from_secs(5)).await.unwrap();
+    let rss_before = rss_bytes();
+
+    // Random bytes, a 4 GiB length prefix, a truncated frame, then close.
+    let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+    for _ in 0..50 {
+        let junk: Vec<u8> = (0..512)
+            .map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            })
+            .collect();
+        // Sent, then the write side closed: an ERROR, or a close at the
+        // end of a frame that never completes; never a hang or a crash.
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        stream.write_all(&junk).await.unwrap();
+        stream.shutdown().await.unwrap();
+        let mut received = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut received)).await.unwrap().unwrap();
+        let ops = decode_all(&received);
+        assert!(ops.len() <= 1 && ops.iter().all(|op| matches!(op, ServerOp::Error { .. })), "{ops:?}");
+    }
+    let ops = exchange(&path, &[0xFF, 0xFF, 0xFF, 0xFF, 0x01]).await;
+    assert_eq!(last_error(&ops), Some(ErrorCode::FrameTooLarge));
+    let mut truncated = UnixStream::connect(&path).await.unwrap();
+    truncated.write_all(&[&hello()[..], &[0x10, 0, 0, 0, 0x02]].concat()).await.unwrap();
+    truncated.shutdown().await.unwrap();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), truncated.read_to_end(&mut received)).await.unwrap().unwrap();
+
+    // Topic names with '/', '..', NUL and invalid UTF-8: bad_topic, connection kept.
+    let mut stream = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = hello();
+    for topic in [&b"a/b"[..], b"..", b"a\0b", b"\xFF\xFE", b"Market"] {
+        bytes.extend(frame(&ClientOp::Publish {
+            topic: Bytes::copy_from_slice(topic),
+            payload: Bytes::from_static(b"x"),
+        }));
+    }
+    bytes.extend(frame(&ClientOp::Ping { nonce: 3 }));
+    stream.write_all(&bytes).await.unwrap();
+    let ops = read_through_pong(&mut stream, 3).await;
+    let bad_topics = ops.iter().filter(|op| matches!(op, ServerOp::Error { code: ErrorCode::BadTopic, .. })).count();
+    assert_eq!(bad_topics, 5, "{ops:?}");
+
+    // 10,000 subscriptions on one connection: capped by the limit, answered.
+    let mut bytes = Vec::new();
+    for sub_id in 0..10_000u32 {
+        bytes.extend(frame(&ClientOp::Subscribe { sub_id, topic: Bytes::from_static(b"t"), group: Bytes::new() }));
+    }
+    bytes.extend(frame(&ClientOp::Ping { nonce: 4 }));
+    stream.write_all(&bytes).await.unwrap();
+    let ops = read_through_pong(&mut stream, 4).await;
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::Error { code: ErrorCode::TooManySubscriptions, .. })));
+
+    // A HELLO flood: HELLO again on a live connection is a protocol error.
+    let mut flood = hello();
+    for _ in 0..1_000 {
+        flood.extend(hello());
+    }
+    let ops = exchange(&path, &flood).await;
+    assert!(last_error(&ops).is_some(), "{ops:?}");
+
+    // The healthy client never noticed.
+    healthy.publish("market_data", b"still here").await.unwrap();
+    let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.unwrap().unwrap();
+    assert_eq!(&delivery.payload[..], b"still here");
+    let growth = rss_bytes().saturating_sub(rss_before);
+    assert!(growth < 64 << 20, "memory grew by {growth} bytes under hostile input");
+    broker.stop().await;
+}

@@ -14,7 +14,7 @@ use crate::args::{BrokerArgs, GlobalArgs};
 pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let settings = super::settings::load(global)?;
     let texts = if args.listen.is_empty() { &settings.broker.server.listen } else { &args.listen };
-    let server = server_settings(&settings.broker);
+    let server = server_settings(&settings.broker, &settings.acl);
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
@@ -47,7 +47,8 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
 }
 
 /// The broker server the settings describe.
-pub(crate) fn server_settings(broker: &config::BrokerSettings) -> broker::Settings {
+pub(crate) fn server_settings(broker: &config::BrokerSettings, acl: &config::AclSettings) -> broker::Settings {
+    use broker::server::acl::{Acl, Permissions, Topics};
     let server = &broker.server;
     broker::Settings {
         max_frame: server.max_frame,
@@ -61,6 +62,23 @@ pub(crate) fn server_settings(broker: &config::BrokerSettings) -> broker::Settin
             _ => broker::SlowConsumerPolicy::Disconnect,
         },
         token: Some(broker.token.clone()).filter(|token| !token.is_empty()),
+        acl: acl.restricts().then(|| Acl {
+            clients: acl
+                .clients
+                .iter()
+                .map(|(name, rule)| {
+                    let permissions = Permissions {
+                        publish: Topics::from_rules(&rule.publish),
+                        subscribe: Topics::from_rules(&rule.subscribe),
+                    };
+                    (name.clone(), permissions)
+                })
+                .collect(),
+            default: Permissions {
+                publish: Topics::from_rules(&acl.default_publish),
+                subscribe: Topics::from_rules(&acl.default_subscribe),
+            },
+        }),
         ..broker::Settings::default()
     }
 }

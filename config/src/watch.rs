@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::Error;
 
-/// How long the file must be quiet before it is re-read.
+/// How long a burst of changes is gathered before the file is re-read.
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
 
 /// A value loaded from a file and kept current.
@@ -92,14 +92,11 @@ impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
         let shown = path.display().to_string();
         let task = tokio::spawn(async move {
             while changes.recv().await.is_some() {
-                // Debounce: wait for a quiet period, swallowing the burst.
-                loop {
-                    match tokio::time::timeout(DEBOUNCE, changes.recv()).await {
-                        Ok(Some(())) => {}
-                        Ok(None) => return,
-                        Err(_) => break,
-                    }
-                }
+                // Debounce: gather the burst for DEBOUNCE after its first
+                // event, then re-read once. (Not "wait for quiet": a file
+                // edited without pause would never be re-read.)
+                tokio::time::sleep(DEBOUNCE).await;
+                while changes.try_recv().is_ok() {}
                 match load() {
                     Ok(value) => {
                         if **publish.borrow() != value {

@@ -227,6 +227,7 @@ impl Rollout {
         let mut plan = self.plan()?;
         let from = plan.stage_of(service);
         let to = to(from)?;
+        let previous = std::fs::read(&self.plan_file).ok();
         plan.services.insert(service.to_owned(), ServiceStage { stage: to });
         plan.write(&self.plan_file)?;
         let entry = audit::Entry {
@@ -241,7 +242,20 @@ impl Rollout {
             forced,
             evidence_sha256,
         };
-        audit::append(&self.audit_log, &entry)?;
+        if let Err(error) = audit::append(&self.audit_log, &entry) {
+            // No change without its audit entry: put the plan back as it was.
+            let restored = match &previous {
+                Some(bytes) => plan::write_atomically(&self.plan_file, bytes),
+                None => std::fs::remove_file(&self.plan_file).map_err(|error| Error::io(&self.plan_file, &error)),
+            };
+            if let Err(restore) = restored {
+                return Err(Error::Io(
+                    self.plan_file.clone(),
+                    format!("{error}; and restoring the plan failed: {restore}"),
+                ));
+            }
+            return Err(error);
+        }
         Ok(entry)
     }
 }

@@ -48,12 +48,17 @@ impl Plan {
     }
 
     /// Reads the plan at `path`; a missing file is an empty plan at
-    /// `default_stage` (a fresh deployment has no plan yet).
+    /// `default_stage` (a fresh deployment has no plan yet). An empty file
+    /// is refused: it is far more often an edit caught half-written than a
+    /// wish to send every service back to the default stage.
     ///
     /// # Errors
-    /// An unreadable file, or one that is not a plan.
+    /// An unreadable file, an empty one, or one that is not a plan.
     pub fn read(path: &Path, default_stage: Stage) -> Result<Plan, Error> {
         match std::fs::read_to_string(path) {
+            Ok(text) if text.trim().is_empty() => {
+                Err(Error::BadPlan(path.to_path_buf(), "the file is empty (an edit in progress?)".to_owned()))
+            }
             Ok(text) => Plan::parse(&text).map_err(|why| Error::BadPlan(path.to_path_buf(), why)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(Plan::new(default_stage)),
             Err(error) => Err(Error::io(path, &error)),

@@ -129,3 +129,20 @@ fn force_set_and_rollback_are_audited_and_rollback_is_never_gated() {
     assert_eq!(status.services["feed"].stage, Stage::Relay);
     assert_eq!(status.services["polygon_adapter"].source, Some(4));
 }
+
+#[test]
+fn a_change_whose_audit_entry_cannot_be_written_is_undone_and_names_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut rollout = rollout(dir.path());
+    rollout.set("feed", Stage::DualRelayPrimary, "first", &actor(), now()).unwrap();
+    let before = std::fs::read(&rollout.plan_file).unwrap();
+    // A full disk: /dev/full accepts the open and fails every write.
+    rollout.audit_log = "/dev/full".into();
+    let error = rollout.set("feed", Stage::Broker, "second", &actor(), now()).unwrap_err();
+    assert!(error.to_string().contains("/dev/full"), "{error}");
+    assert_eq!(std::fs::read(&rollout.plan_file).unwrap(), before, "the plan is as it was");
+    // An unwritable directory: the same.
+    rollout.audit_log = dir.path().join("missing-dir/audit.jsonl");
+    assert!(rollout.rollback("feed", None, "x", &actor(), now()).unwrap_err().to_string().contains("missing-dir"));
+    assert_eq!(rollout.plan().unwrap().stage_of("feed"), Stage::DualRelayPrimary);
+}

@@ -245,3 +245,125 @@ async fn a_stage_change_in_the_rollout_file_reaches_the_publisher_within_a_secon
     tokio::time::sleep(config::DEBOUNCE * 3).await;
     assert_eq!(stage.get(), Stage::Relay);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_during_dual_broker_primary_leaves_the_broker_path_whole_and_its_loss_visible() {
+    const N: u64 = 60_000;
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_path, broker_path) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
+    let mut first_relay = Some(relay(&relay_path).await);
+    let _broker = broker(&broker_path).await;
+    let (relay_seen, _relay_tap) = tap_relay(first_relay.as_ref().unwrap(), &relay_path).await;
+    let (broker_seen, _broker_tap) = tap_broker(&broker_path).await;
+    let publisher = ServicePublisher::new(
+        RelayPublisher::new(relay_paths(&relay_path), BufferLimits::default()),
+        BrokerPublisher::new(broker_client(&broker_path), topics()),
+        StageHandle::new(Stage::DualBrokerPrimary),
+        ShadowLimits { queue_bytes: 4 << 20, breaker: BreakerOptions::default() },
+    );
+    let mut restarted = None;
+    for sequence in 1..=N {
+        if sequence == N / 2 {
+            // The relay dies mid-stream and a new one takes its socket.
+            first_relay.take().unwrap().kill().await;
+            restarted = Some(relay_when_free(&relay_path).await);
+        }
+        publisher.publish(&message(sequence)).await.unwrap();
+    }
+    publisher.flush(Duration::from_secs(30)).await.unwrap();
+    wait_for(&broker_seen, usize::try_from(N).unwrap()).await;
+    let broker_sequences: Vec<u64> = broker_seen.lock().unwrap().iter().map(|bytes| sequence_of(bytes)).collect();
+    assert_eq!(broker_sequences, (1..=N).collect::<Vec<_>>(), "the broker path has no gap");
+    let summary = publisher.summary();
+    assert_eq!((summary.broker.published, summary.broker.failed), (N, 0));
+    // The relay side lost what its dead connection held: counted, and shown
+    // by verify as missing, not hidden.
+    let relay_count = relay_seen.lock().unwrap().len() as u64;
+    assert!(relay_count < N, "the old relay's tap cannot have seen everything");
+    let captured = |seen: &Seen| -> Vec<verify::join::Captured> {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .map(|bytes| verify::join::Captured { bytes: bytes.to_vec(), arrival_ns: 0 })
+            .collect()
+    };
+    let comparison =
+        verify::join::compare(captured(&broker_seen), captured(&relay_seen), verify::join::Ignore::default(), 1);
+    assert!(!comparison.identical());
+    assert_eq!(comparison.counts.missing, N - relay_count);
+    drop(restarted);
+}
+
+/// A relay on `path` once the killed one has let go of it.
+async fn relay_when_free(path: &Path) -> transport::Running<relay_compat::RelayHandle> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match Listener::bind(&Endpoint::Unix(path.to_owned()), SocketOptions::default()).await {
+            Ok(listener) => {
+                let settings = relay_compat::RelaySettings::default();
+                return relay_compat::spawn(vec![(Domain::MarketData, listener)], settings).await;
+            }
+            Err(error) => {
+                assert!(Instant::now() < deadline, "the socket stayed busy: {error}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_file_edited_a_hundred_times_a_second_half_badly_never_flaps_or_loses() {
+    let seconds = if std::env::var_os("MYC_SOAK").is_some() { 10 } else { 2 };
+    let dir = tempfile::tempdir().unwrap();
+    let (relay_path, broker_path) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
+    let relay = relay(&relay_path).await;
+    let _broker = broker(&broker_path).await;
+    let (relay_seen, _relay_tap) = tap_relay(&relay, &relay_path).await;
+    let plan = dir.path().join("rollout.toml");
+    std::fs::write(&plan, "[services.feed]\nstage = \"relay\"\n").unwrap();
+    let (stage, watch) = StageHandle::follow(plan.clone(), Stage::Relay, "feed").unwrap();
+    let publisher = ServicePublisher::new(
+        RelayPublisher::new(relay_paths(&relay_path), BufferLimits::default()),
+        BrokerPublisher::new(broker_client(&broker_path), topics()),
+        stage.clone(),
+        ShadowLimits { queue_bytes: 64 << 20, breaker: BreakerOptions::default() },
+    );
+    let editor = std::thread::spawn(move || {
+        // 100 edits a second, on a schedule (not sleeps that drift).
+        let started = Instant::now();
+        let mut edit = 0u64;
+        while edit < 100 * seconds {
+            let due = started + Duration::from_millis(10 * edit);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let text = match edit % 4 {
+                0 => "[services.feed]\nstage = \"dual_relay_primary\"\n",
+                1 => "[services.feed]\nstage = \"sideways\"\n",
+                2 => "[services.feed]\nstage = \"relay\"\n",
+                _ => "[services.feed\nstage = ",
+            };
+            std::fs::write(&plan, text).unwrap();
+            edit += 1;
+        }
+        edit
+    });
+    let mut sequence = 0u64;
+    let mut stages_seen = std::collections::BTreeSet::new();
+    while !editor.is_finished() {
+        sequence += 1;
+        stages_seen.insert(stage.get());
+        publisher.publish(&message(sequence)).await.unwrap();
+        if sequence % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let edits = editor.join().unwrap();
+    assert!(edits >= 100 * seconds, "{edits} edits");
+    publisher.flush(Duration::from_secs(30)).await.unwrap();
+    assert!(stages_seen.iter().all(|seen| matches!(seen, Stage::Relay | Stage::DualRelayPrimary)), "{stages_seen:?}");
+    assert!(watch.counts().rejected.get() > 0, "the bad edits were seen and refused");
+    // The relay is primary in both stages: it has every message, in order.
+    wait_for(&relay_seen, usize::try_from(sequence).unwrap()).await;
+    let relay_sequences: Vec<u64> = relay_seen.lock().unwrap().iter().map(|bytes| sequence_of(bytes)).collect();
+    assert_eq!(relay_sequences, (1..=sequence).collect::<Vec<_>>());
+    assert_eq!(publisher.summary().relay.failed, 0);
+}

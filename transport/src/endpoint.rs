@@ -88,13 +88,16 @@ impl std::str::FromStr for Endpoint {
 /// How a listener's Unix socket file is created.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SocketOptions {
-    /// File mode of the socket (default `0o660`: never world-writable).
+    /// File mode of the socket (default `0o660`; world-writable bits are
+    /// always removed).
     pub mode: u32,
+    /// Group id to give the socket (its users' group), if any.
+    pub group: Option<u32>,
 }
 
 impl Default for SocketOptions {
     fn default() -> Self {
-        SocketOptions { mode: 0o660 }
+        SocketOptions { mode: 0o660, group: None }
     }
 }
 
@@ -168,6 +171,20 @@ async fn bind_unix(path: &Path, options: SocketOptions) -> Result<Listener, Erro
     let context = |what: &str| format!("cannot {what} {}", path.display());
     if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(|source| Error::io(context("create the directory of"), source))?;
+        // Anyone could replace the socket in a world-writable directory
+        // without the sticky bit (which /tmp has): refuse to serve there.
+        let mode =
+            std::fs::metadata(parent).map_err(|source| Error::io(context("inspect the directory of"), source))?;
+        let mode = std::os::unix::fs::PermissionsExt::mode(&mode.permissions());
+        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
+            return Err(Error::io(
+                context("serve"),
+                io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!("{} is world-writable without the sticky bit", parent.display()),
+                ),
+            ));
+        }
     }
     if path.exists() {
         if UnixStream::connect(path).await.is_ok() {
@@ -181,8 +198,12 @@ async fn bind_unix(path: &Path, options: SocketOptions) -> Result<Listener, Erro
         }
     }
     let listener = UnixListener::bind(path).map_err(|source| Error::io(context("bind"), source))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode & !0o002))
         .map_err(|source| Error::io(context("set the mode of"), source))?;
+    if let Some(group) = options.group {
+        std::os::unix::fs::chown(path, None, Some(group))
+            .map_err(|source| Error::io(context("set the group of"), source))?;
+    }
     let identity = file_identity(path).unwrap_or_default();
     Ok(Listener::Unix(listener, path.to_owned(), identity))
 }
@@ -261,6 +282,23 @@ mod tests {
         for bad in ["", "unix:", "tcp:1.2.3.4", "tcp::80", "tcp:host:99999", "http://x", "/tmp/x.sock"] {
             assert!(Endpoint::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn sockets_are_never_world_writable_nor_served_from_an_open_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = SocketOptions { mode: 0o666, group: None };
+        let endpoint = Endpoint::Unix(dir.path().join("broker.sock"));
+        let _listener = Listener::bind(&endpoint, options).await.unwrap();
+        let Endpoint::Unix(path) = &endpoint else { unreachable!() };
+        assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o664);
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let refused = Listener::bind(&Endpoint::Unix(open.join("b.sock")), SocketOptions::default()).await;
+        assert!(refused.unwrap_err().to_string().contains("world-writable"));
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(Listener::bind(&Endpoint::Unix(open.join("b.sock")), SocketOptions::default()).await.is_ok());
     }
 
     #[tokio::test]

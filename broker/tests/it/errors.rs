@@ -338,3 +338,46 @@ async fn hostile_clients_get_the_spec_errors_and_never_hurt_a_healthy_one() {
     assert!(growth < 64 << 20, "memory grew by {growth} bytes under hostile input");
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_connections_meet_the_limit_and_ping_stays_fast() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = broker::Settings { max_connections: 1_500, ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    let mut watcher = UnixStream::connect(&path).await.unwrap();
+    watcher.write_all(&hello()).await.unwrap();
+    let mut welcome = vec![0u8; 64];
+    let _ = watcher.read(&mut welcome).await.unwrap();
+
+    let mut held = Vec::new();
+    let (mut welcomed, mut refused) = (0, 0);
+    for _ in 0..2_000 {
+        let mut stream = UnixStream::connect(&path).await.unwrap();
+        stream.write_all(&hello()).await.unwrap();
+        let mut head = [0u8; 5];
+        stream.read_exact(&mut head).await.unwrap();
+        match head[4] {
+            0x81 => welcomed += 1,
+            0x88 => refused += 1,
+            other => panic!("unexpected op {other:#x}"),
+        }
+        held.push(stream);
+    }
+    assert_eq!((welcomed, refused), (1_499, 501), "the watcher holds one of the 1,500 slots");
+
+    // With every slot taken, the broker still answers PING promptly.
+    let mut latencies = Vec::new();
+    for nonce in 0..200u64 {
+        let started = std::time::Instant::now();
+        watcher.write_all(&frame(&ClientOp::Ping { nonce })).await.unwrap();
+        let ops = read_through_pong(&mut watcher, nonce).await;
+        assert!(matches!(ops.last(), Some(ServerOp::Pong { .. })));
+        latencies.push(started.elapsed());
+    }
+    latencies.sort();
+    let p99 = latencies[latencies.len() * 99 / 100];
+    assert!(p99 <= Duration::from_millis(10), "PING p99 {p99:?} with 2,000 connections");
+    drop(held);
+    broker.stop().await;
+}

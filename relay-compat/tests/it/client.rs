@@ -102,3 +102,29 @@ async fn the_breaker_opens_while_the_relay_is_away_and_closes_once_it_is_back() 
     assert_eq!(client.breaker_state(), Some(transport::BreakerState::Closed));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_thousand_idle_consumers_do_not_slow_a_producer_and_a_reading_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("md.sock");
+    let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
+    let mut tap = RelayTap::connect(&path).await.unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..2_000 {
+        idle.push(tokio::net::UnixStream::connect(&path).await.unwrap());
+    }
+    relay.wait_for("connections", "consumer", 2_001).await;
+    let client = RelayClient::start(RelayClientOptions::new(&path, Domain::MarketData, Source::TestClient));
+    let started = std::time::Instant::now();
+    for sequence in 1..=1_000 {
+        client.publish(&message(99, sequence)).await.unwrap();
+    }
+    client.flush(Duration::from_secs(10)).await.unwrap();
+    for sequence in 1..=1_000u64 {
+        let got = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(&got.bytes[..], &message(99, sequence)[..]);
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "fan-out to 2,001 consumers took {:?}", started.elapsed());
+    drop(idle);
+    relay.stop().await;
+}

@@ -11,6 +11,10 @@ pub(crate) struct BenchArgs {
     /// One short run per scenario (smoke test).
     #[arg(long)]
     pub(crate) quick: bool,
+    /// Also draw the run as an SVG: throughput relative to raw_uds and to
+    /// NATS, and latency percentiles.
+    #[arg(long, value_name = "FILE.svg")]
+    pub(crate) plot: Option<std::path::PathBuf>,
     /// Runs per scenario (the report gives min, median and max).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub(crate) runs: u32,

@@ -28,7 +28,9 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         all.push(Scenario { name: "broker_e2e_1", payload_bytes, run: broker_e2e_1, n_messages: 2_000_000 });
         all.push(Scenario { name: "broker_e2e_4", payload_bytes, run: broker_e2e_4, n_messages: 1_000_000 });
     }
-    all.push(Scenario { name: "latency", payload_bytes: 128, run: latency, n_messages: 30_000 });
+    for payload_bytes in [128, 1024] {
+        all.push(Scenario { name: "latency", payload_bytes, run: latency, n_messages: 30_000 });
+    }
     all.push(Scenario { name: "connect", payload_bytes: 0, run: connect, n_messages: 2_000 });
     all
 }

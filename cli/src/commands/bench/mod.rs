@@ -10,6 +10,7 @@
 mod broker_scenarios;
 mod codec_scenarios;
 mod nats_scenarios;
+mod plot;
 mod process;
 mod produce_scenarios;
 mod relay_scenarios;
@@ -135,6 +136,9 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
         reports.push(measure(&scenario, runs, n_messages));
     }
     let report = Report { machine: machine(), scenarios: reports };
+    if let Some(path) = &args.plot {
+        plot::write_svg(&report, path)?;
+    }
     let mut out = io::stdout().lock();
     if json {
         serde_json::to_writer(&mut out, &report)?;
@@ -241,20 +245,33 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<18} {:>8} {:>5} {:>14} {:>14} {:>14}  ok",
-        "scenario", "payload", "runs", "median msg/s", "min", "max"
+        "{:<18} {:>8} {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>6} {:>18}  ok",
+        "scenario", "payload", "runs", "median msg/s", "min", "max", "×raw", "×nats", "lost", "lat µs 50/99/999"
     )?;
+    // Ratios of medians to the ceiling and to the peer at the same payload.
+    let ratio = |scenario: &ScenarioReport, peer: &str| {
+        report
+            .scenarios
+            .iter()
+            .find(|base| {
+                base.name == peer && base.payload_bytes == scenario.payload_bytes && base.msgs_per_sec.median > 0.0
+            })
+            .filter(|_| scenario.name != peer && scenario.msgs_per_sec.median > 0.0)
+            .map_or(String::new(), |base| format!("{:.2}", scenario.msgs_per_sec.median / base.msgs_per_sec.median))
+    };
     for scenario in &report.scenarios {
         let stats = scenario.msgs_per_sec;
         writeln!(
             out,
-            "{:<18} {:>6} B {:>5} {:>14} {:>14} {:>14} {:>6} {:>26}  {}{}",
+            "{:<18} {:>6} B {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>6} {:>18}  {}{}",
             scenario.name,
             scenario.payload_bytes,
             scenario.runs,
             human_rate(stats.median),
             human_rate(stats.min),
             human_rate(stats.max),
+            ratio(scenario, "raw_uds"),
+            ratio(scenario, "nats_e2e_1"),
             scenario.lost.map_or(String::new(), |lost| lost.to_string()),
             scenario.latency_us.map_or(String::new(), |l| format!("{:.0}/{:.0}/{:.0}", l.p50, l.p99, l.p999)),
             if scenario.skipped {
@@ -292,6 +309,18 @@ fn machine() -> Machine {
         myc_version: env!("CARGO_PKG_VERSION"),
         profile: if cfg!(debug_assertions) { "debug build: figures are not meaningful" } else { "release" },
     }
+}
+
+/// A Protocol V2 market-data message of exactly `len` bytes (at least 34):
+/// one vendor TLV (standard or extended form, as its length needs) filling
+/// the rest, with `sequence` in the header.
+pub(crate) fn message_of_len(len: usize, sequence: u64) -> anyhow::Result<Vec<u8>> {
+    let rest = len.saturating_sub(codec::HEADER_LEN).max(2);
+    let payload_len = if rest - 2 <= 255 { rest - 2 } else { rest.saturating_sub(5) };
+    let header = codec::Header::new(codec::Domain::MarketData, codec::Source::TestClient, sequence, sequence);
+    let message =
+        codec::MessageBuilder::new(header).tlv(codec::TlvType::from_u8(200), &vec![0x5A; payload_len])?.build();
+    Ok(message)
 }
 
 /// Messages per second for `n_messages` done in `elapsed`.

@@ -24,7 +24,9 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         .into_iter()
         .map(|payload_bytes| Scenario { name: "nats_e2e_1", payload_bytes, run: nats_e2e_1, n_messages: 2_000_000 })
         .collect();
-    all.push(Scenario { name: "shim_nats", payload_bytes: 128, run: shim_nats, n_messages: 1_000_000 });
+    for payload_bytes in [128, 1024] {
+        all.push(Scenario { name: "shim_nats", payload_bytes, run: shim_nats, n_messages: 1_000_000 });
+    }
     all
 }
 
@@ -120,7 +122,6 @@ fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
 /// through `ServicePublisher` → `NatsBrokerPublisher` → `nats-server` → one
 /// plain subscriber.
 fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    use codec::{Domain, Header, MessageBuilder, Source, TlvType};
     use shim::{NatsBrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
     let Some(server) = NatsServer::start()? else {
@@ -137,9 +138,7 @@ fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult>
             StageHandle::new(config::Stage::Broker),
             ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
         );
-        let header = Header::new(Domain::MarketData, Source::TestClient, 1, 1);
-        let tlv = vec![0x5Au8; payload_bytes.saturating_sub(codec::HEADER_LEN + 2).min(255)];
-        let mut template = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv)?.build();
+        let mut template = super::message_of_len(payload_bytes, 1)?;
         let started = Instant::now();
         for sequence in 1..=n_messages {
             template[8..16].copy_from_slice(&sequence.to_le_bytes());

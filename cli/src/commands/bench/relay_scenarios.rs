@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use codec::{Domain, Source};
 use relay_compat::{RelayClient, RelayClientOptions, RelayTap};
 
 use super::process::ChildServer;
@@ -14,10 +14,15 @@ use super::{Rss, RunResult, Scenario, rate};
 const STALL: Duration = Duration::from_secs(10);
 
 pub(super) fn scenarios() -> Vec<Scenario> {
-    vec![
-        Scenario { name: "relay_e2e_1", payload_bytes: 128, run: relay_e2e_1, n_messages: 2_000_000 },
-        Scenario { name: "relay_e2e_4", payload_bytes: 128, run: relay_e2e_4, n_messages: 1_000_000 },
-    ]
+    [128, 1024]
+        .into_iter()
+        .flat_map(|payload_bytes| {
+            [
+                Scenario { name: "relay_e2e_1", payload_bytes, run: relay_e2e_1, n_messages: 2_000_000 },
+                Scenario { name: "relay_e2e_4", payload_bytes, run: relay_e2e_4, n_messages: 1_000_000 },
+            ]
+        })
+        .collect()
 }
 
 fn relay_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
@@ -26,13 +31,6 @@ fn relay_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResul
 
 fn relay_e2e_4(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
     relay_e2e(n_messages, payload_bytes, 4)
-}
-
-/// Messages whose TLV area is `payload_bytes` long (one vendor TLV).
-fn message(sequence: u64, payload_bytes: usize) -> anyhow::Result<Vec<u8>> {
-    let header = Header::new(Domain::MarketData, Source::TestClient, sequence, sequence);
-    let tlv_payload = vec![0x5Au8; payload_bytes.saturating_sub(2).min(255)];
-    Ok(MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv_payload)?.build())
 }
 
 fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyhow::Result<RunResult> {
@@ -62,7 +60,7 @@ fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyho
         // The relay registers each consumer as it accepts it, in order, so
         // the taps connected above see every message of the client below.
         let client = RelayClient::start(RelayClientOptions::new(&relay.socket, Domain::MarketData, Source::TestClient));
-        let mut template = message(1, payload_bytes)?;
+        let mut template = super::message_of_len(payload_bytes, 1)?;
         let started = Instant::now();
         for sequence in 1..=n_messages {
             template[8..16].copy_from_slice(&sequence.to_le_bytes());

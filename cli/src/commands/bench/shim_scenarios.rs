@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
 use config::Stage;
 use relay_compat::RelayTap;
 use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
@@ -19,11 +18,17 @@ use super::{Rss, RunResult, Scenario, rate};
 const STALL: Duration = Duration::from_secs(10);
 
 pub(super) fn scenarios() -> Vec<Scenario> {
-    vec![
-        Scenario { name: "shim_broker", payload_bytes: 128, run: shim_broker, n_messages: 2_000_000 },
-        Scenario { name: "dual", payload_bytes: 128, run: dual, n_messages: 1_000_000 },
-        Scenario { name: "stage_lookup", payload_bytes: 0, run: stage_lookup, n_messages: 100_000_000 },
-    ]
+    let mut all: Vec<Scenario> = [128, 1024]
+        .into_iter()
+        .flat_map(|payload_bytes| {
+            [
+                Scenario { name: "shim_broker", payload_bytes, run: shim_broker, n_messages: 2_000_000 },
+                Scenario { name: "dual", payload_bytes, run: dual, n_messages: 1_000_000 },
+            ]
+        })
+        .collect();
+    all.push(Scenario { name: "stage_lookup", payload_bytes: 0, run: stage_lookup, n_messages: 100_000_000 });
+    all
 }
 
 fn shim_broker(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
@@ -32,13 +37,6 @@ fn shim_broker(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResul
 
 fn dual(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
     through_shim(n_messages, payload_bytes, Stage::DualRelayPrimary)
-}
-
-/// Messages of `len` bytes in all (one vendor TLV).
-fn message(len: usize) -> anyhow::Result<Vec<u8>> {
-    let header = Header::new(Domain::MarketData, Source::TestClient, 1, 1);
-    let tlv_payload = vec![0x5Au8; len.saturating_sub(codec::HEADER_LEN + 2).min(255)];
-    Ok(MessageBuilder::new(header).tlv(TlvType::from_u8(200), &tlv_payload)?.build())
 }
 
 /// Counts what arrives until `n` messages or a stall; returns the count and
@@ -91,7 +89,7 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
             StageHandle::new(stage),
             ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
         );
-        let mut template = message(payload_bytes)?;
+        let mut template = super::message_of_len(payload_bytes, 1)?;
         let started = Instant::now();
         for sequence in 1..=n_messages {
             template[8..16].copy_from_slice(&sequence.to_le_bytes());

@@ -7,7 +7,6 @@ use std::fs::File;
 use std::time::Instant;
 
 use anyhow::bail;
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
 use verify::join::Ignore;
 use verify::pcapng::Writer;
 use verify::stream::CaptureStream;
@@ -25,10 +24,9 @@ fn verify_files(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResu
     for (path, name, delay) in [(&reference, "relay:/bench.sock", 0), (&candidate, "broker:bench", 40_000)] {
         let mut writer = Writer::new(File::create(path)?)?;
         let interface = writer.interface(name)?;
-        let payload = vec![0x5Au8; payload_bytes.saturating_sub(2).min(255)];
+        let mut message = super::message_of_len(payload_bytes, 1)?;
         for sequence in 1..=n_messages {
-            let header = Header::new(Domain::MarketData, Source::TestClient, sequence, sequence);
-            let message = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &payload)?.build();
+            message[8..16].copy_from_slice(&sequence.to_le_bytes());
             writer.packet(interface, 1_700_000_000_000_000_000 + sequence * 1_000 + delay, &message)?;
         }
         writer.finish()?;

@@ -19,9 +19,9 @@ use std::path::PathBuf;
 pub use duration::Span;
 pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
-    AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, FeedSettings, GateSettings, MetricsSettings,
-    NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, Stage,
-    Topics,
+    AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, ConsoleSettings, FeedSettings, GateSettings,
+    MetricsSettings, NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings,
+    ShadowSettings, Stage, Topics,
 };
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};
 

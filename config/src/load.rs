@@ -61,6 +61,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Error> {
     if let Some(dir) = sources.file.as_deref().and_then(Path::parent) {
         settings.rollout.file = dir.join(&settings.rollout.file);
         settings.rollout.audit_log = dir.join(&settings.rollout.audit_log);
+        settings.console.reports_dir = dir.join(&settings.console.reports_dir);
     }
     settings.validate()?;
     Ok(settings)

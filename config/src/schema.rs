@@ -38,6 +38,8 @@ pub struct Settings {
     pub feeds: BTreeMap<String, FeedSettings>,
     /// Which broker clients may publish and subscribe to which topics.
     pub acl: AclSettings,
+    /// The operator's web page (`myc console`).
+    pub console: ConsoleSettings,
 }
 
 /// The relay socket of each domain.
@@ -442,6 +444,7 @@ impl Default for Settings {
             services: BTreeMap::new(),
             feeds: FeedSettings::defaults(),
             acl: AclSettings::default(),
+            console: ConsoleSettings::default(),
         }
     }
 }
@@ -525,4 +528,24 @@ pub struct AclRule {
     pub publish: Vec<String>,
     /// Topics it may subscribe to.
     pub subscribe: Vec<String>,
+}
+
+/// The rollout console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleSettings {
+    /// Where verify JSON reports are kept (relative: beside the config file).
+    pub reports_dir: PathBuf,
+    /// Prometheus endpoints of producers to read live rates from
+    /// (`http://127.0.0.1:9466/metrics`).
+    pub scrape: Vec<String>,
+    /// Token required on every request (`Authorization: Bearer …`); needed
+    /// for a non-loopback listener. Empty: none.
+    pub token: String,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
+    }
 }

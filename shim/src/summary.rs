@@ -45,10 +45,11 @@ impl Summary {
 }
 
 impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, B> {
-    /// Registers this publisher's metrics under `myc_shim_*`, labelled by
-    /// `path`: published, failed, shadow dropped, shadow breaker state, and
-    /// the current stage (0 relay … 3 broker).
-    pub fn register(&self, registry: &mut Registry) {
+    /// Registers this publisher's metrics under `myc_shim_*`, labelled with
+    /// `service` and `path`: published, failed, shadow dropped, shadow
+    /// breaker state, and the current stage (0 relay … 3 broker).
+    pub fn register(&self, registry: &mut Registry, service: &str) {
+        let registry = registry.sub_registry_with_label(("service".into(), service.to_owned().into()));
         for (name, counters) in [("relay", self.relay().counters()), ("broker", self.broker().counters())] {
             let sub = registry.sub_registry_with_label(("path".into(), name.into()));
             sub.register("myc_shim_published", "Messages the path accepted", counters.published.clone());

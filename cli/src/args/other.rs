@@ -225,7 +225,11 @@ pub(crate) enum ConfigCommand {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConsoleArgs {
-    /// Address to serve the console on.
+    /// Address to serve the console on (loopback unless a token is set).
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub(crate) listen: String,
+    /// Token every request must carry (`Authorization: Bearer …`, or open
+    /// the page once with `?token=…`); overrides `console.token`.
+    #[arg(long)]
+    pub(crate) token: Option<String>,
 }

@@ -7,6 +7,7 @@
 mod bench;
 mod broker;
 mod capture;
+mod console;
 mod demo;
 mod produce;
 mod relay;
@@ -15,7 +16,7 @@ mod settings;
 mod tlv;
 mod verify;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 use crate::args::{Cli, Command, TlvCommand};
 
@@ -41,14 +42,8 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Verify(command) => verify::run(command, cli.global.format),
         Command::Rollout(args) => rollout::run(args, &cli.global),
         Command::Config(command) => settings::run(command, &cli.global),
-        Command::Console(_) => not_built("console"),
+        Command::Console(args) => console::run(args, &cli.global),
     }
-}
-
-/// The answer of a command whose grammar exists but whose behaviour does not
-/// yet: a clear error (exit 2), never a crash.
-fn not_built(command: &str) -> anyhow::Result<Outcome> {
-    bail!("`myc {command}` is not built yet in this version of the toolkit (see the README for what is)")
 }
 
 /// The runtime the long-running commands use.

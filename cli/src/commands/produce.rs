@@ -252,7 +252,7 @@ impl ShimSink {
         let address = metrics.or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
         let listener = crate::metrics_http::bind(address).await?;
         let metrics = crate::metrics_http::spawn(listener, |registry| {
-            publisher.register(registry);
+            publisher.register(registry, service);
             plan_watch.counts().register(registry, "rollout");
             if let Some(watch) = &settings_watch {
                 watch.counts().register(registry, "settings");

@@ -16,14 +16,6 @@ fn help_lists_every_command() {
 }
 
 #[test]
-fn commands_not_built_yet_exit_2_with_a_clear_message() {
-    let output = myc(&["console"], b"");
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert!(stderr.contains("not built yet"), "{stderr}");
-}
-
-#[test]
 fn global_options_may_stand_before_or_after_the_subcommand() {
     let before = myc(&["--format", "json", "tlv", "encode", "--hex"], b"");
     let after = myc(&["tlv", "encode", "--hex", "--format", "json", "--log-format", "json"], b"");

@@ -1,9 +1,14 @@
 //! The `myc` binary's one integration-test binary: each module drives the
 //! built `myc` as a user would, plus the workspace tidy checks.
 
-#![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "a failed unwrap is a failed test; a skipped test says so"
+)]
 
 mod cli;
+mod console;
 mod produce;
 mod rollout;
 mod tidy;

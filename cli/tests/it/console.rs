@@ -1,0 +1,115 @@
+//! `myc console` in a real browser: a relay, a broker and a synthetic
+//! producer run as `myc` processes; headless Chromium (driven by
+//! playwright-core, `cli/tests/browser/console.mjs`) loads the console,
+//! sees the live stage and rates, clicks "roll back", and the stage changes
+//! in the rollout file and the audit log. The screenshot is kept in the
+//! target directory. Skips, saying so, where Chromium, Node.js or
+//! playwright-core is missing; `.ci/run` installs them.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::workspace;
+
+/// Children killed on drop.
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn myc(config: &Path, args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_myc"));
+    command.arg("--config").arg(config).args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    command
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < Duration::from_secs(20), "{what} did not come up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
+    let browser_dir = workspace().join("cli/tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
+    let node_ok = Command::new("node").arg("--version").output().is_ok_and(|output| output.status.success());
+    if !Path::new(&chromium).exists() || !node_ok || !browser_dir.join("node_modules/playwright-core").exists() {
+        eprintln!("chromium, node or playwright-core missing: skipping the browser test (.ci/run installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (metrics_port, console_port) = (free_port(), free_port());
+    let config = dir.path().join("myc.toml");
+    let d = dir.path().display();
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nmarket_data = \"{d}/md.sock\"\nsignal = \"{d}/sig.sock\"\nexecution = \"{d}/ex.sock\"\nsystem = \"{d}/sys.sock\"\n\
+             [broker]\nendpoint = \"unix:{d}/broker.sock\"\n[broker.server]\nlisten = [\"unix:{d}/broker.sock\"]\n\
+             [services.synth]\nsource = 99\n[console]\nscrape = [\"http://127.0.0.1:{metrics_port}/metrics\"]\n"
+        ),
+    )
+    .unwrap();
+    let set = myc(&config, &["rollout", "set", "synth", "dual_relay_primary", "--reason", "start"]).status().unwrap();
+    assert!(set.success());
+    let mut processes = Processes(Vec::new());
+    processes.0.push(myc(&config, &["relay", "--domain", "market_data"]).spawn().unwrap());
+    processes.0.push(myc(&config, &["broker"]).spawn().unwrap());
+    for socket in ["md.sock", "broker.sock"] {
+        let path = dir.path().join(socket);
+        wait_until(socket, || std::os::unix::net::UnixStream::connect(&path).is_ok());
+    }
+    let metrics = format!("127.0.0.1:{metrics_port}");
+    processes.0.push(
+        myc(
+            &config,
+            &["produce", "--feed", "synthetic", "--service", "synth", "--rate", "2000", "--metrics", &metrics],
+        )
+        .spawn()
+        .unwrap(),
+    );
+    let listen = format!("127.0.0.1:{console_port}");
+    processes.0.push(myc(&config, &["console", "--listen", &listen]).spawn().unwrap());
+    wait_until("the console", || std::net::TcpStream::connect(&listen).is_ok());
+
+    let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
+    let output = Command::new("node")
+        .arg(browser_dir.join("console.mjs"))
+        .arg(format!("http://{listen}/"))
+        .arg("synth")
+        .arg(&screenshot)
+        .env("CHROMIUM", &chromium)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(screenshot.is_file(), "the screenshot is kept at {}", screenshot.display());
+
+    let status = myc(&config, &["rollout", "status", "--format", "json"]).stdout(Stdio::piped()).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["services"]["synth"]["stage"], "relay");
+    let history =
+        myc(&config, &["rollout", "history", "synth", "--format", "json"]).stdout(Stdio::piped()).output().unwrap();
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let last = history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!((last["action"].as_str(), last["reason"].as_str()), (Some("rollback"), Some("browser test")));
+    assert!(last["user"].as_str().unwrap().ends_with("(console)"), "{last}");
+}

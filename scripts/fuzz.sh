@@ -17,7 +17,7 @@ status=0
 run() {
   mkdir -p "corpus/$1" "artifacts/$1"
   if cargo +nightly fuzz run -O "$1" "corpus/$1" -- -max_total_time="$seconds" \
-       -artifact_prefix="artifacts/$1/" >"fuzz-$1.log" 2>&1; then
+       -artifact_prefix="artifacts/$1/" -print_final_stats=1 >"fuzz-$1.log" 2>&1; then
     echo "$1: ok ($(grep -o 'stat::number_of_executed_units: [0-9]*' "fuzz-$1.log" | tail -1 | cut -d' ' -f2) runs)"
   else
     echo "$1: CRASH, see fuzz/fuzz-$1.log and fuzz/artifacts/$1/"

@@ -302,6 +302,18 @@ fn capture_to_an_unwritable_path_names_it_and_exits_2() {
 }
 
 #[test]
+fn capture_onto_a_full_disk_names_the_file_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("md.sock");
+    let relay = server(&["relay", "--domain", "market_data", "--socket", arg(&socket)], &socket);
+    // /dev/full accepts the open and fails every write, as a full disk does.
+    let output = myc(&["capture", "--relay", arg(&socket), "--out", "/dev/full", "--duration", "200ms"], b"");
+    stop(relay);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8(output.stderr).unwrap().contains("/dev/full"));
+}
+
+#[test]
 fn verify_live_taps_both_paths_and_matches_what_they_carried() {
     let dir = tempfile::tempdir().unwrap();
     let mut paths = BothPaths::start(dir.path());

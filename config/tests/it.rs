@@ -19,9 +19,11 @@ fn the_printed_default_parses_validates_and_equals_the_default() {
     let file = dir.path().join("myc.toml");
     std::fs::write(&file, Settings::default().to_toml().unwrap()).unwrap();
     let mut loaded = load(&Sources::file_only(&file)).unwrap();
-    // Rollout paths are resolved beside the file; everything else is the default.
+    // Rollout and report paths are resolved beside the file; everything else is the default.
     assert_eq!(loaded.rollout.file, dir.path().join("rollout.toml"));
+    assert_eq!(loaded.console.reports_dir, dir.path().join("reports"));
     loaded.rollout = Settings::default().rollout;
+    loaded.console.reports_dir = Settings::default().console.reports_dir;
     assert_eq!(loaded, Settings::default());
 }
 

@@ -27,6 +27,12 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         all.push(Scenario { name: "broker_publish", payload_bytes, run: broker_publish, n_messages: 2_000_000 });
         all.push(Scenario { name: "broker_e2e_1", payload_bytes, run: broker_e2e_1, n_messages: 2_000_000 });
         all.push(Scenario { name: "broker_e2e_4", payload_bytes, run: broker_e2e_4, n_messages: 1_000_000 });
+        all.push(Scenario {
+            name: "broker_e2e_1_stuck",
+            payload_bytes,
+            run: broker_e2e_1_stuck,
+            n_messages: 2_000_000,
+        });
     }
     for payload_bytes in [128, 1024] {
         all.push(Scenario { name: "latency", payload_bytes, run: latency, n_messages: 30_000 });
@@ -100,14 +106,31 @@ fn broker_e2e_4(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResu
     broker_e2e(n_messages, payload_bytes, 4)
 }
 
+/// `broker_e2e_1` with a second subscriber that subscribes and never reads:
+/// the healthy one's rate, to set against `broker_e2e_1` (target ≥ 90 %).
+fn broker_e2e_1_stuck(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    broker_e2e_with(n_messages, payload_bytes, 1, true)
+}
+
 /// One publisher, `n_subscribers` fan-out subscribers each counting every
 /// message; the rate is per subscriber, from the first publish to the last
 /// delivery (with no subscriber: to the end of the acknowledging flush).
 fn broker_e2e(n_messages: u64, payload_bytes: usize, n_subscribers: usize) -> anyhow::Result<RunResult> {
+    broker_e2e_with(n_messages, payload_bytes, n_subscribers, false)
+}
+
+fn broker_e2e_with(
+    n_messages: u64,
+    payload_bytes: usize,
+    n_subscribers: usize,
+    stuck: bool,
+) -> anyhow::Result<RunResult> {
     let broker = ChildBroker::start()?;
     reset_own_peak_rss();
     let runtime = runtime()?;
     let (elapsed, lost) = runtime.block_on(async {
+        // A subscriber that never reads: the broker must not let it slow anyone.
+        let _stuck = if stuck { Some(stuck_subscriber(&broker.socket).await?) } else { None };
         let mut counters = Vec::with_capacity(n_subscribers);
         let mut subscribers = Vec::with_capacity(n_subscribers);
         for index in 0..n_subscribers {
@@ -152,6 +175,24 @@ fn broker_e2e(n_messages: u64, payload_bytes: usize, n_subscribers: usize) -> an
     })?;
     let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}
+
+/// A raw connection that says HELLO, subscribes to the bench topic and then
+/// never reads.
+async fn stuck_subscriber(socket: &std::path::Path) -> anyhow::Result<tokio::net::UnixStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::UnixStream::connect(socket).await?;
+    let mut frames = bytes::BytesMut::new();
+    broker::ClientOp::Hello { version: 1, flags: 0, client_name: "bench-stuck".to_owned(), token: String::new() }
+        .encode(&mut frames);
+    broker::ClientOp::Subscribe {
+        sub_id: 1,
+        topic: bytes::Bytes::from_static(TOPIC.as_bytes()),
+        group: bytes::Bytes::new(),
+    }
+    .encode(&mut frames);
+    stream.write_all(&frames).await?;
+    Ok(stream)
 }
 
 /// Publisher → broker → subscriber at 10,000 msg/s; each payload carries its

@@ -77,6 +77,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
     ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
     ("relay", &["raw_uds", "relay_e2e_1", "relay_e2e_4"]),
+    ("faults", &["broker_e2e_1", "broker_e2e_1_stuck", "relay_e2e_1", "relay_e2e_1_stuck"]),
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
 ];

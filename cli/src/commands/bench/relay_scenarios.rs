@@ -20,6 +20,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             [
                 Scenario { name: "relay_e2e_1", payload_bytes, run: relay_e2e_1, n_messages: 2_000_000 },
                 Scenario { name: "relay_e2e_4", payload_bytes, run: relay_e2e_4, n_messages: 1_000_000 },
+                Scenario { name: "relay_e2e_1_stuck", payload_bytes, run: relay_e2e_1_stuck, n_messages: 2_000_000 },
             ]
         })
         .collect()
@@ -33,12 +34,24 @@ fn relay_e2e_4(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResul
     relay_e2e(n_messages, payload_bytes, 4)
 }
 
+/// `relay_e2e_1` with a second consumer that connects and never reads: the
+/// reading one's rate, to set against `relay_e2e_1` (target ≥ 90 %).
+fn relay_e2e_1_stuck(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    relay_e2e_with(n_messages, payload_bytes, 1, true)
+}
+
 fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyhow::Result<RunResult> {
+    relay_e2e_with(n_messages, payload_bytes, n_consumers, false)
+}
+
+fn relay_e2e_with(n_messages: u64, payload_bytes: usize, n_consumers: usize, stuck: bool) -> anyhow::Result<RunResult> {
     let relay = ChildServer::start(&["relay", "--domain", "market_data"], |socket| {
         vec!["--socket".to_owned(), socket.display().to_string()]
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
+        // A consumer that never reads: the relay must not let it slow anyone.
+        let _stuck = if stuck { Some(tokio::net::UnixStream::connect(&relay.socket).await?) } else { None };
         let mut counters = Vec::new();
         for _ in 0..n_consumers {
             let mut tap = RelayTap::connect(&relay.socket).await?;

@@ -24,6 +24,14 @@ pub(super) enum Out {
     Close,
 }
 
+/// How long one write may wait before its queue stops holding ACKs…
+pub(super) const ACK_HOLD: Duration = Duration::from_millis(100);
+/// …when at least this much is queued behind it. A subscriber that keeps
+/// up never gets here, so the ACK still means "written" for it (and its
+/// copies are resent after a broker crash); one that neither takes data nor
+/// keeps its backlog small stops holding every publisher back.
+pub(super) const ACK_HOLD_BACKLOG: usize = 4 * 1024 * 1024;
+
 /// A connection's outbound side, shared with every publisher that routes to it.
 pub(super) struct Outbound {
     /// The queue, and the count of items pushed into it; one lock so that an
@@ -49,6 +57,10 @@ pub(super) struct Outbound {
     /// Set while a write has been stuck past the write deadline under
     /// `drop_new`: everything queued counts as done until it moves again.
     pub(super) stalled: AtomicBool,
+    /// Set while a write has waited longer than [`ACK_HOLD`]: a subscriber
+    /// that is not taking data stops holding its publishers' ACKs (and so
+    /// their buffers) long before the write deadline decides its fate.
+    pub(super) released: AtomicBool,
     pub(super) write_deadline: Duration,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -127,6 +139,7 @@ impl Outbound {
 
     pub(super) fn is_done(&self, position: u64) -> bool {
         self.closed.load(Ordering::Acquire)
+            || (self.released.load(Ordering::Acquire) && self.queued_bytes.load(Ordering::Acquire) >= ACK_HOLD_BACKLOG)
             || self.written.load(Ordering::Acquire) >= position
             || self.abandoned_upto.load(Ordering::Acquire) >= position
             || self.stalled.load(Ordering::Acquire)
@@ -138,9 +151,21 @@ impl Outbound {
     pub(super) async fn write(&self, write_half: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
         let write = write_half.write_all(bytes);
         tokio::pin!(write);
+        // A write not taken within ACK_HOLD releases the publishers' ACKs
+        // (the copies count as done); it is still written if the subscriber
+        // resumes, and the slow-consumer policy still applies at the deadline.
+        match tokio::time::timeout(ACK_HOLD, &mut write).await {
+            Ok(result) => {
+                self.released.store(false, Ordering::Release);
+                self.stalled.store(false, Ordering::Release);
+                return result;
+            }
+            Err(_) => self.released.store(true, Ordering::Release),
+        }
         loop {
             match tokio::time::timeout(self.write_deadline, &mut write).await {
                 Ok(result) => {
+                    self.released.store(false, Ordering::Release);
                     self.stalled.store(false, Ordering::Release);
                     return result;
                 }

@@ -23,7 +23,8 @@ pub(super) fn write_svg(report: &Report, path: &Path) -> anyhow::Result<()> {
     let relative = |peer: &str| -> Vec<(String, f64)> {
         measured
             .iter()
-            .filter(|scenario| scenario.name != peer)
+            // Fixed-rate scenarios measure time, not throughput.
+            .filter(|scenario| scenario.name != peer && !matches!(scenario.name, "latency" | "connect"))
             .filter_map(|scenario| {
                 let base = measured
                     .iter()

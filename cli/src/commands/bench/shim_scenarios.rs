@@ -83,11 +83,21 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
         }
         let topics = ["market_data", "signals", "execution", "system"].map(str::to_owned);
         let relay_paths = [relay.socket.clone(), "/nonexistent".into(), "/nonexistent".into(), "/nonexistent".into()];
+        // "Both paths fully delivered": the shadow may queue the whole run
+        // (at 1 KiB the broker path is slower than the relay primary, and a
+        // shadow never slows its primary, so a smaller bound drops by design).
+        let whole_run = BufferLimits {
+            max_bytes: usize::try_from(n_messages).unwrap_or(usize::MAX).saturating_mul(payload_bytes + 64),
+            max_messages: usize::try_from(n_messages).unwrap_or(usize::MAX).saturating_add(1),
+            ..BufferLimits::default()
+        };
+        let mut broker_options = broker::ClientOptions::new(broker.endpoint.clone());
+        broker_options.buffer = whole_run;
         let publisher = ServicePublisher::new(
             RelayPublisher::new(relay_paths, BufferLimits::default()),
-            BrokerPublisher::new(broker::Client::start(broker::ClientOptions::new(broker.endpoint.clone())), topics),
+            BrokerPublisher::new(broker::Client::start(broker_options), topics),
             StageHandle::new(stage),
-            ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
+            ShadowLimits { queue_bytes: whole_run.max_bytes, breaker: transport::BreakerOptions::default() },
         );
         let mut template = super::message_of_len(payload_bytes, 1)?;
         let started = Instant::now();

@@ -201,7 +201,8 @@ async fn an_absent_broker_never_slows_or_fails_the_relay_and_its_breaker_opens_t
     assert_eq!((summary.relay.published, summary.relay.failed), (sent, 0));
     assert!(summary.broker.shadow_dropped > 0, "{summary:?}");
     assert_eq!(summary.broker.published + summary.broker.shadow_dropped, sent);
-    assert_eq!(publisher.broker().breaker_state(), BreakerState::Open);
+    // Opened by the failures; by now its open period may have run out (half-open).
+    assert_ne!(publisher.broker().breaker_state(), BreakerState::Closed);
 
     // The broker arrives: the client connects and drains its queue, the
     // breaker's probe goes through and closes it, and shadows flow again.

@@ -94,6 +94,11 @@ pub struct RelayServerSettings {
     pub policy: String,
     /// How long a full queue may stay full before the consumer is stuck.
     pub stall_timeout: Span,
+    /// File mode of the relay sockets, octal (never world-writable).
+    pub socket_mode: String,
+    /// Group id given to the relay sockets; none when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
 }
 
 impl Default for RelayServerSettings {
@@ -104,6 +109,8 @@ impl Default for RelayServerSettings {
             queue_bytes: 64 * 1024 * 1024,
             policy: "drop_oldest".to_owned(),
             stall_timeout: Span::from_millis(250),
+            socket_mode: "0660".to_owned(),
+            socket_group: None,
         }
     }
 }
@@ -200,6 +207,11 @@ pub struct BrokerServerSettings {
     pub write_deadline: Span,
     /// A slow subscriber: `disconnect` or `drop_new`.
     pub slow_consumer: String,
+    /// File mode of Unix sockets, octal (never world-writable).
+    pub socket_mode: String,
+    /// Group id given to Unix sockets (their users' group); none when unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
 }
 
 impl Default for BrokerServerSettings {
@@ -213,6 +225,8 @@ impl Default for BrokerServerSettings {
             ack_interval: Span::from_millis(1),
             write_deadline: Span::from_secs(2),
             slow_consumer: "disconnect".to_owned(),
+            socket_mode: "0660".to_owned(),
+            socket_group: None,
         }
     }
 }
@@ -548,4 +562,10 @@ impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
     }
+}
+
+/// A socket mode written in octal (`"0660"`), if it is one and is not
+/// world-writable.
+pub fn socket_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text.trim_start_matches("0o"), 8).ok().filter(|mode| *mode <= 0o777 && mode & 0o002 == 0)
 }

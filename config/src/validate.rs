@@ -72,6 +72,17 @@ impl Settings {
                 problem(key, "must be greater than 0".to_owned());
             }
         }
+        for (key, mode) in [
+            ("broker.server.socket_mode", &self.broker.server.socket_mode),
+            ("relay_server.socket_mode", &self.relay_server.socket_mode),
+        ] {
+            if crate::socket_mode(mode).is_none() {
+                problem(
+                    key,
+                    format!("{mode:?} is not an octal file mode without the world-writable bit (like \"0660\")"),
+                );
+            }
+        }
         if self.broker.backoff_initial > self.broker.backoff_max {
             problem("broker.backoff_initial", "is larger than broker.backoff_max".to_owned());
         }

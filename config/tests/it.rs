@@ -177,3 +177,15 @@ async fn hot_reload_applies_a_good_edit_within_a_second_and_keeps_the_last_good_
     tokio::time::timeout(Duration::from_secs(1), changes.changed()).await.unwrap().unwrap();
     assert_eq!(watched.current().gate.min_messages, 300);
 }
+
+#[test]
+fn socket_modes_are_octal_and_never_world_writable() {
+    assert_eq!(config::socket_mode("0640"), Some(0o640));
+    assert_eq!(config::socket_mode("0666"), None, "world-writable");
+    assert_eq!(config::socket_mode("rw-rw----"), None);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("open.toml");
+    std::fs::write(&file, "[broker.server]\nsocket_mode = \"0666\"\nsocket_group = 1000\n").unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be refused") };
+    assert!(problems.join("\n").contains("broker.server.socket_mode"), "{problems:?}");
+}

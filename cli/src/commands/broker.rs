@@ -15,6 +15,10 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
     let settings = super::settings::load(global)?;
     let texts = if args.listen.is_empty() { &settings.broker.server.listen } else { &args.listen };
     let server = server_settings(&settings.broker, &settings.acl);
+    let socket_options = SocketOptions {
+        mode: config::socket_mode(&settings.broker.server.socket_mode).unwrap_or(0o660),
+        group: settings.broker.server.socket_group,
+    };
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
     let runtime = super::runtime()?;
     runtime.block_on(async {
@@ -27,7 +31,7 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
                     bail!("refusing to listen on non-loopback {endpoint} without a token: set broker.token");
                 }
             }
-            listeners.push(Listener::bind(endpoint, SocketOptions::default()).await?);
+            listeners.push(Listener::bind(endpoint, socket_options).await?);
         }
         let metrics_address =
             args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));

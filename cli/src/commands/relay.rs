@@ -16,11 +16,15 @@ use crate::args::{GlobalArgs, RelayArgs};
 pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let settings = super::settings::load(global)?;
     let relays = plan(args, &settings.relay)?;
+    let socket_options = SocketOptions {
+        mode: config::socket_mode(&settings.relay_server.socket_mode).unwrap_or(0o660),
+        group: settings.relay_server.socket_group,
+    };
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(relays.len());
         for (domain, path) in relays {
-            let listener = Listener::bind(&Endpoint::Unix(path.clone()), SocketOptions::default()).await?;
+            let listener = Listener::bind(&Endpoint::Unix(path.clone()), socket_options).await?;
             tracing::info!(domain = domain.name(), socket = %path.display(), "relay listening");
             listeners.push((domain, listener));
         }

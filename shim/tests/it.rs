@@ -305,19 +305,9 @@ async fn a_relay_killed_during_dual_broker_primary_leaves_the_broker_path_whole_
 
 /// A relay on `path` once the killed one has let go of it.
 async fn relay_when_free(path: &Path) -> transport::Running<relay_compat::RelayHandle> {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        match Listener::bind(&Endpoint::Unix(path.to_owned()), SocketOptions::default()).await {
-            Ok(listener) => {
-                let settings = relay_compat::RelaySettings::default();
-                return relay_compat::spawn(vec![(Domain::MarketData, listener)], settings).await;
-            }
-            Err(error) => {
-                assert!(Instant::now() < deadline, "the socket stayed busy: {error}");
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-    }
+    let endpoint = Endpoint::Unix(path.to_owned());
+    let listener = Listener::bind_when_free(&endpoint, SocketOptions::default(), Duration::from_secs(5)).await.unwrap();
+    relay_compat::spawn(vec![(Domain::MarketData, listener)], relay_compat::RelaySettings::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

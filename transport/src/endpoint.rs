@@ -12,6 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
@@ -114,12 +115,36 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds `endpoint`. For a Unix path: creates the parent directory,
-    /// replaces a stale socket file, refuses a live one, sets the mode.
+    /// Binds `endpoint`, waiting up to `within` while another server still
+    /// answers on it — one killed a moment ago lets go of its socket only
+    /// when its accept task is dropped, a scheduler tick later. For a Unix
+    /// path: creates the parent directory, replaces a stale socket file,
+    /// refuses a live one, sets the mode.
     ///
     /// # Errors
-    /// [`Error::SocketInUse`] when another server answers on the path,
-    /// [`Error::Io`] naming the endpoint otherwise.
+    /// [`Error::SocketInUse`] when another server still answers after
+    /// `within`, [`Error::Io`] naming the endpoint otherwise.
+    pub async fn bind_when_free(
+        endpoint: &Endpoint,
+        options: SocketOptions,
+        within: Duration,
+    ) -> Result<Listener, Error> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match Listener::bind(endpoint, options).await {
+                Err(Error::SocketInUse { .. }) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                bound => return bound,
+            }
+        }
+    }
+
+    /// Binds `endpoint` now; see [`Listener::bind_when_free`] to wait for a
+    /// server that is going away.
+    ///
+    /// # Errors
+    /// As [`Listener::bind_when_free`], at once.
     pub async fn bind(endpoint: &Endpoint, options: SocketOptions) -> Result<Listener, Error> {
         match endpoint {
             Endpoint::Unix(path) => bind_unix(path, options).await,

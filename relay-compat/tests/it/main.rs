@@ -90,18 +90,8 @@ pub(crate) fn message(source: u8, sequence: u64) -> Vec<u8> {
 pub(crate) fn identification(source: u8) -> [u8; 32] {
     Header::identification(Domain::MarketData, Source::from_u8(source)).to_bytes()
 }
-
 /// Binds `endpoint`, waiting (up to 5 s) while a server killed a moment ago
-/// still holds it: an aborted server's accept task is dropped asynchronously,
-/// so its listener can outlive the abort by a scheduler tick.
+/// still holds it.
 async fn bind_when_free(endpoint: &Endpoint) -> Listener {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Listener::bind(endpoint, SocketOptions::default()).await {
-            Err(transport::Error::SocketInUse { .. }) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            bound => return bound.unwrap(),
-        }
-    }
+    Listener::bind_when_free(endpoint, SocketOptions::default(), std::time::Duration::from_secs(5)).await.unwrap()
 }

@@ -197,8 +197,7 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
         .route("/", get(index))
         .route("/api/services", get(list))
         .route("/api/services/{name}", get(detail))
-        .route("/api/services/{name}/advance", post(advance))
-        .route("/api/services/{name}/rollback", post(rollback))
+        .route("/api/services/{name}/{action}", post(change))
         .route("/api/reports/{id}", get(report))
         .with_state(console)
 }
@@ -303,28 +302,13 @@ fn changed(result: Result<rollout::audit::Entry, rollout::Error>) -> Response {
     }
 }
 
-async fn advance(
+/// `POST /api/services/{name}/advance` (gated on the latest report about
+/// the service) and `…/rollback` (needs a reason; never gated).
+async fn change(
     State(console): Shared,
     ConnectInfo(client): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    UrlPath(name): UrlPath<String>,
-    body: Option<Json<ChangeRequest>>,
-) -> Response {
-    let actor = match change_actor(&console, &headers, client) {
-        Ok(actor) => actor,
-        Err(response) => return response,
-    };
-    let source = console.settings.services.get(&name).and_then(|service| service.source);
-    let evidence = console.latest_report(source).map(|(_, _, bytes)| bytes);
-    let reason = body.map(|Json(body)| body.reason).unwrap_or_default();
-    changed(console.rollout.advance(&name, evidence.as_deref(), false, &reason, &actor, SystemTime::now()))
-}
-
-async fn rollback(
-    State(console): Shared,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    UrlPath(name): UrlPath<String>,
+    UrlPath((name, action)): UrlPath<(String, String)>,
     body: Option<Json<ChangeRequest>>,
 ) -> Response {
     let actor = match change_actor(&console, &headers, client) {
@@ -332,8 +316,14 @@ async fn rollback(
         Err(response) => return response,
     };
     let reason = body.map(|Json(body)| body.reason).unwrap_or_default();
-    if reason.trim().is_empty() {
-        return error(StatusCode::BAD_REQUEST, "a rollback needs a reason");
+    match action.as_str() {
+        "advance" => {
+            let source = console.settings.services.get(&name).and_then(|service| service.source);
+            let evidence = console.latest_report(source).map(|(_, _, bytes)| bytes);
+            changed(console.rollout.advance(&name, evidence.as_deref(), false, &reason, &actor, SystemTime::now()))
+        }
+        "rollback" if reason.trim().is_empty() => error(StatusCode::BAD_REQUEST, "a rollback needs a reason"),
+        "rollback" => changed(console.rollout.rollback(&name, None, &reason, &actor, SystemTime::now())),
+        other => error(StatusCode::NOT_FOUND, format!("no action {other:?} (advance or rollback)")),
     }
-    changed(console.rollout.rollback(&name, None, &reason, &actor, SystemTime::now()))
 }

@@ -68,15 +68,14 @@ impl Default for RelayPaths {
 }
 
 impl RelayPaths {
+    /// The sockets of relay domains 1–4, in order.
+    pub fn by_domain(&self) -> [&PathBuf; 4] {
+        [&self.market_data, &self.signal, &self.execution, &self.system]
+    }
+
     /// The socket of relay domain `domain` (1–4).
     pub fn for_domain(&self, domain: u8) -> Option<&PathBuf> {
-        match domain {
-            1 => Some(&self.market_data),
-            2 => Some(&self.signal),
-            3 => Some(&self.execution),
-            4 => Some(&self.system),
-            _ => None,
-        }
+        self.by_domain().get(usize::from(domain).checked_sub(1)?).copied()
     }
 }
 
@@ -297,15 +296,14 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// The topics of relay domains 1–4, in order.
+    pub fn by_domain(&self) -> [&str; 4] {
+        [&self.market_data, &self.signal, &self.execution, &self.system]
+    }
+
     /// The topic of relay domain `domain` (1–4).
     pub fn for_domain(&self, domain: u8) -> Option<&str> {
-        match domain {
-            1 => Some(&self.market_data),
-            2 => Some(&self.signal),
-            3 => Some(&self.execution),
-            4 => Some(&self.system),
-            _ => None,
-        }
+        self.by_domain().get(usize::from(domain).checked_sub(1)?).copied()
     }
 }
 

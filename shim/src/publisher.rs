@@ -87,9 +87,7 @@ impl RelayPublisher {
 
     /// The relay path the settings describe.
     pub fn from_settings(settings: &config::Settings) -> RelayPublisher {
-        let relay = &settings.relay;
-        let paths = [&relay.market_data, &relay.signal, &relay.execution, &relay.system].map(Clone::clone);
-        RelayPublisher::new(paths, crate::buffer_limits(&settings.broker))
+        RelayPublisher::new(settings.relay.by_domain().map(Clone::clone), crate::buffer_limits(&settings.broker))
     }
 
     fn client(&self, message: &[u8]) -> Result<&RelayClient, Error> {
@@ -164,7 +162,7 @@ impl BrokerPublisher {
         options.backoff_max = broker.backoff_max.get();
         options.max_reconnects = Some(broker.max_reconnects).filter(|&n| n > 0);
         options.connect_timeout = broker.connect_timeout.get();
-        Ok(BrokerPublisher::new(Client::start(options), topics_of(&settings.topics)))
+        Ok(BrokerPublisher::new(Client::start(options), settings.topics.by_domain().map(str::to_owned)))
     }
 
     /// The client underneath.
@@ -237,7 +235,7 @@ impl NatsBrokerPublisher {
         options.backoff_base = settings.broker.backoff_initial.get();
         options.backoff_max = settings.broker.backoff_max.get();
         let publisher = broker::nats::NatsPublisher::start(options).await?;
-        Ok(NatsBrokerPublisher::new(publisher, topics_of(&settings.topics)))
+        Ok(NatsBrokerPublisher::new(publisher, settings.topics.by_domain().map(str::to_owned)))
     }
 
     /// The NATS publisher underneath.
@@ -333,8 +331,4 @@ impl Publisher for BrokerSide {
             BrokerSide::Nats(path) => path.buffered_bytes(),
         }
     }
-}
-
-fn topics_of(topics: &config::Topics) -> [String; 4] {
-    [&topics.market_data, &topics.signal, &topics.execution, &topics.system].map(Clone::clone)
 }

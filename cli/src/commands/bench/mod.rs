@@ -324,6 +324,23 @@ pub(crate) fn message_of_len(len: usize, sequence: u64) -> anyhow::Result<Vec<u8
     Ok(message)
 }
 
+/// Publishes `n_messages` messages of `payload_bytes` through `publisher`,
+/// numbered from 1, and flushes; returns when the first was published.
+pub(crate) async fn publish_numbered(
+    publisher: &impl shim::Publisher,
+    n_messages: u64,
+    payload_bytes: usize,
+) -> anyhow::Result<std::time::Instant> {
+    let mut template = message_of_len(payload_bytes, 1)?;
+    let started = std::time::Instant::now();
+    for sequence in 1..=n_messages {
+        template[8..16].copy_from_slice(&sequence.to_le_bytes());
+        publisher.publish(&template).await?;
+    }
+    publisher.flush(Duration::from_secs(120)).await?;
+    Ok(started)
+}
+
 /// Messages per second for `n_messages` done in `elapsed`.
 pub(crate) fn rate(n_messages: u64, elapsed: Duration) -> f64 {
     #[allow(clippy::cast_precision_loss, reason = "a rate needs no more than f64's 53 bits")]

@@ -122,7 +122,7 @@ fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
 /// through `ServicePublisher` → `NatsBrokerPublisher` → `nats-server` → one
 /// plain subscriber.
 fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    use shim::{NatsBrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+    use shim::{NatsBrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
     let Some(server) = NatsServer::start()? else {
         return Ok(RunResult { skipped: Some("nats-server is not installed".to_owned()), ..RunResult::default() });
@@ -138,13 +138,7 @@ fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult>
             StageHandle::new(config::Stage::Broker),
             ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
         );
-        let mut template = super::message_of_len(payload_bytes, 1)?;
-        let started = Instant::now();
-        for sequence in 1..=n_messages {
-            template[8..16].copy_from_slice(&sequence.to_le_bytes());
-            publisher.publish(&template).await?;
-        }
-        publisher.flush(Duration::from_secs(120)).await?;
+        let started = super::publish_numbered(&publisher, n_messages, payload_bytes).await?;
         let (received, finished) = counter.await?;
         anyhow::Ok((finished - started, n_messages - received))
     })?;

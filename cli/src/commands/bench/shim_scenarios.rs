@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use config::Stage;
 use relay_compat::RelayTap;
-use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use shim::{BrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 use transport::BufferLimits;
 
 use super::process::{ChildBroker, ChildServer, own_peak_rss, reset_own_peak_rss};
@@ -99,13 +99,7 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
             StageHandle::new(stage),
             ShadowLimits { queue_bytes: whole_run.max_bytes, breaker: transport::BreakerOptions::default() },
         );
-        let mut template = super::message_of_len(payload_bytes, 1)?;
-        let started = Instant::now();
-        for sequence in 1..=n_messages {
-            template[8..16].copy_from_slice(&sequence.to_le_bytes());
-            publisher.publish(&template).await?;
-        }
-        publisher.flush(Duration::from_secs(120)).await?;
+        let started = super::publish_numbered(&publisher, n_messages, payload_bytes).await?;
         let mut lost = 0;
         let mut finished = started;
         for counter in counters {

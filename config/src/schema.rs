@@ -91,7 +91,8 @@ pub struct RelayServerSettings {
     pub queue_bytes: usize,
     /// A consumer whose queue is full: `drop_oldest` or `disconnect`.
     pub policy: String,
-    /// How long a full queue may stay full before the consumer is stuck.
+    /// How long a producer waits for a consumer whose queue is full before
+    /// it counts as stuck (its policy then applies until it catches up).
     pub stall_timeout: Span,
     /// File mode of the relay sockets, octal (never world-writable).
     pub socket_mode: String,
@@ -107,7 +108,7 @@ impl Default for RelayServerSettings {
             queue_messages: 10_000,
             queue_bytes: 64 * 1024 * 1024,
             policy: "drop_oldest".to_owned(),
-            stall_timeout: Span::from_millis(250),
+            stall_timeout: Span::from_millis(50),
             socket_mode: "0660".to_owned(),
             socket_group: None,
         }

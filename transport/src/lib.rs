@@ -4,7 +4,7 @@
 //! bounds each frame before buffering it ([`FrameReader`]), the jittered
 //! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`] and
 //! the bounded publish buffer ([`FrameBuffer`]) used by the broker and relay
-//! clients.
+//! clients, and the servers' [`HoldBudget`] for slow readers.
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
@@ -17,6 +17,7 @@ mod buffer;
 mod endpoint;
 mod error;
 mod framed;
+mod hold;
 mod task;
 
 pub use accept::accept_until;
@@ -25,4 +26,5 @@ pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};
+pub use hold::HoldBudget;
 pub use task::{AbortOnDrop, Running};

@@ -66,7 +66,8 @@ pub struct RelaySettings {
     /// Checksum policy per domain, indexed by `relay_domain - 1`.
     pub checksum: [ChecksumCheck; 4],
     /// How long a producer waits for a consumer over its bound to drain
-    /// before that consumer counts as stuck and its policy applies.
+    /// before that consumer counts as stuck: its policy then applies at once
+    /// until it has caught up.
     pub stall_timeout: Duration,
 }
 
@@ -84,7 +85,7 @@ impl Default for RelaySettings {
                 ChecksumCheck::Required,
                 ChecksumCheck::WhenNonZero,
             ],
-            stall_timeout: Duration::from_millis(250),
+            stall_timeout: Duration::from_millis(50),
         }
     }
 }
@@ -253,10 +254,11 @@ async fn read_loop(
         }
         runs.clear();
         // A reading consumer that fell behind gets a moment to catch up (the
-        // producer waits, losing nothing); one that does not read at all is
-        // marked stuck and handled by its policy.
+        // producer waits, losing nothing); one that does not drain within
+        // the stall timeout is marked stuck and handled by its policy until
+        // it keeps up again.
         for target in behind.drain(..) {
-            target.wait_below_bound(relay.settings.stall_timeout).await;
+            target.wait_below_bound().await;
         }
     }
 }

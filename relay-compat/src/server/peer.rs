@@ -8,12 +8,14 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use codec::Source;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
+use transport::HoldBudget;
 
 use super::{QueuePolicy, RelaySettings};
 use crate::metrics::Metrics;
@@ -43,9 +45,19 @@ pub(super) struct Peer {
     closing: Notify,
     /// Wakes producers waiting for this consumer's queue to drain.
     progress: Notify,
-    /// Set when the consumer stayed over its bound for the stall timeout:
-    /// from then on the policy applies at once, until a write succeeds.
+    /// Set when a producer stopped waiting for this consumer (it stayed over
+    /// its bound for the stall timeout): from then on the policy applies at
+    /// once, until the consumer has caught up (its writer finds less than a
+    /// full queue waiting).
     stuck: AtomicBool,
+    /// How much longer producers may wait for this consumer: the stall
+    /// timeout at once, half the time over the long run. A consumer briefly
+    /// behind loses nothing; one that does not read, or reads far slower
+    /// than its producers write, exhausts it and gets its policy instead of
+    /// slowing anyone.
+    hold: Mutex<HoldBudget>,
+    /// When "stopped reading" was last logged (at most once a second).
+    last_warning: Mutex<Option<Instant>>,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
     policy: QueuePolicy,
@@ -65,6 +77,8 @@ impl Peer {
             closing: Notify::new(),
             progress: Notify::new(),
             stuck: AtomicBool::new(false),
+            hold: Mutex::new(HoldBudget::new(settings.stall_timeout, Instant::now())),
+            last_warning: Mutex::new(None),
             role: AtomicU8::new(0),
             policy: settings.policy,
             max_messages: settings.queue_messages as u64,
@@ -122,10 +136,12 @@ impl Peer {
         queue.messages > self.max_messages || queue.bytes > self.max_bytes
     }
 
-    /// Waits until the queue is back under its bound; after `stall` without
-    /// that, marks the peer stuck and applies the policy (so the producer
-    /// goes on at full speed).
-    pub(super) async fn wait_below_bound(&self, stall: std::time::Duration) {
+    /// Waits until the queue is back under its bound, as long as this
+    /// consumer's hold budget lasts; past it, marks the peer stuck and applies
+    /// the policy, so the producer goes on at full speed.
+    pub(super) async fn wait_below_bound(&self) {
+        let stall = self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).available(Instant::now());
+        let started = Instant::now();
         let drained = async {
             loop {
                 let progress = self.progress.notified();
@@ -138,11 +154,24 @@ impl Peer {
                 progress.await;
             }
         };
-        if tokio::time::timeout(stall, drained).await.is_err() {
+        let timed_out = tokio::time::timeout(stall, drained).await.is_err();
+        self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spend(started.elapsed());
+        if timed_out {
             self.stuck.store(true, Ordering::Release);
-            tracing::warn!(?stall, "a consumer stopped reading; applying its queue policy");
+            self.warn_stuck();
             let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             self.enforce_bound(&mut queue);
+        }
+    }
+
+    fn warn_stuck(&self) {
+        let mut last = self.last_warning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(Instant::now());
+            tracing::warn!(
+                policy = ?self.policy,
+                "a consumer is not keeping up; applying its queue policy (logged at most once a second)"
+            );
         }
     }
 
@@ -199,6 +228,11 @@ impl Peer {
         self.progress.notify_waiters();
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let taken = (queue.bytes, queue.messages);
+        // Less than a full queue built up while the last batch was written:
+        // the consumer keeps up again, so producers may wait for it.
+        if queue.messages < self.max_messages && queue.bytes < self.max_bytes {
+            self.stuck.store(false, Ordering::Release);
+        }
         out.extend(queue.runs.drain(..).map(|(run, _)| run));
         queue.bytes = 0;
         queue.messages = 0;
@@ -247,7 +281,6 @@ pub(super) async fn write_loop(peer: Arc<Peer>, mut write_half: impl AsyncWrite 
             buffer.clear();
         }
         peer.bytes_out.inc_by(bytes as u64);
-        peer.stuck.store(false, Ordering::Release);
         peer.progress.notify_waiters();
     }
     let _ = write_half.shutdown().await;

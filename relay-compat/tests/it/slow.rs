@@ -1,5 +1,6 @@
-//! A consumer that never reads does not slow producers or other consumers;
-//! it is handled per policy (drop_oldest counted, or disconnected).
+//! A consumer that never reads, or reads far slower than its producer
+//! writes, does not slow producers or other consumers; it is handled per
+//! policy (drop_oldest counted, or disconnected).
 
 use std::time::Duration;
 
@@ -15,6 +16,14 @@ async fn run(policy: QueuePolicy) -> (TestRelay, UnixStream, tempfile::TempDir) 
     let settings = RelaySettings { queue_messages: 1000, queue_bytes: 256 * 1024, policy, ..RelaySettings::default() };
     let relay = TestRelay::start(&dir.path().join("md.sock"), Domain::MarketData, settings).await;
     let stuck = UnixStream::connect(&relay.path).await.unwrap();
+    feed_while_a_consumer_reads(&relay).await;
+    (relay, stuck, dir)
+}
+
+/// Connects a reading consumer and a producer, and sends 20,000 messages at
+/// the pace the reading consumer sustains; returns once it has them all, in
+/// order (it asserts that).
+async fn feed_while_a_consumer_reads(relay: &TestRelay) {
     let mut reader = RelayTap::connect(&relay.path).await.unwrap();
     relay.wait_for("connections", "consumer", 2).await;
     let n = 20_000u64;
@@ -38,7 +47,6 @@ async fn run(policy: QueuePolicy) -> (TestRelay, UnixStream, tempfile::TempDir) 
         tokio::time::timeout(Duration::from_secs(10), caught_up).await.unwrap().unwrap();
     }
     consumer.await.unwrap();
-    (relay, stuck, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -67,4 +75,31 @@ async fn under_disconnect_a_stuck_consumer_is_closed() {
     .await;
     assert!(closed.is_ok(), "the relay closed the stuck consumer");
     relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_loses_its_oldest_messages_instead_of_pacing_the_producer() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RelaySettings { queue_messages: 1000, queue_bytes: 256 * 1024, ..RelaySettings::default() };
+    let relay = TestRelay::start(&dir.path().join("md.sock"), Domain::MarketData, settings).await;
+    // Reads 8 KiB a millisecond at most: it drains a full queue (256 KiB)
+    // well within the stall timeout every time, so only the share of the
+    // producer's time it takes gives it away — waiting for it each time would
+    // pace the producer at 8 MB/s and drop nothing.
+    let mut slow = UnixStream::connect(&relay.path).await.unwrap();
+    let slow_reader = tokio::spawn(async move {
+        let mut buffer = [0u8; 8 * 1024];
+        let mut total = 0usize;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    });
+    feed_while_a_consumer_reads(&relay).await;
+    assert!(relay.count("dropped", "slow_consumer") > 0, "the slow consumer was not waited for");
+    relay.stop().await;
+    assert!(slow_reader.await.unwrap() > 0, "the slow consumer was served all along");
 }

@@ -52,6 +52,9 @@ pub struct Metrics {
     /// Slow-consumer events (over the outbound limit, or a write stuck past
     /// the write deadline).
     pub slow_consumers: Counter,
+    /// Subscribers found lagging (deliveries waited 100 ms in their queue):
+    /// they stop holding back publishers that feed someone keeping up.
+    pub lagging: Counter,
     /// ERROR frames sent, by code.
     pub errors: Family<CodeLabel, Counter>,
 }
@@ -90,6 +93,11 @@ impl Metrics {
         registry.register("deliveries", "DELIVER frames queued", self.deliveries.clone());
         registry.register("deliveries_dropped", "Deliveries dropped, by reason", self.dropped.clone());
         registry.register("slow_consumer_events", "Slow-consumer events", self.slow_consumers.clone());
+        registry.register(
+            "lagging_subscribers",
+            "Subscribers found lagging (deliveries queued 100 ms); they no longer hold back publishers",
+            self.lagging.clone(),
+        );
         registry.register("errors_sent", "ERROR frames sent, by code", self.errors.clone());
     }
 }

@@ -67,6 +67,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         abandoned_upto: AtomicU64::new(0),
         stalled: AtomicBool::new(false),
         released: AtomicBool::new(false),
+        lagging: AtomicBool::new(false),
         write_deadline: shared.settings.write_deadline,
         metrics: Arc::clone(&shared.metrics),
     });

@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -24,19 +24,29 @@ pub(super) enum Out {
     Close,
 }
 
-/// How long one write may wait before its queue stops holding ACKs…
+/// How long one write may be blocked before its queue stops holding ACKs
+/// (when at least [`ACK_HOLD_BACKLOG`] is queued behind it), and how long a
+/// delivery may take from queued to written before that subscriber counts
+/// as lagging.
+/// A subscriber that keeps up never gets here, so the ACK still means
+/// "written" for it (and its copies are resent after a broker crash).
 pub(super) const ACK_HOLD: Duration = Duration::from_millis(100);
-/// …when at least this much is queued behind it. A subscriber that keeps
-/// up never gets here, so the ACK still means "written" for it (and its
-/// copies are resent after a broker crash); one that neither takes data nor
-/// keeps its backlog small stops holding every publisher back.
+/// The backlog that, behind a blocked write, releases a queue's ACKs; and
+/// under which a lagging subscriber has caught up.
 pub(super) const ACK_HOLD_BACKLOG: usize = 4 * 1024 * 1024;
+
+/// An item in the queue: its size in `queued_bytes` and when it was queued.
+pub(super) struct Queued {
+    item: Out,
+    size: usize,
+    at: Instant,
+}
 
 /// A connection's outbound side, shared with every publisher that routes to it.
 pub(super) struct Outbound {
     /// The queue, and the count of items pushed into it; one lock so that an
     /// item's position is its place in the queue even with many publishers.
-    pub(super) queue: Mutex<(mpsc::UnboundedSender<(Out, usize)>, u64)>,
+    pub(super) queue: Mutex<(mpsc::UnboundedSender<Queued>, u64)>,
     pub(super) policy: SlowConsumerPolicy,
     pub(super) limit: usize,
     /// Bytes queued and not yet written.
@@ -57,10 +67,17 @@ pub(super) struct Outbound {
     /// Set while a write has been stuck past the write deadline under
     /// `drop_new`: everything queued counts as done until it moves again.
     pub(super) stalled: AtomicBool,
-    /// Set while a write has waited longer than [`ACK_HOLD`]: a subscriber
-    /// that is not taking data stops holding its publishers' ACKs (and so
-    /// their buffers) long before the write deadline decides its fate.
+    /// Set while a write has been blocked longer than [`ACK_HOLD`]: a
+    /// subscriber that is not taking data stops holding its publishers' ACKs
+    /// (and so their buffers) long before the write deadline decides its
+    /// fate, once [`ACK_HOLD_BACKLOG`] is queued behind it.
     pub(super) released: AtomicBool,
+    /// Set when deliveries took [`ACK_HOLD`] from queued to written: the
+    /// subscriber reads, but slower than it is fed. Its copies then count as done for
+    /// a publisher that also feeds a subscriber keeping up (see
+    /// [`AckState::advance`]). Cleared once it has caught up (backlog under
+    /// [`ACK_HOLD_BACKLOG`]).
+    pub(super) lagging: AtomicBool,
     pub(super) write_deadline: Duration,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -102,7 +119,7 @@ impl Outbound {
     /// Pushes an item; returns its position (1-based), `None` once the writer is gone.
     pub(super) fn enqueue(&self, item: Out, size: usize) -> Option<u64> {
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        queue.0.send((item, size)).ok()?;
+        queue.0.send(Queued { item, size, at: Instant::now() }).ok()?;
         queue.1 += 1;
         Some(queue.1)
     }
@@ -123,7 +140,7 @@ impl Outbound {
     /// Queues the close marker (not counted as a position).
     pub(super) fn close_after_queued(&self) {
         let queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = queue.0.send((Out::Close, 0));
+        let _ = queue.0.send(Queued { item: Out::Close, size: 0, at: Instant::now() });
     }
 
     /// Sends ERROR and closes the connection after it; nothing is queued after.
@@ -135,6 +152,10 @@ impl Outbound {
         self.send(&ServerOp::Error { code, message: message.to_owned() });
         self.close_after_queued();
         self.closing.notify_one();
+    }
+
+    fn lagging(&self) -> bool {
+        self.lagging.load(Ordering::Acquire)
     }
 
     pub(super) fn is_done(&self, position: u64) -> bool {
@@ -151,8 +172,8 @@ impl Outbound {
     pub(super) async fn write(&self, write_half: &mut (impl AsyncWrite + Unpin), bytes: &[u8]) -> std::io::Result<()> {
         let write = write_half.write_all(bytes);
         tokio::pin!(write);
-        // A write not taken within ACK_HOLD releases the publishers' ACKs
-        // (the copies count as done); it is still written if the subscriber
+        // A write blocked past ACK_HOLD releases the publishers' ACKs (the
+        // copies count as done); it is still written if the subscriber
         // resumes, and the slow-consumer policy still applies at the deadline.
         match tokio::time::timeout(ACK_HOLD, &mut write).await {
             Ok(result) => {
@@ -217,7 +238,15 @@ impl AckState {
         }
         let mut done = None;
         while let Some((count, positions)) = self.checkpoints.front() {
-            if !positions.iter().all(|(queue, position)| queue.is_done(*position)) {
+            // A lagging subscriber does not hold back a publisher that also
+            // feeds one keeping up (publishers never wait for subscribers);
+            // alone, it paces its publishers, so nothing unwritten is ever
+            // acknowledged to a publisher it is the only reader of.
+            let someone_keeps_up = positions.iter().any(|(queue, _)| !queue.lagging());
+            let copy_done = |(queue, position): &(Arc<Outbound>, u64)| {
+                queue.is_done(*position) || (someone_keeps_up && queue.lagging())
+            };
+            if !positions.iter().all(copy_done) {
                 break;
             }
             done = Some(*count);
@@ -263,7 +292,7 @@ pub(super) async fn ack_loop(ack: Arc<(Mutex<AckState>, Notify)>, outbound: Arc<
 
 pub(super) async fn write_loop(
     mut write_half: impl AsyncWrite + Unpin,
-    mut rx: mpsc::UnboundedReceiver<(Out, usize)>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     outbound: Arc<Outbound>,
 ) {
     /// Chunks at least this large are written as they are, not copied.
@@ -275,10 +304,11 @@ pub(super) async fn write_loop(
         if rx.recv_many(&mut items, 256).await == 0 {
             break;
         }
+        let oldest = items.first().map(|queued| queued.at);
         let mut n_items = 0u64;
         let mut bytes = 0usize;
         let mut written_bytes = 0u64;
-        for (item, size) in items.drain(..) {
+        for Queued { item, size, .. } in items.drain(..) {
             let Out::Chunk(chunk) = item else {
                 if !buffer.is_empty() && outbound.write(&mut write_half, &buffer).await.is_err() {
                     break 'outer;
@@ -313,6 +343,15 @@ pub(super) async fn write_loop(
         outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
         outbound.written.fetch_add(n_items, Ordering::AcqRel);
         outbound.metrics.bytes_out.inc_by(written_bytes);
+        // Deliveries that took ACK_HOLD from queued to written: lagging,
+        // until they are quick again with little queued.
+        if oldest.is_some_and(|at| at.elapsed() >= ACK_HOLD) {
+            if !outbound.lagging.swap(true, Ordering::AcqRel) {
+                outbound.metrics.lagging.inc();
+            }
+        } else if outbound.queued_bytes.load(Ordering::Relaxed) < ACK_HOLD_BACKLOG {
+            outbound.lagging.store(false, Ordering::Release);
+        }
     }
     outbound.closed.store(true, Ordering::Release);
     let _ = write_half.shutdown().await;

@@ -55,6 +55,59 @@ impl RunResult {
     }
 }
 
+/// What else is connected while a transport scenario measures its healthy
+/// subscriber (the `faults` group).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Nothing: the unloaded rate.
+    None,
+    /// A second subscriber that never reads.
+    Stuck,
+    /// A second subscriber that reads, but only [`SLOW_READ_BYTES`] per millisecond.
+    Slow,
+}
+
+/// What the slow subscriber reads per millisecond (16 MB/s: about a
+/// twentieth of what a healthy one takes at 128 B).
+pub(crate) const SLOW_READ_BYTES: usize = 16 * 1024;
+
+impl Fault {
+    /// Keeps `stream` in the state the fault describes, on a task of the
+    /// scenario's runtime (so until the scenario ends): the stuck one just
+    /// holds the socket open, the slow one reads at its pace.
+    pub(crate) fn occupy(self, mut stream: tokio::net::UnixStream) {
+        use tokio::io::AsyncReadExt;
+        match self {
+            Fault::None => {}
+            Fault::Stuck => {
+                tokio::spawn(async move {
+                    std::future::pending::<()>().await;
+                    drop(stream);
+                });
+            }
+            Fault::Slow => {
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; SLOW_READ_BYTES];
+                    let mut tick = tokio::time::interval(Duration::from_millis(1));
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tick.tick().await;
+                        if !matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The scenario a fault scenario is set against: `broker_e2e_1_stuck` →
+/// `broker_e2e_1`.
+fn baseline_of(name: &str) -> Option<&str> {
+    name.strip_suffix("_stuck").or_else(|| name.strip_suffix("_slow"))
+}
+
 /// Latency percentiles in microseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub(crate) struct Latency {
@@ -77,7 +130,17 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
     ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
     ("relay", &["raw_uds", "relay_e2e_1", "relay_e2e_4"]),
-    ("faults", &["broker_e2e_1", "broker_e2e_1_stuck", "relay_e2e_1", "relay_e2e_1_stuck"]),
+    (
+        "faults",
+        &[
+            "broker_e2e_1",
+            "broker_e2e_1_stuck",
+            "broker_e2e_1_slow",
+            "relay_e2e_1",
+            "relay_e2e_1_stuck",
+            "relay_e2e_1_slow",
+        ],
+    ),
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
 ];
@@ -111,6 +174,9 @@ struct ScenarioReport {
     /// Highest of all runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_bytes: Option<Rss>,
+    /// For a fault scenario: its median over its baseline's (same payload).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_baseline: Option<f64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     skipped: bool,
     ok: bool,
@@ -136,6 +202,7 @@ pub(crate) fn run(args: &BenchArgs, format: Format) -> anyhow::Result<Outcome> {
         }
         reports.push(measure(&scenario, runs, n_messages));
     }
+    set_baseline_ratios(&mut reports);
     let report = Report { machine: machine(), scenarios: reports };
     if let Some(path) = &args.plot {
         plot::write_svg(&report, path)?;
@@ -224,9 +291,26 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
         lost,
         latency_us,
         rss_bytes,
+        vs_baseline: None,
         skipped,
         ok: skipped || note.is_empty(),
         note,
+    }
+}
+
+/// Fills `vs_baseline` for every fault scenario whose baseline ran too.
+fn set_baseline_ratios(reports: &mut [ScenarioReport]) {
+    let medians: Vec<(&'static str, usize, f64)> =
+        reports.iter().map(|report| (report.name, report.payload_bytes, report.msgs_per_sec.median)).collect();
+    for report in reports.iter_mut() {
+        let Some(baseline) = baseline_of(report.name) else { continue };
+        report.vs_baseline = medians
+            .iter()
+            .find(|(name, payload_bytes, median)| {
+                *name == baseline && *payload_bytes == report.payload_bytes && *median > 0.0
+            })
+            .filter(|_| report.msgs_per_sec.median > 0.0)
+            .map(|(_, _, median)| report.msgs_per_sec.median / median);
     }
 }
 
@@ -246,8 +330,18 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<18} {:>8} {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>6} {:>18}  ok",
-        "scenario", "payload", "runs", "median msg/s", "min", "max", "×raw", "×nats", "lost", "lat µs 50/99/999"
+        "{:<18} {:>8} {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18}  ok",
+        "scenario",
+        "payload",
+        "runs",
+        "median msg/s",
+        "min",
+        "max",
+        "×raw",
+        "×nats",
+        "×base",
+        "lost",
+        "lat µs 50/99/999"
     )?;
     // Ratios of medians to the ceiling and to the peer at the same payload.
     let ratio = |scenario: &ScenarioReport, peer: &str| {
@@ -264,7 +358,7 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
         let stats = scenario.msgs_per_sec;
         writeln!(
             out,
-            "{:<18} {:>6} B {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>6} {:>18}  {}{}",
+            "{:<18} {:>6} B {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18}  {}{}",
             scenario.name,
             scenario.payload_bytes,
             scenario.runs,
@@ -273,6 +367,7 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
             human_rate(stats.max),
             ratio(scenario, "raw_uds"),
             ratio(scenario, "nats_e2e_1"),
+            scenario.vs_baseline.map_or(String::new(), |ratio| format!("{ratio:.2}")),
             scenario.lost.map_or(String::new(), |lost| lost.to_string()),
             scenario.latency_us.map_or(String::new(), |l| format!("{:.0}/{:.0}/{:.0}", l.p50, l.p99, l.p999)),
             if scenario.skipped {

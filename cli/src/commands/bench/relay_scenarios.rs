@@ -9,7 +9,7 @@ use codec::{Domain, Source};
 use relay_compat::{RelayClient, RelayClientOptions, RelayTap};
 
 use super::process::ChildServer;
-use super::{Rss, RunResult, Scenario, rate};
+use super::{Fault, Rss, RunResult, Scenario, rate};
 
 const STALL: Duration = Duration::from_secs(10);
 
@@ -20,7 +20,20 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             [
                 Scenario { name: "relay_e2e_1", payload_bytes, run: relay_e2e_1, n_messages: 2_000_000 },
                 Scenario { name: "relay_e2e_4", payload_bytes, run: relay_e2e_4, n_messages: 1_000_000 },
-                Scenario { name: "relay_e2e_1_stuck", payload_bytes, run: relay_e2e_1_stuck, n_messages: 2_000_000 },
+                // Longer: the rate a healthy consumer keeps, not how long the
+                // relay takes to notice.
+                Scenario {
+                    name: "relay_e2e_1_stuck",
+                    payload_bytes,
+                    run: relay_e2e_1_stuck,
+                    n_messages: if payload_bytes < 1024 { 10_000_000 } else { 3_000_000 },
+                },
+                Scenario {
+                    name: "relay_e2e_1_slow",
+                    payload_bytes,
+                    run: relay_e2e_1_slow,
+                    n_messages: if payload_bytes < 1024 { 10_000_000 } else { 3_000_000 },
+                },
             ]
         })
         .collect()
@@ -37,21 +50,35 @@ fn relay_e2e_4(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResul
 /// `relay_e2e_1` with a second consumer that connects and never reads: the
 /// reading one's rate, to set against `relay_e2e_1` (target ≥ 90 %).
 fn relay_e2e_1_stuck(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    relay_e2e_with(n_messages, payload_bytes, 1, true)
+    relay_e2e_with(n_messages, payload_bytes, 1, Fault::Stuck)
+}
+
+/// `relay_e2e_1` with a second consumer that reads at a twentieth of the
+/// pace (target ≥ 90 %).
+fn relay_e2e_1_slow(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    relay_e2e_with(n_messages, payload_bytes, 1, Fault::Slow)
 }
 
 fn relay_e2e(n_messages: u64, payload_bytes: usize, n_consumers: usize) -> anyhow::Result<RunResult> {
-    relay_e2e_with(n_messages, payload_bytes, n_consumers, false)
+    relay_e2e_with(n_messages, payload_bytes, n_consumers, Fault::None)
 }
 
-fn relay_e2e_with(n_messages: u64, payload_bytes: usize, n_consumers: usize, stuck: bool) -> anyhow::Result<RunResult> {
+fn relay_e2e_with(
+    n_messages: u64,
+    payload_bytes: usize,
+    n_consumers: usize,
+    fault: Fault,
+) -> anyhow::Result<RunResult> {
     let relay = ChildServer::start(&["relay", "--domain", "market_data"], |socket| {
         vec!["--socket".to_owned(), socket.display().to_string()]
     })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
-        // A consumer that never reads: the relay must not let it slow anyone.
-        let _stuck = if stuck { Some(tokio::net::UnixStream::connect(&relay.socket).await?) } else { None };
+        // A consumer that never reads, or reads slowly: the relay must not
+        // let it slow anyone.
+        if fault != Fault::None {
+            fault.occupy(tokio::net::UnixStream::connect(&relay.socket).await?);
+        }
         let mut counters = Vec::new();
         for _ in 0..n_consumers {
             let mut tap = RelayTap::connect(&relay.socket).await?;

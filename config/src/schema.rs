@@ -85,6 +85,8 @@ impl RelayPaths {
 pub struct RelayServerSettings {
     /// Largest message accepted, bytes.
     pub max_message: usize,
+    /// Connections per relay socket at most; more are closed at once.
+    pub max_connections: usize,
     /// Per-consumer queue, messages.
     pub queue_messages: usize,
     /// Per-consumer queue, bytes.
@@ -105,6 +107,7 @@ impl Default for RelayServerSettings {
     fn default() -> Self {
         RelayServerSettings {
             max_message: 1024 * 1024,
+            max_connections: 4096,
             queue_messages: 10_000,
             queue_bytes: 64 * 1024 * 1024,
             policy: "drop_oldest".to_owned(),

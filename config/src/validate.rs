@@ -61,6 +61,7 @@ impl Settings {
             ("broker.server.max_frame", self.broker.server.max_frame as u64),
             ("broker.server.max_connections", self.broker.server.max_connections as u64),
             ("relay_server.max_message", self.relay_server.max_message as u64),
+            ("relay_server.max_connections", self.relay_server.max_connections as u64),
             ("relay_server.queue_messages", self.relay_server.queue_messages as u64),
             ("relay_server.queue_bytes", self.relay_server.queue_bytes as u64),
             ("shadow.failure_threshold", u64::from(self.shadow.failure_threshold)),

@@ -34,6 +34,8 @@ pub struct Metrics {
     pub dropped: Family<Labels, Counter>,
     /// Invalid messages, by reason (`bad_magic`, `wrong_domain`, …).
     pub invalid: Family<Labels, Counter>,
+    /// Connections closed at once, by reason (`max_connections`).
+    pub refused: Family<Labels, Counter>,
 }
 
 impl Metrics {
@@ -52,5 +54,6 @@ impl Metrics {
         registry.register("bytes_out", "Bytes written", self.bytes_out.clone());
         registry.register("dropped", "Message copies dropped, by reason", self.dropped.clone());
         registry.register("invalid", "Invalid messages, by reason", self.invalid.clone());
+        registry.register("refused", "Connections closed at once, by reason", self.refused.clone());
     }
 }

@@ -25,6 +25,7 @@ pub async fn accept_until<Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
+    let mut last_warning: Option<std::time::Instant> = None;
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -33,8 +34,12 @@ pub async fn accept_until<Fut>(
                     connections.spawn(serve(stream));
                 }
                 Err(error) => {
-                    // Often transient (too many open files): back off briefly.
-                    tracing::warn!(%error, "accept failed");
+                    // Often transient (too many open files): back off briefly,
+                    // and log at most once a second.
+                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+                        last_warning = Some(std::time::Instant::now());
+                        tracing::warn!(%error, "accept failed (logged at most once a second)");
+                    }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },

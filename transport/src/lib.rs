@@ -18,6 +18,7 @@ mod endpoint;
 mod error;
 mod framed;
 mod hold;
+mod limits;
 mod task;
 
 pub use accept::accept_until;
@@ -27,4 +28,5 @@ pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};
 pub use hold::HoldBudget;
+pub use limits::{RESERVED_DESCRIPTORS, check_open_file_limit, raise_open_file_limit};
 pub use task::{AbortOnDrop, Running};

@@ -20,6 +20,7 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
         group: settings.broker.server.socket_group,
     };
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
+    transport::check_open_file_limit("broker", server.max_connections);
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(endpoints.len());

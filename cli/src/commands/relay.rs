@@ -20,6 +20,7 @@ pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outco
         mode: config::socket_mode(&settings.relay_server.socket_mode).unwrap_or(0o660),
         group: settings.relay_server.socket_group,
     };
+    transport::check_open_file_limit("relay", settings.relay_server.max_connections * relays.len());
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(relays.len());
@@ -68,6 +69,7 @@ fn plan(args: &RelayArgs, paths: &config::RelayPaths) -> anyhow::Result<Vec<(Dom
 pub(crate) fn server_settings(relay: &config::RelayServerSettings) -> relay_compat::RelaySettings {
     relay_compat::RelaySettings {
         max_message: relay.max_message,
+        max_connections: relay.max_connections,
         queue_messages: relay.queue_messages,
         queue_bytes: relay.queue_bytes,
         policy: match relay.policy.as_str() {

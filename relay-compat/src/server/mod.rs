@@ -55,6 +55,9 @@ pub enum ChecksumCheck {
 pub struct RelaySettings {
     /// The largest message accepted, header included.
     pub max_message: usize,
+    /// Connections per relay socket at most; one more is closed at once
+    /// (the legacy protocol has no way to say why) and counted.
+    pub max_connections: usize,
     /// Messages queued per consumer at most.
     pub queue_messages: usize,
     /// Bytes queued per consumer at most.
@@ -75,6 +78,7 @@ impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
             max_message: codec::MAX_MESSAGE_LEN,
+            max_connections: 4096,
             queue_messages: 10_000,
             queue_bytes: 64 * 1024 * 1024,
             policy: QueuePolicy::DropOldest,
@@ -134,6 +138,7 @@ pub async fn serve(
             metrics: Arc::clone(&metrics),
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            last_refusal_warning: Mutex::new(None),
         });
         let serve = {
             let relay = Arc::clone(&relay);
@@ -162,11 +167,29 @@ struct Relay {
     /// Every open connection, by id.
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
     next_id: AtomicU64,
+    /// When a refused connection was last logged (at most once a second).
+    last_refusal_warning: Mutex<Option<std::time::Instant>>,
 }
 
 impl Relay {
     fn lock_peers(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Peer>>> {
         self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Counts a connection over `max_connections` (closed by the caller),
+    /// logging at most once a second.
+    fn refuse(&self) {
+        let domain = self.domain.name();
+        Metrics::get(&self.metrics.refused, domain, "max_connections").inc();
+        let mut last = self.last_refusal_warning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+            *last = Some(std::time::Instant::now());
+            tracing::warn!(
+                domain,
+                max_connections = self.settings.max_connections,
+                "closing a connection over the limit (further ones counted, logged at most once a second)"
+            );
+        }
     }
 
     fn checksum_check(&self) -> ChecksumCheck {
@@ -179,13 +202,28 @@ impl Relay {
 /// a tap accepted before a producer sees all of that producer's messages —
 /// and returns the future that serves it.
 fn serve_connection(relay: Arc<Relay>, stream: Stream) -> impl Future<Output = ()> + Send + 'static {
-    let (read_half, write_half) = stream.into_split();
     let id = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let domain = relay.domain.name();
     let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
-    relay.lock_peers().insert(id, Arc::clone(&peer));
-    Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
+    let admitted = {
+        let mut peers = relay.lock_peers();
+        let admitted = peers.len() < relay.settings.max_connections;
+        if admitted {
+            peers.insert(id, Arc::clone(&peer));
+        }
+        admitted
+    };
+    if admitted {
+        Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
+    } else {
+        relay.refuse();
+    }
     async move {
+        if !admitted {
+            drop(stream);
+            return;
+        }
+        let (read_half, write_half) = stream.into_split();
         let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
         let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
         if let Err(reason) = read_loop(&relay, &peer, reader).await {

@@ -59,6 +59,7 @@ impl TestRelay {
             "connections" => Metrics::get(&metrics.connections, domain, kind).get(),
             "invalid" => Metrics::get(&metrics.invalid, domain, kind).get() as i64,
             "dropped" => Metrics::get(&metrics.dropped, domain, kind).get() as i64,
+            "refused" => Metrics::get(&metrics.refused, domain, kind).get() as i64,
             other => panic!("no family {other}"),
         }
     }

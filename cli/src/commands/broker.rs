@@ -25,14 +25,19 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(endpoints.len());
         for endpoint in &endpoints {
-            if let Endpoint::Tcp(address) = endpoint {
-                let loopback =
-                    address.starts_with("127.") || address.starts_with("localhost:") || address.starts_with("[::1]:");
+            let listener = Listener::bind(endpoint, socket_options).await?;
+            // Judged on the address actually bound (a name may resolve to
+            // anything); nothing is accepted before this check.
+            if let Endpoint::Tcp(bound) = listener.local_endpoint() {
+                let loopback = bound.parse::<std::net::SocketAddr>().is_ok_and(|address| address.ip().is_loopback());
                 if !loopback && server.token.is_none() {
-                    bail!("refusing to listen on non-loopback {endpoint} without a token: set broker.token");
+                    bail!(
+                        "refusing to listen on {endpoint} (bound to {bound}, not loopback) without a token: \
+                         set broker.token (MYC_BROKER__TOKEN), or listen on 127.0.0.1"
+                    );
                 }
             }
-            listeners.push(Listener::bind(endpoint, socket_options).await?);
+            listeners.push(listener);
         }
         let metrics_address =
             args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));

@@ -168,3 +168,13 @@ fn relay_forwards_a_legacy_producers_message_and_stops_cleanly() {
     assert!(relay.wait().unwrap().success());
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
+
+#[test]
+fn broker_refuses_a_non_loopback_tcp_listener_without_a_token() {
+    // The wildcard address reaches every interface: refused at start-up,
+    // judged on the address actually bound, with the way out named.
+    let refused = myc(&["broker", "--listen", "tcp:0.0.0.0:0", "--metrics", ""], b"");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(stderr.contains("not loopback") && stderr.contains("broker.token"), "{stderr}");
+}

@@ -72,8 +72,9 @@ pub(super) struct Outbound {
     /// (and so their buffers) long before the write deadline decides its
     /// fate, once [`ACK_HOLD_BACKLOG`] is queued behind it.
     pub(super) released: AtomicBool,
-    /// Set when deliveries took [`ACK_HOLD`] from queued to written: the
-    /// subscriber reads, but slower than it is fed. Its copies then count as done for
+    /// Set when deliveries took [`ACK_HOLD`] from queued to written (or a
+    /// write has been blocked that long): the subscriber reads, but slower
+    /// than it is fed. Its copies then count as done for
     /// a publisher that also feeds a subscriber keeping up (see
     /// [`AckState::advance`]). Cleared once it has caught up (backlog under
     /// [`ACK_HOLD_BACKLOG`]).
@@ -154,6 +155,12 @@ impl Outbound {
         self.closing.notify_one();
     }
 
+    fn mark_lagging(&self) {
+        if !self.lagging.swap(true, Ordering::AcqRel) {
+            self.metrics.lagging.inc();
+        }
+    }
+
     fn lagging(&self) -> bool {
         self.lagging.load(Ordering::Acquire)
     }
@@ -181,7 +188,11 @@ impl Outbound {
                 self.stalled.store(false, Ordering::Release);
                 return result;
             }
-            Err(_) => self.released.store(true, Ordering::Release),
+            Err(_) => {
+                // Everything in this write has waited ACK_HOLD by now.
+                self.released.store(true, Ordering::Release);
+                self.mark_lagging();
+            }
         }
         loop {
             match tokio::time::timeout(self.write_deadline, &mut write).await {
@@ -346,9 +357,7 @@ pub(super) async fn write_loop(
         // Deliveries that took ACK_HOLD from queued to written: lagging,
         // until they are quick again with little queued.
         if oldest.is_some_and(|at| at.elapsed() >= ACK_HOLD) {
-            if !outbound.lagging.swap(true, Ordering::AcqRel) {
-                outbound.metrics.lagging.inc();
-            }
+            outbound.mark_lagging();
         } else if outbound.queued_bytes.load(Ordering::Relaxed) < ACK_HOLD_BACKLOG {
             outbound.lagging.store(false, Ordering::Release);
         }

@@ -27,9 +27,8 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         all.push(Scenario { name: "broker_publish", payload_bytes, run: broker_publish, n_messages: 2_000_000 });
         all.push(Scenario { name: "broker_e2e_1", payload_bytes, run: broker_e2e_1, n_messages: 2_000_000 });
         all.push(Scenario { name: "broker_e2e_4", payload_bytes, run: broker_e2e_4, n_messages: 1_000_000 });
-        // The fault scenarios run longer: what they measure is the rate a
-        // healthy subscriber keeps, not how long the broker takes to notice.
-        let n_messages = if payload_bytes < 1024 { 10_000_000 } else { 3_000_000 };
+        let n_messages = super::fault_messages(payload_bytes);
+        all.push(Scenario { name: "broker_e2e_1_base", payload_bytes, run: broker_e2e_1, n_messages });
         all.push(Scenario { name: "broker_e2e_1_stuck", payload_bytes, run: broker_e2e_1_stuck, n_messages });
         all.push(Scenario { name: "broker_e2e_1_slow", payload_bytes, run: broker_e2e_1_slow, n_messages });
     }

@@ -102,10 +102,18 @@ impl Fault {
     }
 }
 
+/// Messages per run of a fault scenario: a few seconds of traffic, so that
+/// what is measured is the rate the healthy side keeps, not the fraction of
+/// a second the server takes to notice the faulty one.
+pub(crate) fn fault_messages(payload_bytes: usize) -> u64 {
+    if payload_bytes < 1024 { 20_000_000 } else { 5_000_000 }
+}
+
 /// The scenario a fault scenario is set against: `broker_e2e_1_stuck` →
-/// `broker_e2e_1`.
-fn baseline_of(name: &str) -> Option<&str> {
-    name.strip_suffix("_stuck").or_else(|| name.strip_suffix("_slow"))
+/// `broker_e2e_1_base` (the same load, as many messages, no fault).
+fn baseline_of(name: &str) -> Option<String> {
+    let stem = name.strip_suffix("_stuck").or_else(|| name.strip_suffix("_slow"))?;
+    Some(format!("{stem}_base"))
 }
 
 /// Latency percentiles in microseconds.
@@ -133,10 +141,10 @@ const GROUPS: &[(&str, &[&str])] = &[
     (
         "faults",
         &[
-            "broker_e2e_1",
+            "broker_e2e_1_base",
             "broker_e2e_1_stuck",
             "broker_e2e_1_slow",
-            "relay_e2e_1",
+            "relay_e2e_1_base",
             "relay_e2e_1_stuck",
             "relay_e2e_1_slow",
         ],
@@ -307,7 +315,7 @@ fn set_baseline_ratios(reports: &mut [ScenarioReport]) {
         report.vs_baseline = medians
             .iter()
             .find(|(name, payload_bytes, median)| {
-                *name == baseline && *payload_bytes == report.payload_bytes && *median > 0.0
+                *name == baseline.as_str() && *payload_bytes == report.payload_bytes && *median > 0.0
             })
             .filter(|_| report.msgs_per_sec.median > 0.0)
             .map(|(_, _, median)| report.msgs_per_sec.median / median);

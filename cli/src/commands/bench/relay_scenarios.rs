@@ -20,19 +20,23 @@ pub(super) fn scenarios() -> Vec<Scenario> {
             [
                 Scenario { name: "relay_e2e_1", payload_bytes, run: relay_e2e_1, n_messages: 2_000_000 },
                 Scenario { name: "relay_e2e_4", payload_bytes, run: relay_e2e_4, n_messages: 1_000_000 },
-                // Longer: the rate a healthy consumer keeps, not how long the
-                // relay takes to notice.
+                Scenario {
+                    name: "relay_e2e_1_base",
+                    payload_bytes,
+                    run: relay_e2e_1,
+                    n_messages: super::fault_messages(payload_bytes),
+                },
                 Scenario {
                     name: "relay_e2e_1_stuck",
                     payload_bytes,
                     run: relay_e2e_1_stuck,
-                    n_messages: if payload_bytes < 1024 { 10_000_000 } else { 3_000_000 },
+                    n_messages: super::fault_messages(payload_bytes),
                 },
                 Scenario {
                     name: "relay_e2e_1_slow",
                     payload_bytes,
                     run: relay_e2e_1_slow,
-                    n_messages: if payload_bytes < 1024 { 10_000_000 } else { 3_000_000 },
+                    n_messages: super::fault_messages(payload_bytes),
                 },
             ]
         })

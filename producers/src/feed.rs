@@ -112,7 +112,12 @@ pub async fn run(
     sink: &mut impl Sink,
     stop: &Arc<AtomicBool>,
 ) -> Result<(), FeedError> {
-    let mut driver = Driver { options, out: Outbox::default(), pacer: Pacer::new(options.pace), last_warning: None };
+    let mut driver = Driver {
+        options,
+        out: Outbox::default(),
+        pacer: Pacer::new(options.pace),
+        warnings: transport::OnceASecond::default(),
+    };
     match input {
         Input::File(path) => {
             let file = tokio::fs::File::open(path)
@@ -129,7 +134,7 @@ struct Driver<'o> {
     options: &'o Options,
     out: Outbox,
     pacer: Pacer,
-    last_warning: Option<std::time::Instant>,
+    warnings: transport::OnceASecond,
 }
 
 enum Step {
@@ -264,10 +269,9 @@ impl Driver<'_> {
         if counted_out || stop.load(Ordering::Relaxed) { Step::Done } else { Step::Go }
     }
 
-    fn warn(&mut self, what: &str) {
-        if self.last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
+    fn warn(&self, what: &str) {
+        if self.warnings.ready() {
             tracing::warn!("{what} (further ones counted, logged at most once a second)");
-            self.last_warning = Some(std::time::Instant::now());
         }
     }
 }

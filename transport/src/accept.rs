@@ -25,7 +25,7 @@ pub async fn accept_until<Fut>(
     Fut: Future<Output = ()> + Send + 'static,
 {
     let mut connections = JoinSet::new();
-    let mut last_warning: Option<std::time::Instant> = None;
+    let warnings = crate::OnceASecond::default();
     loop {
         tokio::select! {
             _ = stopped.changed() => break,
@@ -36,8 +36,7 @@ pub async fn accept_until<Fut>(
                 Err(error) => {
                     // Often transient (too many open files): back off briefly,
                     // and log at most once a second.
-                    if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-                        last_warning = Some(std::time::Instant::now());
+                    if warnings.ready() {
                         tracing::warn!(%error, "accept failed (logged at most once a second)");
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;

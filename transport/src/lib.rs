@@ -19,6 +19,7 @@ mod error;
 mod framed;
 mod hold;
 mod limits;
+mod once_a_second;
 mod task;
 
 pub use accept::accept_until;
@@ -29,4 +30,5 @@ pub use error::Error;
 pub use framed::{FrameReader, Framing, LengthPrefixed};
 pub use hold::HoldBudget;
 pub use limits::{RESERVED_DESCRIPTORS, check_open_file_limit, raise_open_file_limit};
+pub use once_a_second::OnceASecond;
 pub use task::{AbortOnDrop, Running};

@@ -68,9 +68,10 @@ pub struct RelaySettings {
     pub echo_to_producers: bool,
     /// Checksum policy per domain, indexed by `relay_domain - 1`.
     pub checksum: [ChecksumCheck; 4],
-    /// How long a producer waits for a consumer over its bound to drain
-    /// before that consumer counts as stuck: its policy then applies at once
-    /// until it has caught up.
+    /// How long producers wait at most, at once, for a consumer over its
+    /// bound to drain (and at most half their time over the long run) before
+    /// that consumer counts as stuck: its policy then applies at once until
+    /// it has caught up.
     pub stall_timeout: Duration,
 }
 
@@ -138,7 +139,7 @@ pub async fn serve(
             metrics: Arc::clone(&metrics),
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            last_refusal_warning: Mutex::new(None),
+            refusal_warnings: transport::OnceASecond::default(),
         });
         let serve = {
             let relay = Arc::clone(&relay);
@@ -167,8 +168,8 @@ struct Relay {
     /// Every open connection, by id.
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
     next_id: AtomicU64,
-    /// When a refused connection was last logged (at most once a second).
-    last_refusal_warning: Mutex<Option<std::time::Instant>>,
+    /// Refused connections are logged at most once a second.
+    refusal_warnings: transport::OnceASecond,
 }
 
 impl Relay {
@@ -181,9 +182,7 @@ impl Relay {
     fn refuse(&self) {
         let domain = self.domain.name();
         Metrics::get(&self.metrics.refused, domain, "max_connections").inc();
-        let mut last = self.last_refusal_warning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(std::time::Instant::now());
+        if self.refusal_warnings.ready() {
             tracing::warn!(
                 domain,
                 max_connections = self.settings.max_connections,
@@ -204,25 +203,24 @@ impl Relay {
 fn serve_connection(relay: Arc<Relay>, stream: Stream) -> impl Future<Output = ()> + Send + 'static {
     let id = relay.next_id.fetch_add(1, Ordering::Relaxed);
     let domain = relay.domain.name();
-    let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
     let admitted = {
         let mut peers = relay.lock_peers();
-        let admitted = peers.len() < relay.settings.max_connections;
-        if admitted {
+        (peers.len() < relay.settings.max_connections).then(|| {
+            let peer = Arc::new(Peer::new(&relay.settings, &relay.metrics, domain));
             peers.insert(id, Arc::clone(&peer));
-        }
-        admitted
+            peer
+        })
     };
-    if admitted {
+    if admitted.is_some() {
         Metrics::get(&relay.metrics.connections, domain, "consumer").inc();
     } else {
         relay.refuse();
     }
     async move {
-        if !admitted {
+        let Some(peer) = admitted else {
             drop(stream);
             return;
-        }
+        };
         let (read_half, write_half) = stream.into_split();
         let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
         let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
@@ -292,9 +290,9 @@ async fn read_loop(
         }
         runs.clear();
         // A reading consumer that fell behind gets a moment to catch up (the
-        // producer waits, losing nothing); one that does not drain within
-        // the stall timeout is marked stuck and handled by its policy until
-        // it keeps up again.
+        // producer waits, losing nothing) while its hold budget lasts; past
+        // it, it is marked stuck and handled by its policy until it keeps up
+        // again.
         for target in behind.drain(..) {
             target.wait_below_bound().await;
         }

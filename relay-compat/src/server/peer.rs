@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use codec::Source;
@@ -56,8 +56,8 @@ pub(super) struct Peer {
     /// than its producers write, exhausts it and gets its policy instead of
     /// slowing anyone.
     hold: Mutex<HoldBudget>,
-    /// When "stopped reading" was last logged (at most once a second).
-    last_warning: Mutex<Option<Instant>>,
+    /// "Not keeping up" is logged at most once a second.
+    warnings: transport::OnceASecond,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
     policy: QueuePolicy,
@@ -78,7 +78,7 @@ impl Peer {
             progress: Notify::new(),
             stuck: AtomicBool::new(false),
             hold: Mutex::new(HoldBudget::new(settings.stall_timeout, Instant::now())),
-            last_warning: Mutex::new(None),
+            warnings: transport::OnceASecond::default(),
             role: AtomicU8::new(0),
             policy: settings.policy,
             max_messages: settings.queue_messages as u64,
@@ -165,9 +165,7 @@ impl Peer {
     }
 
     fn warn_stuck(&self) {
-        let mut last = self.last_warning.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if last.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
-            *last = Some(Instant::now());
+        if self.warnings.ready() {
             tracing::warn!(
                 policy = ?self.policy,
                 "a consumer is not keeping up; applying its queue policy (logged at most once a second)"

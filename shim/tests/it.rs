@@ -5,9 +5,12 @@
 
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
+mod common;
+
+use common::{Seen, compare, sequence_of};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -20,10 +23,6 @@ use transport::{BreakerOptions, BreakerState, BufferLimits, Endpoint, Listener, 
 fn message(sequence: u64) -> Vec<u8> {
     let header = Header::new(Domain::MarketData, Source::TestClient, sequence, 1_700_000_000_000_000_000 + sequence);
     MessageBuilder::new(header).tlv(TlvType::from_u8(200), &sequence.to_le_bytes().repeat(5)).unwrap().build()
-}
-
-fn sequence_of(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes[8..16].try_into().unwrap())
 }
 
 fn relay_paths(market_data: &Path) -> [PathBuf; 4] {
@@ -53,9 +52,6 @@ fn broker_client(path: &Path) -> broker::Client {
     options.backoff_max = Duration::from_millis(20);
     broker::Client::start(options)
 }
-
-/// What a tap has seen so far.
-type Seen = Arc<Mutex<Vec<Bytes>>>;
 
 /// Taps the relay at `path`, once `relay` has accepted the tap.
 async fn tap_relay(
@@ -289,15 +285,7 @@ async fn a_relay_killed_during_dual_broker_primary_leaves_the_broker_path_whole_
     // by verify as missing, not hidden.
     let relay_count = relay_seen.lock().unwrap().len() as u64;
     assert!(relay_count < N, "the old relay's tap cannot have seen everything");
-    let captured = |seen: &Seen| -> Vec<verify::join::Captured> {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .map(|bytes| verify::join::Captured { bytes: bytes.to_vec(), arrival_ns: 0 })
-            .collect()
-    };
-    let comparison =
-        verify::join::compare(captured(&broker_seen), captured(&relay_seen), verify::join::Ignore::default(), 1);
+    let comparison = compare(&broker_seen, &relay_seen, 1);
     assert!(!comparison.identical());
     assert_eq!(comparison.counts.missing, N - relay_count);
     drop(restarted);

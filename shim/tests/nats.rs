@@ -7,14 +7,16 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "a failed unwrap is a failed test; a skip says so")]
 
+mod common;
+
+use common::{Seen, compare, sequence_of};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use broker::nats::{NatsOptions, NatsPublisher};
-use bytes::Bytes;
 use codec::{Domain, Header, MessageBuilder, Source, TlvType};
 use config::Stage;
 use futures_util::StreamExt;
@@ -87,10 +89,6 @@ fn message(sequence: u64) -> Vec<u8> {
     MessageBuilder::new(header).tlv(TlvType::from_u8(201), &sequence.to_le_bytes().repeat(4)).unwrap().build()
 }
 
-fn sequence_of(bytes: &[u8]) -> u64 {
-    u64::from_le_bytes(bytes[8..16].try_into().unwrap())
-}
-
 fn topics() -> [String; 4] {
     ["market_data", "signals", "execution", "system"].map(str::to_owned)
 }
@@ -102,8 +100,6 @@ fn options(urls: Vec<String>, jetstream: bool) -> NatsOptions {
     options.backoff_max = Duration::from_millis(200);
     options
 }
-
-type Seen = Arc<Mutex<Vec<Bytes>>>;
 
 async fn subscribe(url: &str, subject: &str) -> (Seen, tokio::task::JoinHandle<()>) {
     let client = async_nats::ConnectOptions::new().subscription_capacity(1 << 20).connect(url).await.unwrap();
@@ -161,15 +157,7 @@ async fn relay_and_nats_carry_identical_bytes_in_dual_relay_primary() {
     let count = usize::try_from(N).unwrap();
     wait_until("both taps", || relay_seen.lock().unwrap().len() >= count && nats_seen.lock().unwrap().len() >= count)
         .await;
-    let captured = |seen: &Seen| -> Vec<verify::join::Captured> {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .map(|bytes| verify::join::Captured { bytes: bytes.to_vec(), arrival_ns: 0 })
-            .collect()
-    };
-    let comparison =
-        verify::join::compare(captured(&relay_seen), captured(&nats_seen), verify::join::Ignore::default(), 3);
+    let comparison = compare(&relay_seen, &nats_seen, 3);
     assert!(comparison.identical(), "{:?}", comparison.counts);
     assert_eq!(comparison.counts.matched, N);
 }

@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+pub use myc_transport::BreakerOptions;
+use myc_transport::backoff::Backoff;
+use myc_transport::{BufferLimits, Endpoint, FrameBuffer, FrameReader, LengthPrefixed, PushError};
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
-pub use transport::BreakerOptions;
-use transport::backoff::Backoff;
-use transport::{BufferLimits, Endpoint, FrameBuffer, FrameReader, LengthPrefixed, PushError};
 
 use crate::Error;
 use crate::protocol::{self, ClientOp, ServerOp, Topic};
@@ -269,7 +269,7 @@ struct Inner {
     failed: Mutex<Option<String>>,
     /// 0 connecting, 1 connected, 2 failed.
     state: std::sync::atomic::AtomicU8,
-    breaker: transport::PublishBreaker,
+    breaker: myc_transport::PublishBreaker,
 }
 
 impl Inner {
@@ -304,7 +304,7 @@ impl Inner {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
-    _task: Arc<transport::AbortOnDrop>,
+    _task: Arc<myc_transport::AbortOnDrop>,
 }
 
 impl std::fmt::Debug for Client {
@@ -330,9 +330,9 @@ impl Client {
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             failed: Mutex::new(None),
             state: std::sync::atomic::AtomicU8::new(0),
-            breaker: transport::PublishBreaker::new(breaker_options),
+            breaker: myc_transport::PublishBreaker::new(breaker_options),
         });
-        let task = transport::AbortOnDrop::spawn(run(Arc::clone(&inner)));
+        let task = myc_transport::AbortOnDrop::spawn(run(Arc::clone(&inner)));
         Client { inner, _task: Arc::new(task) }
     }
 
@@ -388,7 +388,7 @@ impl Client {
     }
 
     /// The circuit breaker's state, when the client has one.
-    pub fn breaker_state(&self) -> Option<transport::BreakerState> {
+    pub fn breaker_state(&self) -> Option<myc_transport::BreakerState> {
         self.inner.breaker.state()
     }
 
@@ -525,7 +525,7 @@ async fn connect(
     write_half
         .write_all(&frame)
         .await
-        .map_err(|source| transport::Error::Io { context: "write HELLO".to_owned(), source })?;
+        .map_err(|source| myc_transport::Error::Io { context: "write HELLO".to_owned(), source })?;
     let mut reader = FrameReader::new(read_half, LengthPrefixed { max_body: inner.options.max_frame });
     let Some(frame) = reader.read_frame().await? else {
         return Err(Error::Protocol("closed before WELCOME".to_owned()));
@@ -541,7 +541,8 @@ type Halves =
     (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
 
 async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Unacked) -> Result<(), Error> {
-    let io_error = |source| Error::Transport(transport::Error::Io { context: "write to broker".to_owned(), source });
+    let io_error =
+        |source| Error::Transport(myc_transport::Error::Io { context: "write to broker".to_owned(), source });
     // Subscriptions first, then resend what was never acknowledged.
     let mut subscribed: Vec<u32> = Vec::new();
     let mut out = BytesMut::new();
@@ -680,7 +681,7 @@ fn apply_ack(inner: &Inner, unacked: &Unacked, newly: u64) {
                     inner.buffer.recycle(chunk);
                 }
             } else {
-                let bytes = transport::frames_len(chunk, remaining, protocol::frame_len);
+                let bytes = myc_transport::frames_len(chunk, remaining, protocol::frame_len);
                 *chunk = chunk.slice(bytes..);
                 *frames -= remaining;
                 released += remaining;

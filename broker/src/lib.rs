@@ -22,7 +22,7 @@ pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve, spawn};
 pub enum Error {
     /// Below the protocol: endpoints, sockets, framing.
     #[error(transparent)]
-    Transport(#[from] transport::Error),
+    Transport(#[from] myc_transport::Error),
     /// The broker sent ERROR.
     #[error("broker error {}: {message}", code.name())]
     Broker {
@@ -36,7 +36,7 @@ pub enum Error {
     Protocol(String),
     /// The publish buffer refused the message.
     #[error(transparent)]
-    Buffer(#[from] transport::PushError),
+    Buffer(#[from] myc_transport::PushError),
     /// A topic that breaks the rules.
     #[error("bad topic {topic:?}: {reason}")]
     BadTopic {

@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use myc_transport::{AbortOnDrop, BufferLimits, FrameBuffer, PushError};
 use tokio::sync::watch;
-use transport::{AbortOnDrop, BufferLimits, FrameBuffer, PushError};
 
 use crate::Error;
 
@@ -228,7 +228,7 @@ async fn connect_options(options: &NatsOptions) -> Result<async_nats::ConnectOpt
         .retry_on_initial_connect()
         .client_capacity(4096)
         .reconnect_delay_callback(move |attempt| {
-            transport::backoff::delay(u32::try_from(attempt).unwrap_or(u32::MAX), base, max, rand::random::<f64>())
+            myc_transport::backoff::delay(u32::try_from(attempt).unwrap_or(u32::MAX), base, max, rand::random::<f64>())
         });
     if let Some(path) = &options.credentials_file {
         connect = connect
@@ -303,7 +303,7 @@ async fn ensure_stream(options: &NatsOptions, client: async_nats::Client) -> asy
         duplicate_window: options.duplicate_window,
         ..Default::default()
     };
-    let mut backoff = transport::backoff::Backoff::new(options.backoff_base, options.backoff_max);
+    let mut backoff = myc_transport::backoff::Backoff::new(options.backoff_base, options.backoff_max);
     loop {
         match context.get_or_create_stream(config.clone()).await {
             Ok(_) => return context,
@@ -324,7 +324,7 @@ async fn publish_acknowledged(
     messages: Vec<(async_nats::Subject, Bytes)>,
 ) {
     let mut pending = messages;
-    let mut backoff = transport::backoff::Backoff::new(inner.options.backoff_base, inner.options.backoff_max);
+    let mut backoff = myc_transport::backoff::Backoff::new(inner.options.backoff_base, inner.options.backoff_max);
     while !pending.is_empty() {
         let mut acks = Vec::with_capacity(pending.len());
         for (subject, payload) in &pending {

@@ -29,11 +29,11 @@ pub(crate) async fn bind(address: Option<&str>) -> anyhow::Result<Option<tokio::
 pub(crate) fn spawn(
     listener: Option<tokio::net::TcpListener>,
     register: impl FnOnce(&mut Registry),
-) -> Option<transport::AbortOnDrop> {
+) -> Option<myc_transport::AbortOnDrop> {
     let listener = listener?;
     let mut registry = Registry::default();
     register(&mut registry);
-    Some(transport::AbortOnDrop::spawn(serve(listener, registry)))
+    Some(myc_transport::AbortOnDrop::spawn(serve(listener, registry)))
 }
 
 /// Serves `registry` on `listener` until the task is dropped.

@@ -22,9 +22,9 @@ const EXPONENT_CLAMP: i64 = 1_000_000;
 /// values whose fixed-point form does not fit in an i64.
 ///
 /// ```
-/// assert_eq!(codec::parse_fixed8("72930.1"), Ok(7_293_010_000_000));
-/// assert_eq!(codec::parse_fixed8("0.123456785"), Ok(12_345_679));
-/// assert_eq!(codec::parse_fixed8("-1.5e-3"), Ok(-150_000));
+/// assert_eq!(myc_codec::parse_fixed8("72930.1"), Ok(7_293_010_000_000));
+/// assert_eq!(myc_codec::parse_fixed8("0.123456785"), Ok(12_345_679));
+/// assert_eq!(myc_codec::parse_fixed8("-1.5e-3"), Ok(-150_000));
 /// ```
 pub fn parse_fixed8(text: &str) -> Result<i64, Error> {
     let invalid = |reason| Error::InvalidDecimal { text: Error::excerpt(text), reason };

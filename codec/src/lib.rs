@@ -14,9 +14,9 @@
 //! typed [`Error`] that carries the byte offset of the problem.
 //!
 //! ```
-//! use codec::{Checksum, Domain, Header, Message, MessageWriter, Source, Trade};
+//! use myc_codec::{Checksum, Domain, Header, Message, MessageWriter, Source, Trade};
 //!
-//! let trade = Trade { asset_id: codec::asset_id("BTC/USD")?, price: 7_293_010_000_000, ..Trade::default() };
+//! let trade = Trade { asset_id: myc_codec::asset_id("BTC/USD")?, price: 7_293_010_000_000, ..Trade::default() };
 //! let mut buf = [0u8; 128];
 //! let mut writer = MessageWriter::new(&mut buf)?;
 //! writer.push_trade(&trade)?;
@@ -26,7 +26,7 @@
 //! let message = Message::parse(&buf[..len])?;
 //! assert_eq!(message.header().sequence, 1);
 //! assert_eq!(message.tlvs().next().map(|tlv| tlv.payload.len()), Some(40));
-//! # Ok::<(), codec::Error>(())
+//! # Ok::<(), myc_codec::Error>(())
 //! ```
 #![warn(clippy::pedantic)]
 #![allow(clippy::module_name_repetitions, clippy::must_use_candidate)]

@@ -10,8 +10,8 @@
 use std::path::Path;
 use std::time::Duration;
 
-use config::{Error, Settings, Sources, Span, Stage, Watched, load};
 use figment::Jail;
+use myc_config::{Error, Settings, Sources, Span, Stage, Watched, load};
 
 #[test]
 fn the_printed_default_parses_validates_and_equals_the_default() {
@@ -125,7 +125,7 @@ fn validation_reports_every_problem_with_its_key() {
     }
     assert_eq!(problems.len(), 4, "{all}");
     // Parsing alone accepts it: validation is a separate step.
-    assert!(config::parse(&Sources::file_only(&file)).is_ok());
+    assert!(myc_config::parse(&Sources::file_only(&file)).is_ok());
 }
 
 #[test]
@@ -180,9 +180,9 @@ async fn hot_reload_applies_a_good_edit_within_a_second_and_keeps_the_last_good_
 
 #[test]
 fn socket_modes_are_octal_and_never_world_writable() {
-    assert_eq!(config::socket_mode("0640"), Some(0o640));
-    assert_eq!(config::socket_mode("0666"), None, "world-writable");
-    assert_eq!(config::socket_mode("rw-rw----"), None);
+    assert_eq!(myc_config::socket_mode("0640"), Some(0o640));
+    assert_eq!(myc_config::socket_mode("0666"), None, "world-writable");
+    assert_eq!(myc_config::socket_mode("rw-rw----"), None);
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("open.toml");
     std::fs::write(&file, "[broker.server]\nsocket_mode = \"0666\"\nsocket_group = 1000\n").unwrap();

@@ -7,18 +7,18 @@
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use transport::Framing;
+use myc_transport::Framing;
 
 fuzz_target!(|data: &[u8]| {
-    let framing = transport::LengthPrefixed { max_body: broker::protocol::DEFAULT_MAX_FRAME };
+    let framing = myc_transport::LengthPrefixed { max_body: myc_broker::protocol::DEFAULT_MAX_FRAME };
     let mut rest = data;
     while let Ok(Some(len)) = framing.frame_len(rest) {
         if len > rest.len() {
             break;
         }
         let body = Bytes::copy_from_slice(&rest[4..len]);
-        let _ = broker::ClientOp::decode(body.clone());
-        let _ = broker::ServerOp::decode(body);
+        let _ = myc_broker::ClientOp::decode(body.clone());
+        let _ = myc_broker::ServerOp::decode(body);
         rest = &rest[len..];
     }
 });

@@ -7,8 +7,8 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(settings) = config::load_str(text) {
+    if let Ok(settings) = myc_config::load_str(text) {
         assert!(settings.validate().is_ok());
     }
-    let _ = rollout::Plan::parse(text);
+    let _ = myc_rollout::Plan::parse(text);
 });

@@ -7,7 +7,7 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let mut reader = verify::pcapng::Reader::new(std::io::Cursor::new(data));
+    let mut reader = myc_verify::pcapng::Reader::new(std::io::Cursor::new(data));
     loop {
         match reader.next_packet() {
             Ok(Some(packet)) => assert!(packet.data.len() <= data.len()),

@@ -6,16 +6,16 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use transport::Framing;
+use myc_transport::Framing;
 
 fuzz_target!(|input: (Vec<u8>, Vec<u8>)| {
     let (data, cuts) = input;
-    let framing = relay_compat::ProtocolV2 { max_message: codec::MAX_MESSAGE_LEN };
+    let framing = myc_relay_compat::ProtocolV2 { max_message: myc_codec::MAX_MESSAGE_LEN };
     // Whole: the boundaries of the stream read at once.
     let mut whole = Vec::new();
     let mut offset = 0;
     while let Ok(Some(len)) = framing.frame_len(&data[offset..]) {
-        assert!(len <= codec::MAX_MESSAGE_LEN);
+        assert!(len <= myc_codec::MAX_MESSAGE_LEN);
         if offset + len > data.len() {
             break;
         }

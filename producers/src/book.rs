@@ -86,10 +86,10 @@ mod tests {
 
     fn level<'a>(price: &'a str, qty: &'a str) -> Level<'a> {
         Level {
-            price: codec::parse_fixed8(price).unwrap_or_default(),
+            price: myc_codec::parse_fixed8(price).unwrap_or_default(),
             price_text: price,
             qty_text: qty,
-            delete: codec::parse_fixed8(qty) == Ok(0),
+            delete: myc_codec::parse_fixed8(qty) == Ok(0),
         }
     }
 

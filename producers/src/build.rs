@@ -3,10 +3,10 @@
 //! build time — or, in deterministic replay, the event's own time (0 when it
 //! has none), so that the same input always gives the same bytes.
 
-use codec::{Checksum, Domain, Header, MessageWriter, Quote, Source, Trade};
+use myc_codec::{Checksum, Domain, Header, MessageWriter, Quote, Source, Trade};
 
 /// The largest message an adapter builds (header + one Quote TLV).
-const MAX_MESSAGE: usize = codec::HEADER_LEN + 2 + Quote::LEN;
+const MAX_MESSAGE: usize = myc_codec::HEADER_LEN + 2 + Quote::LEN;
 
 /// Built messages, concatenated, waiting to be published.
 #[derive(Debug, Default)]
@@ -35,7 +35,7 @@ impl Outbox {
     pub fn messages(&self) -> impl Iterator<Item = &[u8]> {
         let mut rest = self.bytes.as_slice();
         std::iter::from_fn(move || {
-            let len = codec::peek_message_len(rest)?.min(rest.len());
+            let len = myc_codec::peek_message_len(rest)?.min(rest.len());
             let (message, tail) = rest.split_at(len);
             rest = tail;
             Some(message)
@@ -101,7 +101,7 @@ impl Stamper {
     fn append(
         &mut self,
         out: &mut Outbox,
-        push: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), codec::Error>,
+        push: impl FnOnce(&mut MessageWriter<'_>) -> Result<(), myc_codec::Error>,
         header: &Header,
     ) {
         let start = out.bytes.len();

@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::{SinkExt, StreamExt};
+use myc_transport::backoff::Backoff;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use transport::backoff::Backoff;
 
 use crate::{Adapter, Control, Outbox};
 
@@ -78,7 +78,7 @@ pub trait Sink {
     fn deliver(&mut self, out: &Outbox) -> impl Future<Output = Result<(), String>>;
 }
 
-impl<P: shim::Publisher> Sink for &P {
+impl<P: myc_shim::Publisher> Sink for &P {
     async fn deliver(&mut self, out: &Outbox) -> Result<(), String> {
         for message in out.messages() {
             self.publish(message).await.map_err(|error| error.to_string())?;
@@ -116,7 +116,7 @@ pub async fn run(
         options,
         out: Outbox::default(),
         pacer: Pacer::new(options.pace),
-        warnings: transport::OnceASecond::default(),
+        warnings: myc_transport::OnceASecond::default(),
     };
     match input {
         Input::File(path) => {
@@ -134,7 +134,7 @@ struct Driver<'o> {
     options: &'o Options,
     out: Outbox,
     pacer: Pacer,
-    warnings: transport::OnceASecond,
+    warnings: myc_transport::OnceASecond,
 }
 
 enum Step {
@@ -307,7 +307,7 @@ impl Pacer {
 
 /// The exchange time a Trade or Quote carries.
 fn event_time(message: &[u8]) -> Option<u64> {
-    let tlv = message.get(codec::HEADER_LEN..)?;
+    let tlv = message.get(myc_codec::HEADER_LEN..)?;
     let offset = match tlv.first()? {
         1 => 2 + 24,
         2 => 2 + 40,

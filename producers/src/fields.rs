@@ -56,7 +56,7 @@ fn number_text(value: Option<&RawValue>) -> Result<&str, Drop> {
 }
 
 fn fixed8(text: &str) -> Result<i64, Drop> {
-    codec::parse_fixed8(text).map_err(|_| if looks_numeric(text) { Drop::Overflow } else { Drop::BadField })
+    myc_codec::parse_fixed8(text).map_err(|_| if looks_numeric(text) { Drop::Overflow } else { Drop::BadField })
 }
 
 fn looks_numeric(text: &str) -> bool {
@@ -108,5 +108,5 @@ pub fn rfc3339(text: &str) -> Result<u64, Drop> {
 
 /// The `asset_id` of a symbol.
 pub fn asset(symbol: &str) -> Result<u64, Drop> {
-    codec::asset_id(symbol).map_err(|_| Drop::BadSymbol)
+    myc_codec::asset_id(symbol).map_err(|_| Drop::BadSymbol)
 }

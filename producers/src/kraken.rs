@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use codec::{Quote, Trade};
+use myc_codec::{Quote, Trade};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -5,7 +5,7 @@
 
 use std::borrow::Cow;
 
-use codec::{Quote, Trade};
+use myc_codec::{Quote, Trade};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 

@@ -49,9 +49,9 @@ impl FeedCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Paths {
     /// The relay path.
-    pub relay: shim::PathSummary,
+    pub relay: myc_shim::PathSummary,
     /// The broker path.
-    pub broker: shim::PathSummary,
+    pub broker: myc_shim::PathSummary,
 }
 
 /// The whole summary.

@@ -2,10 +2,10 @@
 //! walks, so the shim, rollout and hot reload can be exercised without a
 //! market. Built in place (no allocation per message).
 
-use codec::{Checksum, Domain, Header, MessageWriter, Source, Trade};
+use myc_codec::{Checksum, Domain, Header, MessageWriter, Source, Trade};
 
 /// The encoded size of one synthetic message (header + one Trade TLV).
-pub const MESSAGE_LEN: usize = codec::HEADER_LEN + 2 + Trade::LEN;
+pub const MESSAGE_LEN: usize = myc_codec::HEADER_LEN + 2 + Trade::LEN;
 
 /// Trade after trade, numbered from 1.
 #[derive(Debug, Clone)]
@@ -18,7 +18,7 @@ pub struct Synthetic {
 impl Synthetic {
     /// A feed publishing as `source`.
     pub fn new(source: Source) -> Synthetic {
-        let asset_id = codec::asset_id("BTC-USD").unwrap_or_default();
+        let asset_id = myc_codec::asset_id("BTC-USD").unwrap_or_default();
         Synthetic { source, sequence: 0, asset_id }
     }
 
@@ -32,7 +32,7 @@ impl Synthetic {
     ///
     /// # Errors
     /// A buffer too small.
-    pub fn next_into(&mut self, now_ns: u64, buf: &mut [u8]) -> Result<usize, codec::Error> {
+    pub fn next_into(&mut self, now_ns: u64, buf: &mut [u8]) -> Result<usize, myc_codec::Error> {
         self.sequence += 1;
         let step = i64::try_from(self.sequence % 2_000).unwrap_or(0) - 1_000;
         let trade = Trade {

@@ -7,8 +7,8 @@
 
 use std::path::PathBuf;
 
-use codec::{Message, Source};
-use producers::{Adapter, Control, FeedCounters, Kraken, Outbox, Polygon, Stamper};
+use myc_codec::{Message, Source};
+use myc_producers::{Adapter, Control, FeedCounters, Kraken, Outbox, Polygon, Stamper};
 
 fn sample(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
@@ -40,7 +40,7 @@ fn kraken() -> Kraken {
 }
 
 fn canonical(messages: &[Vec<u8>]) -> String {
-    messages.iter().map(|bytes| codec::to_json_string(&Message::parse(bytes).unwrap()) + "\n").collect()
+    messages.iter().map(|bytes| myc_codec::to_json_string(&Message::parse(bytes).unwrap()) + "\n").collect()
 }
 
 fn dropped(counters: &FeedCounters, reason: &str) -> u64 {
@@ -67,12 +67,12 @@ fn polygon_samples_map_every_event_with_exact_counts() {
 fn polygon_fields_are_exact_from_the_decimal_text() {
     let (messages, _, _) = replay(&mut polygon(), &sample("polygon.jsonl"));
     let trade = |index: usize| {
-        codec::Trade::decode(Message::parse(&messages[index]).unwrap().tlvs().next().unwrap().payload).unwrap()
+        myc_codec::Trade::decode(Message::parse(&messages[index]).unwrap().tlvs().next().unwrap().payload).unwrap()
     };
     let aapl = trade(0);
     assert_eq!(
         (aapl.asset_id, aapl.price, aapl.volume),
-        (codec::asset_id("AAPL").unwrap(), 18_952_000_000, 10_000_000_000)
+        (myc_codec::asset_id("AAPL").unwrap(), 18_952_000_000, 10_000_000_000)
     );
     assert_eq!(
         (aapl.execution_timestamp_ns, aapl.venue_id, aapl.asset_type, aapl.side),
@@ -113,7 +113,7 @@ fn kraken_samples_map_trades_and_tickers_and_verify_every_book_update() {
     let ignored: Vec<_> = counters.events_ignored.iter().map(|(kind, n)| (kind.as_str(), *n)).collect();
     assert_eq!(ignored, [("instrument", 1), ("ohlc", 1), ("subscribe_failed", 0)]);
     let first = Message::parse(&messages[0]).unwrap();
-    let trade = codec::Trade::decode(first.tlvs().next().unwrap().payload).unwrap();
+    let trade = myc_codec::Trade::decode(first.tlvs().next().unwrap().payload).unwrap();
     assert_eq!((trade.price, trade.volume, trade.side, trade.venue_id), (7_293_010_000_000, 750_000, 1, 101));
     assert_eq!(trade.execution_timestamp_ns, 1_764_172_801_708_707_000);
     assert_eq!(first.header().timestamp_ns, trade.execution_timestamp_ns, "deterministic: the event's time");

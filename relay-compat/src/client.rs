@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use codec::{Domain, Header, Source};
+use myc_codec::{Domain, Header, Source};
+use myc_transport::backoff::Backoff;
+use myc_transport::{
+    AbortOnDrop, BreakerOptions, BreakerState, BufferLimits, Endpoint, FrameBuffer, PublishBreaker, PushError,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use transport::backoff::Backoff;
-use transport::{
-    AbortOnDrop, BreakerOptions, BreakerState, BufferLimits, Endpoint, FrameBuffer, PublishBreaker, PushError,
-};
 
 use crate::Error;
 use crate::framing::message_len;
@@ -209,14 +209,17 @@ impl RelayClient {
 
 /// Checks that `message` is exactly one message by its header.
 fn check(message: &[u8]) -> Result<(), Error> {
-    match codec::frame_len(message)? {
+    match myc_codec::frame_len(message)? {
         Some(len) if len == message.len() => Ok(()),
         Some(_) => Err(Error::BadMessage(
-            codec::Message::parse(message).err().unwrap_or(codec::Error::Truncated { offset: message.len(), need: 0 }),
+            myc_codec::Message::parse(message)
+                .err()
+                .unwrap_or(myc_codec::Error::Truncated { offset: message.len(), need: 0 }),
         )),
-        None => {
-            Err(Error::BadMessage(codec::Error::Truncated { offset: message.len(), need: 32 - message.len().min(32) }))
-        }
+        None => Err(Error::BadMessage(myc_codec::Error::Truncated {
+            offset: message.len(),
+            need: 32 - message.len().min(32),
+        })),
     }
 }
 

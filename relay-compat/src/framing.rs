@@ -2,7 +2,7 @@
 //! `32 + payload_size` bytes, and a bad magic, version or size means framing
 //! is lost. The checks themselves are the codec's.
 
-use transport::Framing;
+use myc_transport::Framing;
 
 /// The framing error text (and metrics reason) for a wrong magic.
 pub(crate) const BAD_MAGIC: &str = "bad_magic";
@@ -18,16 +18,16 @@ pub struct ProtocolV2 {
 }
 
 impl Framing for ProtocolV2 {
-    fn frame_len(&self, buffered: &[u8]) -> Result<Option<usize>, transport::Error> {
-        match codec::frame_len(buffered) {
+    fn frame_len(&self, buffered: &[u8]) -> Result<Option<usize>, myc_transport::Error> {
+        match myc_codec::frame_len(buffered) {
             Ok(Some(len)) if len > self.max_message => {
-                Err(transport::Error::FrameTooLarge { len: len as u64, max: self.max_message })
+                Err(myc_transport::Error::FrameTooLarge { len: len as u64, max: self.max_message })
             }
             Ok(len) => Ok(len),
-            Err(codec::Error::TooLarge { len, max }) => Err(transport::Error::FrameTooLarge { len, max }),
-            Err(codec::Error::BadMagic { .. }) => Err(transport::Error::Framing(BAD_MAGIC.to_owned())),
-            Err(codec::Error::BadVersion { .. }) => Err(transport::Error::Framing(BAD_VERSION.to_owned())),
-            Err(error) => Err(transport::Error::Framing(error.to_string())),
+            Err(myc_codec::Error::TooLarge { len, max }) => Err(myc_transport::Error::FrameTooLarge { len, max }),
+            Err(myc_codec::Error::BadMagic { .. }) => Err(myc_transport::Error::Framing(BAD_MAGIC.to_owned())),
+            Err(myc_codec::Error::BadVersion { .. }) => Err(myc_transport::Error::Framing(BAD_VERSION.to_owned())),
+            Err(error) => Err(myc_transport::Error::Framing(error.to_string())),
         }
     }
 }
@@ -35,5 +35,5 @@ impl Framing for ProtocolV2 {
 /// The length of the whole message at the start of `bytes` (for buffers that
 /// hold whole messages only).
 pub fn message_len(bytes: &[u8]) -> usize {
-    codec::peek_message_len(bytes).unwrap_or(bytes.len()).min(bytes.len())
+    myc_codec::peek_message_len(bytes).unwrap_or(bytes.len()).min(bytes.len())
 }

@@ -18,13 +18,13 @@ pub use server::{ChecksumCheck, QueuePolicy, RelayHandle, RelaySettings, serve, 
 pub use tap::{RelayTap, TapMessage};
 
 /// The legacy socket path of a domain (relay spec §1).
-pub fn default_socket(domain: codec::Domain) -> Option<&'static str> {
+pub fn default_socket(domain: myc_codec::Domain) -> Option<&'static str> {
     match domain {
-        codec::Domain::MarketData => Some("/tmp/torq/market_data.sock"),
-        codec::Domain::Signal => Some("/tmp/torq/signals.sock"),
-        codec::Domain::Execution => Some("/tmp/torq/execution.sock"),
-        codec::Domain::System => Some("/tmp/torq/system.sock"),
-        codec::Domain::Unknown(_) => None,
+        myc_codec::Domain::MarketData => Some("/tmp/torq/market_data.sock"),
+        myc_codec::Domain::Signal => Some("/tmp/torq/signals.sock"),
+        myc_codec::Domain::Execution => Some("/tmp/torq/execution.sock"),
+        myc_codec::Domain::System => Some("/tmp/torq/system.sock"),
+        myc_codec::Domain::Unknown(_) => None,
     }
 }
 
@@ -34,13 +34,13 @@ pub fn default_socket(domain: codec::Domain) -> Option<&'static str> {
 pub enum Error {
     /// Below the protocol: sockets, framing.
     #[error(transparent)]
-    Transport(#[from] transport::Error),
+    Transport(#[from] myc_transport::Error),
     /// The publish buffer refused the message.
     #[error(transparent)]
-    Buffer(#[from] transport::PushError),
+    Buffer(#[from] myc_transport::PushError),
     /// A message that is not one whole Protocol V2 message.
     #[error("not a Protocol V2 message: {0}")]
-    BadMessage(#[from] codec::Error),
+    BadMessage(#[from] myc_codec::Error),
     /// `flush` did not see every message written before its deadline.
     #[error("flush deadline passed with {pending} message(s) unwritten")]
     FlushTimeout {

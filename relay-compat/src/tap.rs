@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
+use myc_transport::{Endpoint, FrameReader};
 use tokio::io::{AsyncRead, AsyncWrite};
-use transport::{Endpoint, FrameReader};
 
 use crate::Error;
 use crate::framing::{ProtocolV2, message_len};
@@ -48,7 +48,7 @@ impl RelayTap {
         let stream = Endpoint::Unix(path.to_owned()).connect().await?;
         let (read_half, write_half) = stream.into_split();
         Ok(RelayTap {
-            reader: FrameReader::new(read_half, ProtocolV2 { max_message: codec::MAX_MESSAGE_LEN }),
+            reader: FrameReader::new(read_half, ProtocolV2 { max_message: myc_codec::MAX_MESSAGE_LEN }),
             _write_half: write_half,
             batch: Bytes::new(),
             arrival_ns: 0,

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use config::GateSettings;
+use myc_config::GateSettings;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 

@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-pub use config::Stage;
-use config::{GateSettings, ServiceSettings, Settings};
+pub use myc_config::Stage;
+use myc_config::{GateSettings, ServiceSettings, Settings};
 pub use plan::{Plan, Role, Route, ServiceStage, decide};
 
 /// The one error type of the rollout crate.

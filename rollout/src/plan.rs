@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
-use config::Stage;
+use myc_config::Stage;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;

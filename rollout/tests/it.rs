@@ -7,8 +7,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use config::{GateSettings, ServiceSettings, Span};
-use rollout::{Actor, Error, Plan, Role, Rollout, Route, Stage, decide};
+use myc_config::{GateSettings, ServiceSettings, Span};
+use myc_rollout::{Actor, Error, Plan, Role, Rollout, Route, Stage, decide};
 
 const NOW: u64 = 1_764_180_000; // 2025-11-26T18:00:00Z
 
@@ -41,7 +41,7 @@ fn report(verdict: &str, matched: u64, generated_at: &str, sources: &[u8]) -> Ve
     .into_bytes()
 }
 
-fn refused(result: Result<rollout::audit::Entry, Error>) -> String {
+fn refused(result: Result<myc_rollout::audit::Entry, Error>) -> String {
     match result {
         Err(Error::Refused(why)) => why,
         other => panic!("expected a refusal, got {other:?}"),

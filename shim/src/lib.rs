@@ -22,10 +22,10 @@ pub use summary::{PathSummary, Summary};
 pub enum Error {
     /// The relay path refused the message.
     #[error("relay path: {0}")]
-    Relay(#[from] relay_compat::Error),
+    Relay(#[from] myc_relay_compat::Error),
     /// The broker path refused the message.
     #[error("broker path: {0}")]
-    Broker(#[from] broker::Error),
+    Broker(#[from] myc_broker::Error),
     /// Bytes that are not whole Protocol V2 messages.
     #[error("not a whole Protocol V2 message")]
     NotAMessage,
@@ -41,13 +41,13 @@ pub enum Error {
 }
 
 /// The client buffer the broker settings describe (used by both paths).
-pub fn buffer_limits(broker: &config::BrokerSettings) -> transport::BufferLimits {
+pub fn buffer_limits(broker: &myc_config::BrokerSettings) -> myc_transport::BufferLimits {
     let policy = match broker.buffer_policy.as_str() {
-        "drop_newest" => transport::FullPolicy::DropNewest,
-        "drop_oldest" => transport::FullPolicy::DropOldest,
-        _ => transport::FullPolicy::Block,
+        "drop_newest" => myc_transport::FullPolicy::DropNewest,
+        "drop_oldest" => myc_transport::FullPolicy::DropOldest,
+        _ => myc_transport::FullPolicy::Block,
     };
-    transport::BufferLimits {
+    myc_transport::BufferLimits {
         max_bytes: broker.buffer_bytes,
         max_messages: broker.buffer_messages,
         deadline: broker.buffer_deadline.get(),

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use myc_transport::{BreakerOptions, BreakerState, PublishBreaker};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use transport::{BreakerOptions, BreakerState, PublishBreaker};
 
 use crate::{Error, Publisher};
 
@@ -38,7 +38,7 @@ pub struct ShadowLimits {
 
 impl ShadowLimits {
     /// The limits the settings give.
-    pub fn from_settings(shadow: &config::ShadowSettings) -> ShadowLimits {
+    pub fn from_settings(shadow: &myc_config::ShadowSettings) -> ShadowLimits {
         ShadowLimits {
             queue_bytes: shadow.queue_bytes,
             breaker: BreakerOptions { failure_threshold: shadow.failure_threshold, open_for: shadow.open_for.get() },

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use broker::{Client, ConnectionState};
-use codec::{Domain, Source};
-use relay_compat::{RelayClient, RelayClientOptions};
-use transport::BufferLimits;
+use myc_broker::{Client, ConnectionState};
+use myc_codec::{Domain, Source};
+use myc_relay_compat::{RelayClient, RelayClientOptions};
+use myc_transport::BufferLimits;
 
 use crate::Error;
 
@@ -57,7 +57,8 @@ pub trait Publisher: Send + Sync {
 pub fn split(mut messages: &[u8]) -> Result<Vec<&[u8]>, Error> {
     let mut out = Vec::new();
     while !messages.is_empty() {
-        let len = codec::peek_message_len(messages).filter(|&len| len <= messages.len()).ok_or(Error::NotAMessage)?;
+        let len =
+            myc_codec::peek_message_len(messages).filter(|&len| len <= messages.len()).ok_or(Error::NotAMessage)?;
         let (message, rest) = messages.split_at(len);
         out.push(message);
         messages = rest;
@@ -86,7 +87,7 @@ impl RelayPublisher {
     }
 
     /// The relay path the settings describe.
-    pub fn from_settings(settings: &config::Settings) -> RelayPublisher {
+    pub fn from_settings(settings: &myc_config::Settings) -> RelayPublisher {
         RelayPublisher::new(settings.relay.by_domain().map(Clone::clone), crate::buffer_limits(&settings.broker))
     }
 
@@ -150,11 +151,11 @@ impl BrokerPublisher {
     ///
     /// # Errors
     /// An endpoint that does not parse.
-    pub fn from_settings(settings: &config::Settings, client_name: &str) -> Result<BrokerPublisher, Error> {
+    pub fn from_settings(settings: &myc_config::Settings, client_name: &str) -> Result<BrokerPublisher, Error> {
         let broker = &settings.broker;
         let endpoint =
-            transport::Endpoint::parse(&broker.endpoint).map_err(|error| Error::Settings(error.to_string()))?;
-        let mut options = broker::ClientOptions::new(endpoint);
+            myc_transport::Endpoint::parse(&broker.endpoint).map_err(|error| Error::Settings(error.to_string()))?;
+        let mut options = myc_broker::ClientOptions::new(endpoint);
         client_name.clone_into(&mut options.client_name);
         broker.token.clone_into(&mut options.token);
         options.buffer = crate::buffer_limits(broker);
@@ -204,13 +205,13 @@ impl Publisher for BrokerPublisher {
 /// to its domain's topic as subject `<prefix><topic>`.
 #[derive(Debug, Clone)]
 pub struct NatsBrokerPublisher {
-    publisher: broker::nats::NatsPublisher,
+    publisher: myc_broker::nats::NatsPublisher,
     topics: [String; 4],
 }
 
 impl NatsBrokerPublisher {
     /// A NATS path over `publisher`, with `topics` for domains 1–4.
-    pub fn new(publisher: broker::nats::NatsPublisher, topics: [String; 4]) -> NatsBrokerPublisher {
+    pub fn new(publisher: myc_broker::nats::NatsPublisher, topics: [String; 4]) -> NatsBrokerPublisher {
         NatsBrokerPublisher { publisher, topics }
     }
 
@@ -218,10 +219,13 @@ impl NatsBrokerPublisher {
     ///
     /// # Errors
     /// Options NATS refuses at once.
-    pub async fn from_settings(settings: &config::Settings, client_name: &str) -> Result<NatsBrokerPublisher, Error> {
+    pub async fn from_settings(
+        settings: &myc_config::Settings,
+        client_name: &str,
+    ) -> Result<NatsBrokerPublisher, Error> {
         let nats = &settings.nats;
         let non_empty = |text: &str| Some(text.to_owned()).filter(|text| !text.is_empty());
-        let mut options = broker::nats::NatsOptions::new(nats.urls.clone());
+        let mut options = myc_broker::nats::NatsOptions::new(nats.urls.clone());
         options.subject_prefix.clone_from(&nats.subject_prefix);
         options.jetstream = nats.jetstream;
         options.stream.clone_from(&nats.stream);
@@ -234,12 +238,12 @@ impl NatsBrokerPublisher {
         options.buffer = crate::buffer_limits(&settings.broker);
         options.backoff_base = settings.broker.backoff_initial.get();
         options.backoff_max = settings.broker.backoff_max.get();
-        let publisher = broker::nats::NatsPublisher::start(options).await?;
+        let publisher = myc_broker::nats::NatsPublisher::start(options).await?;
         Ok(NatsBrokerPublisher::new(publisher, settings.topics.by_domain().map(str::to_owned)))
     }
 
     /// The NATS publisher underneath.
-    pub fn publisher(&self) -> &broker::nats::NatsPublisher {
+    pub fn publisher(&self) -> &myc_broker::nats::NatsPublisher {
         &self.publisher
     }
 
@@ -288,10 +292,14 @@ impl BrokerSide {
     ///
     /// # Errors
     /// Settings the backend cannot use.
-    pub async fn from_settings(settings: &config::Settings, client_name: &str) -> Result<BrokerSide, Error> {
+    pub async fn from_settings(settings: &myc_config::Settings, client_name: &str) -> Result<BrokerSide, Error> {
         Ok(match settings.broker.backend {
-            config::Backend::Mycelium => BrokerSide::Mycelium(BrokerPublisher::from_settings(settings, client_name)?),
-            config::Backend::Nats => BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?),
+            myc_config::Backend::Mycelium => {
+                BrokerSide::Mycelium(BrokerPublisher::from_settings(settings, client_name)?)
+            }
+            myc_config::Backend::Nats => {
+                BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?)
+            }
         })
     }
 }

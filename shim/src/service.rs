@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use config::Stage;
+use myc_config::Stage;
+use myc_rollout::{Plan, Role, Route};
 use prometheus_client::metrics::gauge::Gauge;
-use rollout::{Plan, Role, Route};
 
 use crate::path::{GuardedPath, ShadowLimits};
 use crate::{Error, Publisher};
@@ -62,10 +62,10 @@ impl StageHandle {
         plan_file: PathBuf,
         default_stage: Stage,
         service: &str,
-    ) -> Result<(StageHandle, config::Watched<Plan>), Error> {
+    ) -> Result<(StageHandle, myc_config::Watched<Plan>), Error> {
         let path = plan_file.clone();
-        let watched = config::Watched::start(&plan_file, move || {
-            Plan::read(&path, default_stage).map_err(|error| config::Error::Parse(error.to_string()))
+        let watched = myc_config::Watched::start(&plan_file, move || {
+            Plan::read(&path, default_stage).map_err(|error| myc_config::Error::Parse(error.to_string()))
         })
         .map_err(|error| Error::Settings(error.to_string()))?;
         let handle = StageHandle::new(watched.current().stage_of(service));

@@ -22,7 +22,7 @@ pub struct PathSummary {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Summary {
     /// The service's stage now.
-    pub stage: config::Stage,
+    pub stage: myc_config::Stage,
     /// The relay path.
     pub relay: PathSummary,
     /// The broker path.
@@ -31,7 +31,7 @@ pub struct Summary {
 
 impl Summary {
     pub(crate) fn of<R: Publisher, B: Publisher>(
-        stage: config::Stage,
+        stage: myc_config::Stage,
         relay: &GuardedPath<R>,
         broker: &GuardedPath<B>,
     ) -> Summary {

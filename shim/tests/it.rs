@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
-use config::Stage;
-use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
-use transport::{BreakerOptions, BreakerState, BufferLimits, Endpoint, Listener, SocketOptions};
+use myc_codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use myc_config::Stage;
+use myc_shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_transport::{BreakerOptions, BreakerState, BufferLimits, Endpoint, Listener, SocketOptions};
 
 /// A market-data message whose vendor TLV carries its sequence.
 fn message(sequence: u64) -> Vec<u8> {
@@ -37,30 +37,31 @@ async fn listener(path: &Path) -> Listener {
     Listener::bind(&Endpoint::Unix(path.to_owned()), SocketOptions::default()).await.unwrap()
 }
 
-async fn relay(path: &Path) -> transport::Running<relay_compat::RelayHandle> {
-    let settings = relay_compat::RelaySettings { queue_messages: 1 << 20, ..relay_compat::RelaySettings::default() };
-    relay_compat::spawn(vec![(Domain::MarketData, listener(path).await)], settings).await
+async fn relay(path: &Path) -> myc_transport::Running<myc_relay_compat::RelayHandle> {
+    let settings =
+        myc_relay_compat::RelaySettings { queue_messages: 1 << 20, ..myc_relay_compat::RelaySettings::default() };
+    myc_relay_compat::spawn(vec![(Domain::MarketData, listener(path).await)], settings).await
 }
 
-async fn broker(path: &Path) -> transport::Running<broker::ServerHandle> {
-    broker::spawn(vec![listener(path).await], broker::Settings::default()).await
+async fn broker(path: &Path) -> myc_transport::Running<myc_broker::ServerHandle> {
+    myc_broker::spawn(vec![listener(path).await], myc_broker::Settings::default()).await
 }
 
-fn broker_client(path: &Path) -> broker::Client {
-    let mut options = broker::ClientOptions::new(Endpoint::Unix(path.to_owned()));
+fn broker_client(path: &Path) -> myc_broker::Client {
+    let mut options = myc_broker::ClientOptions::new(Endpoint::Unix(path.to_owned()));
     options.backoff_base = Duration::from_millis(5);
     options.backoff_max = Duration::from_millis(20);
-    broker::Client::start(options)
+    myc_broker::Client::start(options)
 }
 
 /// Taps the relay at `path`, once `relay` has accepted the tap.
 async fn tap_relay(
-    relay: &transport::Running<relay_compat::RelayHandle>,
+    relay: &myc_transport::Running<myc_relay_compat::RelayHandle>,
     path: &Path,
 ) -> (Seen, tokio::task::JoinHandle<()>) {
     let seen = Seen::default();
     let consumers = relay.handle().consumers(Domain::MarketData);
-    let mut tap = relay_compat::RelayTap::connect(path).await.unwrap();
+    let mut tap = myc_relay_compat::RelayTap::connect(path).await.unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     while relay.handle().consumers(Domain::MarketData) == consumers {
         assert!(Instant::now() < deadline, "the relay never accepted the tap");
@@ -126,7 +127,7 @@ async fn walking_the_stages_under_load_loses_repeats_and_reorders_nothing_on_eit
             stage.set(now);
         }
         publisher.publish(&message(sequence)).await.unwrap();
-        let route = rollout::Route::of(now);
+        let route = myc_rollout::Route::of(now);
         if route.relay.is_some() {
             on_relay.push(sequence);
         }
@@ -229,14 +230,14 @@ async fn a_stage_change_in_the_rollout_file_reaches_the_publisher_within_a_secon
     let plan_file = dir.path().join("rollout.toml");
     let (stage, _watch) = StageHandle::follow(plan_file.clone(), Stage::Relay, "feed").unwrap();
     assert_eq!(stage.get(), Stage::Relay);
-    let rollout = rollout::Rollout {
+    let rollout = myc_rollout::Rollout {
         plan_file,
         audit_log: dir.path().join("audit.jsonl"),
         default_stage: Stage::Relay,
-        gate: config::GateSettings::default(),
+        gate: myc_config::GateSettings::default(),
         services: std::collections::BTreeMap::new(),
     };
-    let actor = rollout::Actor { user: "test".to_owned(), host: "here".to_owned() };
+    let actor = myc_rollout::Actor { user: "test".to_owned(), host: "here".to_owned() };
     for wanted in [Stage::DualRelayPrimary, Stage::Broker, Stage::Relay] {
         rollout.set("feed", wanted, "test", &actor, std::time::SystemTime::now()).unwrap();
         let deadline = Instant::now() + Duration::from_secs(1);
@@ -247,7 +248,7 @@ async fn a_stage_change_in_the_rollout_file_reaches_the_publisher_within_a_secon
     }
     // A broken plan keeps the last good stage.
     std::fs::write(dir.path().join("rollout.toml"), "[services.feed]\nstage = \"sideways\"\n").unwrap();
-    tokio::time::sleep(config::DEBOUNCE * 3).await;
+    tokio::time::sleep(myc_config::DEBOUNCE * 3).await;
     assert_eq!(stage.get(), Stage::Relay);
 }
 
@@ -292,10 +293,10 @@ async fn a_relay_killed_during_dual_broker_primary_leaves_the_broker_path_whole_
 }
 
 /// A relay on `path` once the killed one has let go of it.
-async fn relay_when_free(path: &Path) -> transport::Running<relay_compat::RelayHandle> {
+async fn relay_when_free(path: &Path) -> myc_transport::Running<myc_relay_compat::RelayHandle> {
     let endpoint = Endpoint::Unix(path.to_owned());
     let listener = Listener::bind_when_free(&endpoint, SocketOptions::default(), Duration::from_secs(5)).await.unwrap();
-    relay_compat::spawn(vec![(Domain::MarketData, listener)], relay_compat::RelaySettings::default()).await
+    myc_relay_compat::spawn(vec![(Domain::MarketData, listener)], myc_relay_compat::RelaySettings::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

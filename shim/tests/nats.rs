@@ -16,12 +16,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use broker::nats::{NatsOptions, NatsPublisher};
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
-use config::Stage;
 use futures_util::StreamExt;
-use shim::{NatsBrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
-use transport::{BreakerOptions, BufferLimits, Endpoint, Listener, SocketOptions};
+use myc_broker::nats::{NatsOptions, NatsPublisher};
+use myc_codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use myc_config::Stage;
+use myc_shim::{NatsBrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_transport::{BreakerOptions, BufferLimits, Endpoint, Listener, SocketOptions};
 
 /// A `nats-server` child; killed on drop.
 struct Nats {
@@ -131,8 +131,9 @@ async fn relay_and_nats_carry_identical_bytes_in_dual_relay_primary() {
     let dir = tempfile::tempdir().unwrap();
     let relay_path = dir.path().join("md.sock");
     let listener = Listener::bind(&Endpoint::Unix(relay_path.clone()), SocketOptions::default()).await.unwrap();
-    let relay = relay_compat::spawn(vec![(Domain::MarketData, listener)], relay_compat::RelaySettings::default()).await;
-    let mut tap = relay_compat::RelayTap::connect(&relay_path).await.unwrap();
+    let relay =
+        myc_relay_compat::spawn(vec![(Domain::MarketData, listener)], myc_relay_compat::RelaySettings::default()).await;
+    let mut tap = myc_relay_compat::RelayTap::connect(&relay_path).await.unwrap();
     wait_until("the relay to accept the tap", || relay.handle().consumers(Domain::MarketData) == 1).await;
     let relay_seen = Seen::default();
     let sink = Arc::clone(&relay_seen);

@@ -229,7 +229,7 @@ impl Join {
     /// key (without recording anything).
     fn same_next_key(&self, reference: &Captured, candidate: &Captured) -> bool {
         let peek = |side: Side, message: &Captured| {
-            let header = codec::Header::decode(&message.bytes).ok()?;
+            let header = myc_codec::Header::decode(&message.bytes).ok()?;
             let (relay_domain, source) = (header.relay_domain.as_u8(), header.source.as_u8());
             let by_arrival = header.sequence == 0 || self.ignore.sequence;
             let number = if by_arrival {
@@ -271,7 +271,7 @@ impl Join {
             Side::Reference => self.counts.reference_messages += 1,
             Side::Candidate => self.counts.candidate_messages += 1,
         }
-        let Ok(header) = codec::Header::decode(&message.bytes) else {
+        let Ok(header) = myc_codec::Header::decode(&message.bytes) else {
             self.counts.unreadable[index] += 1;
             return None;
         };
@@ -448,13 +448,13 @@ fn same(reference: &[u8], candidate: &[u8], ignore: Ignore) -> bool {
     if reference.len() != candidate.len() {
         return false;
     }
-    if !(ignore.sequence || ignore.timestamp || ignore.checksum) || reference.len() < codec::HEADER_LEN {
+    if !(ignore.sequence || ignore.timestamp || ignore.checksum) || reference.len() < myc_codec::HEADER_LEN {
         return reference == candidate;
     }
-    let (reference_header, reference_rest) = reference.split_at(codec::HEADER_LEN);
-    let (candidate_header, candidate_rest) = candidate.split_at(codec::HEADER_LEN);
+    let (reference_header, reference_rest) = reference.split_at(myc_codec::HEADER_LEN);
+    let (candidate_header, candidate_rest) = candidate.split_at(myc_codec::HEADER_LEN);
     let masked = |header: &[u8]| {
-        let mut copy = [0u8; codec::HEADER_LEN];
+        let mut copy = [0u8; myc_codec::HEADER_LEN];
         copy.copy_from_slice(header);
         for (field, on) in [(8..16, ignore.sequence), (16..24, ignore.timestamp), (28..32, ignore.checksum)] {
             if on {

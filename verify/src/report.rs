@@ -193,11 +193,11 @@ fn report_key(key: &Key) -> ExampleKey {
 /// The canonical JSON of a message, one field per line; raw hex when the
 /// bytes are not a valid message.
 fn pretty(bytes: &[u8]) -> String {
-    let Ok(message) = codec::Message::parse(bytes) else {
+    let Ok(message) = myc_codec::Message::parse(bytes) else {
         let hex: String = bytes.iter().map(|byte| format!("{byte:02x}")).collect();
         return format!("(not a valid message) {hex}\n");
     };
-    let json = codec::to_json_string(&message);
+    let json = myc_codec::to_json_string(&message);
     match serde_json::from_str::<serde_json::Value>(&json).and_then(|value| serde_json::to_string_pretty(&value)) {
         Ok(pretty) => pretty + "\n",
         Err(_) => json + "\n",

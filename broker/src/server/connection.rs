@@ -10,10 +10,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use myc_transport::{FrameReader, LengthPrefixed, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
-use transport::{FrameReader, LengthPrefixed, Stream};
 
 use super::outbound::{AckState, Outbound, Positions, ack_loop, record, write_loop};
 use super::{Group, Settings, Shared, Subscriber, TopicEntry};
@@ -73,12 +73,15 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     });
     // Guards abort the helper tasks if this connection's future is dropped
     // (the broker aborted), so no half of a connection outlives it.
-    let mut writer = transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
+    let mut writer = myc_transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
     shared.metrics.connections.inc();
     shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
     let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
-    let acker =
-        transport::AbortOnDrop::spawn(ack_loop(Arc::clone(&ack), Arc::clone(&outbound), shared.settings.ack_interval));
+    let acker = myc_transport::AbortOnDrop::spawn(ack_loop(
+        Arc::clone(&ack),
+        Arc::clone(&outbound),
+        shared.settings.ack_interval,
+    ));
     let mut connection = Connection {
         permissions: shared.settings.acl.as_ref().map(|acl| acl.permissions(&client_name)),
         shared: Arc::clone(&shared),
@@ -486,9 +489,9 @@ fn split_publish(body: &[u8]) -> Result<(std::ops::Range<usize>, std::ops::Range
     Ok((2..topic_end, topic_end..body.len()))
 }
 
-fn fatal_framing(error: transport::Error) -> Fatal {
+fn fatal_framing(error: myc_transport::Error) -> Fatal {
     match error {
-        transport::Error::FrameTooLarge { len, max } => {
+        myc_transport::Error::FrameTooLarge { len, max } => {
             (ErrorCode::FrameTooLarge, format!("frame of {len} bytes exceeds max_frame {max}"))
         }
         other => (ErrorCode::Protocol, other.to_string()),

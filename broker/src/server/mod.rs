@@ -21,10 +21,10 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use myc_transport::Listener;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use transport::Listener;
 
 pub use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode, Topic};
@@ -99,8 +99,8 @@ pub struct ServerHandle {
 
 /// Runs [`serve`] as a task of this process (tests, `myc demo`, benches):
 /// returns once it listens; stop it, kill it, or drop it.
-pub async fn spawn(listeners: Vec<Listener>, settings: Settings) -> transport::Running<ServerHandle> {
-    transport::Running::spawn(move |shutdown, on_start| serve(listeners, settings, shutdown, on_start)).await
+pub async fn spawn(listeners: Vec<Listener>, settings: Settings) -> myc_transport::Running<ServerHandle> {
+    myc_transport::Running::spawn(move |shutdown, on_start| serve(listeners, settings, shutdown, on_start)).await
 }
 
 /// Serves `listeners` until `shutdown` completes, then sends ERROR
@@ -128,7 +128,7 @@ pub async fn serve(
     for listener in listeners {
         let shared = Arc::clone(&shared);
         let serve = move |stream| connection::serve_connection(Arc::clone(&shared), stream);
-        acceptors.spawn(transport::accept_until(listener, stopped.clone(), serve, || {}));
+        acceptors.spawn(myc_transport::accept_until(listener, stopped.clone(), serve, || {}));
     }
     shutdown.await;
     let _ = stop.send(true);

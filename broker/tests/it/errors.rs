@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use broker::protocol::{ClientOp, ErrorCode, ServerOp};
 use bytes::{Bytes, BytesMut};
+use myc_broker::protocol::{ClientOp, ErrorCode, ServerOp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -69,11 +69,11 @@ fn last_error(ops: &[ServerOp]) -> Option<ErrorCode> {
 async fn each_fatal_error_is_sent_then_only_that_connection_closes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = broker::Settings { token: Some("secret".to_owned()), ..fast_settings() };
+    let settings = myc_broker::Settings { token: Some("secret".to_owned()), ..fast_settings() };
     let broker = TestBroker::start(&path, settings).await;
-    let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+    let mut options = myc_broker::ClientOptions::new(broker.endpoint.clone());
     options.token = "secret".to_owned();
-    let healthy = broker::Client::start(options);
+    let healthy = myc_broker::Client::start(options);
     let mut healthy_sub = healthy.subscribe("health", "").unwrap();
     healthy_sub.wait_active(Duration::from_secs(5)).await.unwrap();
 
@@ -98,9 +98,9 @@ async fn each_fatal_error_is_sent_then_only_that_connection_closes() {
     }
     // The healthy client was never disturbed.
     let publisher = {
-        let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+        let mut options = myc_broker::ClientOptions::new(broker.endpoint.clone());
         options.token = "secret".to_owned();
-        broker::Client::start(options)
+        myc_broker::Client::start(options)
     };
     publisher.publish("health", b"ok").await.unwrap();
     publisher.flush(Duration::from_secs(5)).await.unwrap();
@@ -176,7 +176,7 @@ async fn metrics_count_frames_errors_and_subscriptions_in_the_prometheus_text() 
 async fn subscription_and_connection_limits_answer_with_the_spec_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = broker::Settings { max_subscriptions: 3, max_connections: 2, ..fast_settings() };
+    let settings = myc_broker::Settings { max_subscriptions: 3, max_connections: 2, ..fast_settings() };
     let broker = TestBroker::start(&path, settings).await;
     let mut bytes = hello();
     for sub_id in 0..4 {
@@ -211,7 +211,7 @@ fn named_hello(name: &str) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_acl_refuses_unlisted_topics_with_unauthorized_and_keeps_the_connection() {
-    use broker::server::acl::{Acl, Permissions, Topics};
+    use myc_broker::server::acl::{Acl, Permissions, Topics};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
     let feed =
@@ -220,7 +220,7 @@ async fn the_acl_refuses_unlisted_topics_with_unauthorized_and_keeps_the_connect
         clients: [("polygon_adapter".to_owned(), feed)].into(),
         default: Permissions { publish: Topics::from_rules::<&str>(&[]), subscribe: Topics::from_rules(&["*"]) },
     };
-    let broker = TestBroker::start(&path, broker::Settings { acl: Some(acl), ..fast_settings() }).await;
+    let broker = TestBroker::start(&path, myc_broker::Settings { acl: Some(acl), ..fast_settings() }).await;
     let publish = |topic: &'static [u8]| {
         frame(&ClientOp::Publish { topic: Bytes::from_static(topic), payload: Bytes::from_static(b"x") })
     };
@@ -343,7 +343,7 @@ async fn hostile_clients_get_the_spec_errors_and_never_hurt_a_healthy_one() {
 async fn two_thousand_connections_meet_the_limit_and_ping_stays_fast() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = broker::Settings { max_connections: 1_500, ..fast_settings() };
+    let settings = myc_broker::Settings { max_connections: 1_500, ..fast_settings() };
     let broker = TestBroker::start(&path, settings).await;
     let mut watcher = UnixStream::connect(&path).await.unwrap();
     watcher.write_all(&hello()).await.unwrap();

@@ -12,16 +12,16 @@ mod slow;
 use std::path::Path;
 use std::time::Duration;
 
-use broker::{Client, ClientOptions, Settings};
+use myc_broker::{Client, ClientOptions, Settings};
+use myc_transport::{Endpoint, Listener, SocketOptions};
 use tokio::sync::oneshot;
-use transport::{Endpoint, Listener, SocketOptions};
 
 /// A broker running on `path` until the handle is dropped or stopped.
 pub(crate) struct TestBroker {
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
     pub(crate) endpoint: Endpoint,
-    pub(crate) handle: broker::ServerHandle,
+    pub(crate) handle: myc_broker::ServerHandle,
 }
 
 impl TestBroker {
@@ -30,7 +30,7 @@ impl TestBroker {
         let listener = bind_when_free(&endpoint).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = oneshot::channel();
-        let task = tokio::spawn(broker::serve(
+        let task = tokio::spawn(myc_broker::serve(
             vec![listener],
             settings,
             async move {

@@ -16,7 +16,7 @@ async fn payloads_of_every_size_arrive_byte_for_byte_and_in_order() {
     subscription.wait_active(WAIT).await.unwrap();
     assert_eq!(subscription.topic(), "market_data");
     let publisher = client(&broker.endpoint);
-    let max_payload = broker::protocol::DEFAULT_MAX_FRAME - 1 - 1 - "market_data".len();
+    let max_payload = myc_broker::protocol::DEFAULT_MAX_FRAME - 1 - 1 - "market_data".len();
     let payloads: Vec<Vec<u8>> = [0, 1, 128, 64 * 1024, max_payload]
         .iter()
         .enumerate()

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use broker::ClientOptions;
+use myc_broker::ClientOptions;
 
 use super::{TestBroker, client, fast_settings};
 
@@ -14,7 +14,7 @@ async fn a_broker_killed_five_times_under_load_loses_no_message() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
     // The grace lets the subscriber re-subscribe before resent publishes flow.
-    let settings = || broker::Settings { restart_grace: Duration::from_secs(1), ..broker::Settings::default() };
+    let settings = || myc_broker::Settings { restart_grace: Duration::from_secs(1), ..myc_broker::Settings::default() };
     let mut broker = TestBroker::start(&path, settings()).await;
     let endpoint = broker.endpoint.clone();
     let subscriber = client(&endpoint);
@@ -66,13 +66,13 @@ async fn a_broker_killed_five_times_under_load_loses_no_message() {
 async fn publishes_made_while_the_broker_is_down_are_delivered_once_it_appears() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("late.sock");
-    let endpoint = transport::Endpoint::Unix(path.clone());
+    let endpoint = myc_transport::Endpoint::Unix(path.clone());
     let publisher = client(&endpoint);
     for number in 0u32..100 {
         publisher.publish("late", &number.to_le_bytes()).await.unwrap();
     }
     let broker =
-        TestBroker::start(&path, broker::Settings { restart_grace: Duration::from_millis(300), ..fast_settings() })
+        TestBroker::start(&path, myc_broker::Settings { restart_grace: Duration::from_millis(300), ..fast_settings() })
             .await;
     let subscriber = client(&endpoint);
     let mut subscription = subscriber.subscribe("late", "").unwrap();
@@ -88,11 +88,11 @@ async fn publishes_made_while_the_broker_is_down_are_delivered_once_it_appears()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_reconnects_exhausted_fails_pending_and_new_publishes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = ClientOptions::new(transport::Endpoint::Unix(dir.path().join("nobody.sock")));
+    let mut options = ClientOptions::new(myc_transport::Endpoint::Unix(dir.path().join("nobody.sock")));
     options.backoff_base = Duration::from_millis(1);
     options.backoff_max = Duration::from_millis(5);
     options.max_reconnects = Some(3);
-    let publisher = broker::Client::start(options);
+    let publisher = myc_broker::Client::start(options);
     publisher.publish("t", b"x").await.unwrap();
     let flushed = publisher.flush(Duration::from_secs(5)).await;
     assert!(flushed.unwrap_err().to_string().contains("max_reconnects_exceeded"));
@@ -116,20 +116,20 @@ async fn eventually(mut condition: impl FnMut() -> bool) -> bool {
 async fn the_breaker_opens_while_the_broker_is_away_and_closes_once_it_is_back() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("away.sock");
-    let mut options = ClientOptions::new(transport::Endpoint::Unix(path.clone()));
+    let mut options = ClientOptions::new(myc_transport::Endpoint::Unix(path.clone()));
     options.backoff_base = Duration::from_millis(1);
     options.backoff_max = Duration::from_millis(5);
-    options.breaker = Some(broker::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
-    let publisher = broker::Client::start(options);
-    assert_eq!(publisher.state(), broker::ConnectionState::Connecting);
-    assert!(eventually(|| publisher.breaker_state() == Some(transport::BreakerState::Open)).await);
-    assert!(matches!(publisher.try_publish("t", b"x"), Err(broker::Error::CircuitOpen)));
+    options.breaker = Some(myc_broker::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
+    let publisher = myc_broker::Client::start(options);
+    assert_eq!(publisher.state(), myc_broker::ConnectionState::Connecting);
+    assert!(eventually(|| publisher.breaker_state() == Some(myc_transport::BreakerState::Open)).await);
+    assert!(matches!(publisher.try_publish("t", b"x"), Err(myc_broker::Error::CircuitOpen)));
 
     let broker = TestBroker::start(&path, fast_settings()).await;
-    assert!(eventually(|| publisher.state() == broker::ConnectionState::Connected).await);
+    assert!(eventually(|| publisher.state() == myc_broker::ConnectionState::Connected).await);
     // After the open period one probe goes through; connected, it closes the breaker.
     assert!(eventually(|| publisher.try_publish("t", b"probe").is_ok()).await);
-    assert_eq!(publisher.breaker_state(), Some(transport::BreakerState::Closed));
+    assert_eq!(publisher.breaker_state(), Some(myc_transport::BreakerState::Closed));
     publisher.flush(Duration::from_secs(5)).await.unwrap();
     broker.stop().await;
 }

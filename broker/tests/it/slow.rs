@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use broker::SlowConsumerPolicy;
-use broker::protocol::ClientOp;
 use bytes::{Bytes, BytesMut};
+use myc_broker::SlowConsumerPolicy;
+use myc_broker::protocol::ClientOp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -46,9 +46,9 @@ async fn publish_while_one_reads(broker: &TestBroker) {
     let reader = client(&broker.endpoint);
     let mut subscription = reader.subscribe("busy", "").unwrap();
     subscription.wait_active(Duration::from_secs(5)).await.unwrap();
-    let mut options = broker::ClientOptions::new(broker.endpoint.clone());
+    let mut options = myc_broker::ClientOptions::new(broker.endpoint.clone());
     options.max_in_flight = 128 * 1024;
-    let publisher = broker::Client::start(options);
+    let publisher = myc_broker::Client::start(options);
     let consumer = tokio::spawn(async move {
         for number in 0..N {
             let delivery = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.unwrap().unwrap();
@@ -70,7 +70,7 @@ async fn publish_while_one_reads(broker: &TestBroker) {
 async fn run(policy: SlowConsumerPolicy) -> (TestBroker, UnixStream) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = broker::Settings {
+    let settings = myc_broker::Settings {
         outbound_limit: 1024 * 1024,
         write_deadline: Duration::from_millis(500),
         slow_consumer: policy,
@@ -113,7 +113,7 @@ async fn under_drop_new_the_stuck_subscriber_loses_deliveries_and_stays() {
 async fn a_slow_subscriber_stops_holding_the_publisher_and_is_disconnected() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("b.sock");
-    let settings = broker::Settings { outbound_limit: 1024 * 1024, ..fast_settings() };
+    let settings = myc_broker::Settings { outbound_limit: 1024 * 1024, ..fast_settings() };
     let broker = TestBroker::start(&path, settings).await;
     // Reads 512 bytes a millisecond at most. Held to its pace the publisher
     // would need 40 s for the 20 MiB below, and the queue would never reach

@@ -6,7 +6,7 @@
 //! (exit 2).
 
 use anyhow::bail;
-use transport::{Endpoint, Listener, SocketOptions};
+use myc_transport::{Endpoint, Listener, SocketOptions};
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{BrokerArgs, GlobalArgs};
@@ -16,11 +16,11 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
     let texts = if args.listen.is_empty() { &settings.broker.server.listen } else { &args.listen };
     let server = server_settings(&settings.broker, &settings.acl);
     let socket_options = SocketOptions {
-        mode: config::socket_mode(&settings.broker.server.socket_mode).unwrap_or(0o660),
+        mode: myc_config::socket_mode(&settings.broker.server.socket_mode).unwrap_or(0o660),
         group: settings.broker.server.socket_group,
     };
     let endpoints = texts.iter().map(|text| Endpoint::parse(text)).collect::<Result<Vec<_>, _>>()?;
-    transport::check_open_file_limit("broker", server.max_connections);
+    myc_transport::check_open_file_limit("broker", server.max_connections);
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(endpoints.len());
@@ -46,7 +46,7 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
             tracing::info!(endpoint = %listener.local_endpoint(), "broker listening");
         }
         let mut metrics = None;
-        broker::serve(listeners, server, shutdown_signal(), |handle| {
+        myc_broker::serve(listeners, server, shutdown_signal(), |handle| {
             metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
@@ -57,10 +57,13 @@ pub(crate) fn run(args: &BrokerArgs, global: &GlobalArgs) -> anyhow::Result<Outc
 }
 
 /// The broker server the settings describe.
-pub(crate) fn server_settings(broker: &config::BrokerSettings, acl: &config::AclSettings) -> broker::Settings {
-    use broker::server::acl::{Acl, Permissions, Topics};
+pub(crate) fn server_settings(
+    broker: &myc_config::BrokerSettings,
+    acl: &myc_config::AclSettings,
+) -> myc_broker::Settings {
+    use myc_broker::server::acl::{Acl, Permissions, Topics};
     let server = &broker.server;
-    broker::Settings {
+    myc_broker::Settings {
         max_frame: server.max_frame,
         max_connections: server.max_connections,
         max_subscriptions: server.max_subscriptions,
@@ -68,8 +71,8 @@ pub(crate) fn server_settings(broker: &config::BrokerSettings, acl: &config::Acl
         ack_interval: server.ack_interval.get(),
         write_deadline: server.write_deadline.get(),
         slow_consumer: match server.slow_consumer.as_str() {
-            "drop_new" => broker::SlowConsumerPolicy::DropNew,
-            _ => broker::SlowConsumerPolicy::Disconnect,
+            "drop_new" => myc_broker::SlowConsumerPolicy::DropNew,
+            _ => myc_broker::SlowConsumerPolicy::Disconnect,
         },
         token: Some(broker.token.clone()).filter(|token| !token.is_empty()),
         acl: acl.restricts().then(|| Acl {
@@ -89,6 +92,6 @@ pub(crate) fn server_settings(broker: &config::BrokerSettings, acl: &config::Acl
                 subscribe: Topics::from_rules(&acl.default_subscribe),
             },
         }),
-        ..broker::Settings::default()
+        ..myc_broker::Settings::default()
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
+use myc_transport::{AbortOnDrop, Endpoint};
 use tokio::sync::mpsc;
-use transport::{AbortOnDrop, Endpoint};
 
 use super::Outcome;
 use super::shutdown_signal;
@@ -56,7 +56,8 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
     };
     let duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("bad --duration")?;
     let file = File::create(out).with_context(|| format!("cannot write the capture {}", out.display()))?;
-    let mut writer = verify::pcapng::Writer::new(file).with_context(|| format!("cannot write {}", out.display()))?;
+    let mut writer =
+        myc_verify::pcapng::Writer::new(file).with_context(|| format!("cannot write {}", out.display()))?;
     for tap in &taps {
         writer.interface(&tap.name()).with_context(|| format!("cannot write {}", out.display()))?;
     }
@@ -152,14 +153,14 @@ pub(crate) async fn start_taps(taps: &[Tap], tx: &mpsc::Sender<Tapped>) -> anyho
         let tx = tx.clone();
         match tap {
             Tap::Relay(path) => {
-                let mut relay = relay_compat::RelayTap::connect(path)
+                let mut relay = myc_relay_compat::RelayTap::connect(path)
                     .await
                     .with_context(|| format!("cannot tap the relay at {}", path.display()))?;
                 tasks.push(AbortOnDrop::spawn(async move {
                     while let Ok(Some((batch, arrival_ns))) = relay.next_batch().await {
                         let mut offset = 0;
                         while offset < batch.len() {
-                            let len = relay_compat::message_len(&batch[offset..]).max(1);
+                            let len = myc_relay_compat::message_len(&batch[offset..]).max(1);
                             if tx.send((index, batch.slice(offset..offset + len), arrival_ns)).await.is_err() {
                                 return;
                             }
@@ -169,9 +170,9 @@ pub(crate) async fn start_taps(taps: &[Tap], tx: &mpsc::Sender<Tapped>) -> anyho
                 }));
             }
             Tap::Broker(endpoint, topic) => {
-                let mut options = broker::ClientOptions::new(endpoint.clone());
+                let mut options = myc_broker::ClientOptions::new(endpoint.clone());
                 options.client_name = "myc-capture".to_owned();
-                let client = broker::Client::start(options);
+                let client = myc_broker::Client::start(options);
                 let mut subscription = client.subscribe(topic, "")?;
                 subscription
                     .wait_active(Duration::from_secs(10))

@@ -17,16 +17,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use codec::{Domain, Source};
-use config::{Settings, Stage};
-use producers::{Adapter, Kraken, Outbox, Polygon, Stamper};
-use rollout::{Actor, Rollout};
-use shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_codec::{Domain, Source};
+use myc_config::{Settings, Stage};
+use myc_producers::{Adapter, Kraken, Outbox, Polygon, Stamper};
+use myc_rollout::{Actor, Rollout};
+use myc_shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_transport::{Endpoint, Listener, SocketOptions};
+use myc_verify::join::Ignore;
+use myc_verify::report::Report;
+use myc_verify::stream::CaptureStream;
 use tokio::sync::{mpsc, oneshot};
-use transport::{Endpoint, Listener, SocketOptions};
-use verify::join::Ignore;
-use verify::report::Report;
-use verify::stream::CaptureStream;
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{DemoArgs, Format};
@@ -80,7 +80,7 @@ fn demo_settings(dir: &Path) -> Settings {
     settings.rollout.audit_log = dir.join("rollout-audit.jsonl");
     settings.gate.min_messages = 1_000;
     for (service, source) in [("polygon_adapter", 4), ("kraken_adapter", 2)] {
-        settings.services.insert(service.to_owned(), config::ServiceSettings { source: Some(source) });
+        settings.services.insert(service.to_owned(), myc_config::ServiceSettings { source: Some(source) });
     }
     settings
 }
@@ -98,7 +98,7 @@ struct Producer<A> {
     frames: Vec<&'static str>,
     next: usize,
     publisher: ServicePublisher<RelayPublisher, BrokerPublisher>,
-    _watch: config::Watched<rollout::Plan>,
+    _watch: myc_config::Watched<myc_rollout::Plan>,
 }
 
 impl<A: Adapter> Producer<A> {
@@ -133,15 +133,15 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
     say(format!("myc demo: broker, market-data relay, Polygon and Kraken producers in {}", dir.display()));
     let broker_path = dir.join("mycelium.sock");
     let broker_listener = Listener::bind(&Endpoint::Unix(broker_path.clone()), SocketOptions::default()).await?;
-    let broker_settings = broker::Settings { restart_grace: Duration::ZERO, ..broker::Settings::default() };
-    let _broker = broker::spawn(vec![broker_listener], broker_settings).await;
+    let broker_settings = myc_broker::Settings { restart_grace: Duration::ZERO, ..myc_broker::Settings::default() };
+    let _broker = myc_broker::spawn(vec![broker_listener], broker_settings).await;
     let relay_listener =
         Listener::bind(&Endpoint::Unix(settings.relay.market_data.clone()), SocketOptions::default()).await?;
-    let relay_settings = relay_compat::RelaySettings {
+    let relay_settings = myc_relay_compat::RelaySettings {
         queue_messages: 1 << 20,
         ..super::relay::server_settings(&settings.relay_server)
     };
-    let relay = relay_compat::spawn(vec![(Domain::MarketData, relay_listener)], relay_settings).await;
+    let relay = myc_relay_compat::spawn(vec![(Domain::MarketData, relay_listener)], relay_settings).await;
 
     // Taps: relay (interface 0) and broker topic (interface 1), into the
     // capture of the current stage.
@@ -225,8 +225,9 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         }
         let produced = polygon.adapter.built() - polygon_start + kraken.adapter.built() - kraken_start;
         // Everything the paths accepted has reached the taps before the capture closes.
-        let accepted =
-            |pick: fn(&shim::Summary) -> u64| pick(&polygon.publisher.summary()) + pick(&kraken.publisher.summary());
+        let accepted = |pick: fn(&myc_shim::Summary) -> u64| {
+            pick(&polygon.publisher.summary()) + pick(&kraken.publisher.summary())
+        };
         let expected = [accepted(|summary| summary.relay.published), accepted(|summary| summary.broker.published)];
         wait_for_taps(&counts, expected).await;
         let delivered = [counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed)];
@@ -346,8 +347,8 @@ async fn rotate(tx: &mpsc::Sender<Tapped>, next: PathBuf) -> anyhow::Result<()> 
 
 /// Writes tapped messages into the current capture, rotating on command.
 fn write_captures(mut rx: mpsc::Receiver<Tapped>, first: PathBuf) -> anyhow::Result<()> {
-    let open = |path: &Path| -> anyhow::Result<verify::pcapng::Writer<std::fs::File>> {
-        let mut writer = verify::pcapng::Writer::new(std::fs::File::create(path)?)?;
+    let open = |path: &Path| -> anyhow::Result<myc_verify::pcapng::Writer<std::fs::File>> {
+        let mut writer = myc_verify::pcapng::Writer::new(std::fs::File::create(path)?)?;
         writer.interface(RELAY_IF)?;
         writer.interface(BROKER_IF)?;
         Ok(writer)
@@ -376,13 +377,13 @@ fn write_captures(mut rx: mpsc::Receiver<Tapped>, first: PathBuf) -> anyhow::Res
 
 /// Taps the relay and the broker topic; counts what each delivered.
 async fn start_taps(
-    relay: &transport::Running<relay_compat::RelayHandle>,
+    relay: &myc_transport::Running<myc_relay_compat::RelayHandle>,
     relay_path: &Path,
     broker_path: &Path,
     tx: &mpsc::Sender<Tapped>,
     counts: &Arc<[AtomicU64; 2]>,
-) -> anyhow::Result<Vec<transport::AbortOnDrop>> {
-    let mut tap = relay_compat::RelayTap::connect(relay_path).await?;
+) -> anyhow::Result<Vec<myc_transport::AbortOnDrop>> {
+    let mut tap = myc_relay_compat::RelayTap::connect(relay_path).await?;
     let deadline = Instant::now() + Duration::from_secs(5);
     while relay.handle().consumers(Domain::MarketData) < 1 {
         if Instant::now() > deadline {
@@ -391,7 +392,7 @@ async fn start_taps(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let (relay_tx, relay_counts) = (tx.clone(), Arc::clone(counts));
-    let relay_task = transport::AbortOnDrop::spawn(async move {
+    let relay_task = myc_transport::AbortOnDrop::spawn(async move {
         while let Ok(Some(message)) = tap.next().await {
             if relay_tx.send(Tapped::Message(0, message.bytes, message.arrival_ns)).await.is_err() {
                 return;
@@ -399,11 +400,11 @@ async fn start_taps(
             relay_counts[0].fetch_add(1, Ordering::Relaxed);
         }
     });
-    let client = broker::Client::start(broker::ClientOptions::new(Endpoint::Unix(broker_path.to_owned())));
+    let client = myc_broker::Client::start(myc_broker::ClientOptions::new(Endpoint::Unix(broker_path.to_owned())));
     let mut subscription = client.subscribe("market_data", "")?;
     subscription.wait_active(Duration::from_secs(5)).await.context("cannot subscribe to the demo broker")?;
     let (broker_tx, broker_counts) = (tx.clone(), Arc::clone(counts));
-    let broker_task = transport::AbortOnDrop::spawn(async move {
+    let broker_task = myc_transport::AbortOnDrop::spawn(async move {
         let _client = client;
         while let Some(batch) = subscription.recv_batch().await {
             let arrival_ns = now_ns();
@@ -423,7 +424,7 @@ fn verify_stage(capture: &Path) -> anyhow::Result<(Report, Vec<u8>)> {
     let reference = CaptureStream::open(capture, Some(RELAY_IF))?;
     let candidate = CaptureStream::open(capture, Some(BROKER_IF))?;
     let (reference_info, candidate_info) = (reference.info(), candidate.info());
-    let comparison = verify::join::compare(reference, candidate, Ignore::default(), 3);
+    let comparison = myc_verify::join::compare(reference, candidate, Ignore::default(), 3);
     if let Some(error) = reference_info.error().or_else(|| candidate_info.error()) {
         bail!("{}: {error}", capture.display());
     }

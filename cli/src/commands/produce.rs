@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use codec::Source;
-use producers::{Adapter, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic};
-use shim::{BrokerSide, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_codec::Source;
+use myc_producers::{Adapter, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic};
+use myc_shim::{BrokerSide, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{GlobalArgs, ProduceArgs};
@@ -74,7 +74,7 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
     let source = settings.services.get(&service).and_then(|service| service.source).unwrap_or(default_source);
     let stamper = Stamper::new(Source::from_u8(source), args.deterministic);
     let feed_settings = settings.feeds.get(&args.feed).cloned().unwrap_or_default();
-    let options = producers::Options {
+    let options = myc_producers::Options {
         pace: match (args.rate, args.realtime) {
             (Some(rate), _) => Pace::Rate(rate),
             (None, true) => Pace::Realtime,
@@ -140,11 +140,11 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
 async fn drive(
     mut adapter: impl Adapter,
     input: &Input,
-    options: &producers::Options,
+    options: &myc_producers::Options,
     sink: &mut Sink,
     stop: &Arc<AtomicBool>,
 ) -> anyhow::Result<FeedCounters> {
-    producers::run(&mut adapter, input, options, sink, stop).await?;
+    myc_producers::run(&mut adapter, input, options, sink, stop).await?;
     Ok(adapter.counters().clone())
 }
 
@@ -158,11 +158,11 @@ async fn synthetic(
 ) -> anyhow::Result<FeedCounters> {
     let started = tokio::time::Instant::now();
     let mut out = Outbox::default();
-    let mut buf = [0u8; producers::synthetic::MESSAGE_LEN];
+    let mut buf = [0u8; myc_producers::synthetic::MESSAGE_LEN];
     while !stop.load(Ordering::Relaxed) && args.count.is_none_or(|count| feed.built() < count) {
         let len = feed.next_into(now_ns(), &mut buf)?;
         out.push(&buf[..len]);
-        if let Err(error) = producers::Sink::deliver(sink, &out).await {
+        if let Err(error) = myc_producers::Sink::deliver(sink, &out).await {
             tracing::debug!(%error, "publish failed");
         }
         out.clear();
@@ -204,7 +204,7 @@ impl Sink {
     }
 }
 
-impl producers::Sink for Sink {
+impl myc_producers::Sink for Sink {
     async fn deliver(&mut self, out: &Outbox) -> Result<(), String> {
         match self {
             Sink::Shim(shim) => (&shim.publisher).deliver(out).await,
@@ -217,14 +217,14 @@ impl producers::Sink for Sink {
 /// current: the rollout plan and settings watches, the metrics server.
 struct ShimSink {
     publisher: ServicePublisher<RelayPublisher, BrokerSide>,
-    _plan_watch: config::Watched<rollout::Plan>,
-    _settings_watch: Option<config::Watched<config::Settings>>,
-    _metrics: Option<transport::AbortOnDrop>,
+    _plan_watch: myc_config::Watched<myc_rollout::Plan>,
+    _settings_watch: Option<myc_config::Watched<myc_config::Settings>>,
+    _metrics: Option<myc_transport::AbortOnDrop>,
 }
 
 impl ShimSink {
     async fn start(
-        settings: &config::Settings,
+        settings: &myc_config::Settings,
         global: &GlobalArgs,
         service: &str,
         metrics: Option<&str>,
@@ -242,10 +242,10 @@ impl ShimSink {
         // Settings are re-read on change too: a bad edit is logged and counted.
         // (Routes follow the rollout plan; connection settings take effect at
         // the next start.)
-        let settings_watch = match config::Sources::discover(global.config.clone()).file {
+        let settings_watch = match myc_config::Sources::discover(global.config.clone()).file {
             Some(file) => {
-                let sources = config::Sources::discover(Some(file.clone()));
-                Some(config::Watched::start(&file, move || config::load(&sources))?)
+                let sources = myc_config::Sources::discover(Some(file.clone()));
+                Some(myc_config::Watched::start(&file, move || myc_config::load(&sources))?)
             }
             None => None,
         };
@@ -264,7 +264,7 @@ impl ShimSink {
 
 /// A dry run: messages into a capture, one interface `produce:<service>`.
 struct CaptureSink {
-    writer: verify::pcapng::Writer<File>,
+    writer: myc_verify::pcapng::Writer<File>,
     interface: u32,
     deterministic: bool,
     path: PathBuf,
@@ -273,7 +273,7 @@ struct CaptureSink {
 impl CaptureSink {
     fn create(path: &Path, service: &str, deterministic: bool) -> anyhow::Result<CaptureSink> {
         let file = File::create(path).with_context(|| format!("cannot write {}", path.display()))?;
-        let mut writer = verify::pcapng::Writer::new(file)?;
+        let mut writer = myc_verify::pcapng::Writer::new(file)?;
         let interface = writer.interface(&format!("produce:{service}"))?;
         Ok(CaptureSink { writer, interface, deterministic, path: path.to_owned() })
     }

@@ -6,8 +6,8 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use codec::Domain;
-use transport::{Endpoint, Listener, SocketOptions};
+use myc_codec::Domain;
+use myc_transport::{Endpoint, Listener, SocketOptions};
 
 use super::Outcome;
 use super::shutdown_signal;
@@ -17,10 +17,10 @@ pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outco
     let settings = super::settings::load(global)?;
     let relays = plan(args, &settings.relay)?;
     let socket_options = SocketOptions {
-        mode: config::socket_mode(&settings.relay_server.socket_mode).unwrap_or(0o660),
+        mode: myc_config::socket_mode(&settings.relay_server.socket_mode).unwrap_or(0o660),
         group: settings.relay_server.socket_group,
     };
-    transport::check_open_file_limit("relay", settings.relay_server.max_connections * relays.len());
+    myc_transport::check_open_file_limit("relay", settings.relay_server.max_connections * relays.len());
     let runtime = super::runtime()?;
     runtime.block_on(async {
         let mut listeners = Vec::with_capacity(relays.len());
@@ -33,7 +33,7 @@ pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outco
             args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));
         let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
         let mut metrics = None;
-        relay_compat::serve(listeners, server_settings(&settings.relay_server), shutdown_signal(), |handle| {
+        myc_relay_compat::serve(listeners, server_settings(&settings.relay_server), shutdown_signal(), |handle| {
             metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
         })
         .await;
@@ -44,7 +44,7 @@ pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outco
 }
 
 /// The domains to relay and their socket paths.
-fn plan(args: &RelayArgs, paths: &config::RelayPaths) -> anyhow::Result<Vec<(Domain, PathBuf)>> {
+fn plan(args: &RelayArgs, paths: &myc_config::RelayPaths) -> anyhow::Result<Vec<(Domain, PathBuf)>> {
     let default_path = |domain: Domain| paths.for_domain(domain.as_u8()).cloned();
     if args.all {
         if args.socket.is_some() {
@@ -66,17 +66,17 @@ fn plan(args: &RelayArgs, paths: &config::RelayPaths) -> anyhow::Result<Vec<(Dom
 }
 
 /// The relay server the settings describe.
-pub(crate) fn server_settings(relay: &config::RelayServerSettings) -> relay_compat::RelaySettings {
-    relay_compat::RelaySettings {
+pub(crate) fn server_settings(relay: &myc_config::RelayServerSettings) -> myc_relay_compat::RelaySettings {
+    myc_relay_compat::RelaySettings {
         max_message: relay.max_message,
         max_connections: relay.max_connections,
         queue_messages: relay.queue_messages,
         queue_bytes: relay.queue_bytes,
         policy: match relay.policy.as_str() {
-            "disconnect" => relay_compat::QueuePolicy::Disconnect,
-            _ => relay_compat::QueuePolicy::DropOldest,
+            "disconnect" => myc_relay_compat::QueuePolicy::Disconnect,
+            _ => myc_relay_compat::QueuePolicy::DropOldest,
         },
         stall_timeout: relay.stall_timeout.get(),
-        ..relay_compat::RelaySettings::default()
+        ..myc_relay_compat::RelaySettings::default()
     }
 }

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::time::SystemTime;
 
 use anyhow::Context;
-use rollout::{Actor, Rollout, audit};
+use myc_rollout::{Actor, Rollout, audit};
 
 use super::Outcome;
 use crate::args::{Format, GlobalArgs, RolloutArgs, RolloutCommand};
@@ -50,7 +50,7 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
             return Ok(Outcome::Success);
         }
         RolloutCommand::Set { service, stage, reason } => {
-            let stage = rollout::parse_stage(stage)?;
+            let stage = myc_rollout::parse_stage(stage)?;
             rollout.set(service, stage, reason.as_deref().unwrap_or(""), &actor, now)
         }
         RolloutCommand::Advance { service, evidence, force, reason } => {
@@ -61,7 +61,7 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
             rollout.advance(service, report.as_deref(), *force, reason.as_deref().unwrap_or(""), &actor, now)
         }
         RolloutCommand::Rollback { service, reason, to } => {
-            let to = to.as_deref().map(rollout::parse_stage).transpose()?;
+            let to = to.as_deref().map(myc_rollout::parse_stage).transpose()?;
             rollout.rollback(service, to, reason, &actor, now)
         }
     };
@@ -73,7 +73,7 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
             }
             Ok(Outcome::Success)
         }
-        Err(rollout::Error::Refused(reason)) => {
+        Err(myc_rollout::Error::Refused(reason)) => {
             #[allow(clippy::print_stderr, reason = "a refusal is the command's answer")]
             {
                 eprintln!("refused: {reason}");

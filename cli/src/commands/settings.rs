@@ -5,7 +5,7 @@
 use std::io::Write;
 
 use anyhow::Context;
-use config::{Settings, Sources};
+use myc_config::{Settings, Sources};
 
 use super::Outcome;
 use crate::args::{ConfigCommand, Format, GlobalArgs};
@@ -14,7 +14,7 @@ use crate::args::{ConfigCommand, Format, GlobalArgs};
 pub(crate) fn load(global: &GlobalArgs) -> anyhow::Result<Settings> {
     let sources = Sources::discover(global.config.clone());
     let shown = sources.file.as_ref().map_or_else(|| "built-in defaults".to_owned(), |file| file.display().to_string());
-    config::load(&sources).with_context(|| format!("settings refused ({shown})"))
+    myc_config::load(&sources).with_context(|| format!("settings refused ({shown})"))
 }
 
 pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Result<Outcome> {
@@ -25,7 +25,7 @@ pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Resul
             write!(out, "{}", Settings::default().to_toml()?)?;
         }
         ConfigCommand::Check { file } => {
-            config::load(&Sources::file_only(file)).with_context(|| format!("{} is refused", file.display()))?;
+            myc_config::load(&Sources::file_only(file)).with_context(|| format!("{} is refused", file.display()))?;
             writeln!(out, "{}: ok", file.display())?;
         }
         ConfigCommand::Show => {

@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::Path;
 
 use anyhow::{Context, anyhow};
-use codec::Message;
+use myc_codec::Message;
 
 use super::Outcome;
 use crate::args::{TlvDecodeArgs, TlvEncodeArgs};
@@ -56,12 +56,12 @@ fn write_message(
     message: &Message<'_>,
     verify_checksum: bool,
     line: &mut String,
-) -> Result<(), codec::Error> {
+) -> Result<(), myc_codec::Error> {
     if verify_checksum {
         message.verify_checksum()?;
     }
     line.clear();
-    codec::render_json(message, line);
+    myc_codec::render_json(message, line);
     line.push('\n');
     // I/O errors surface at the next flush; the codec error type has no I/O.
     let _ = out.write_all(line.as_bytes());
@@ -79,7 +79,7 @@ fn decode_stream(mut input: impl Read, out: &mut impl Write, verify_checksum: bo
     loop {
         let mut start = 0;
         loop {
-            let failure = |error: codec::Error| describe(message_index, buffer_offset + start, None, &error);
+            let failure = |error: myc_codec::Error| describe(message_index, buffer_offset + start, None, &error);
             match Message::decode(&buffer[start..]).map_err(failure)? {
                 Some((message, used)) => {
                     write_message(out, &message, verify_checksum, &mut line).map_err(failure)?;
@@ -97,7 +97,7 @@ fn decode_stream(mut input: impl Read, out: &mut impl Write, verify_checksum: bo
                 return Ok(());
             }
             let error =
-                Message::parse(&buffer).err().unwrap_or(codec::Error::Truncated { offset: buffer.len(), need: 1 });
+                Message::parse(&buffer).err().unwrap_or(myc_codec::Error::Truncated { offset: buffer.len(), need: 1 });
             return Err(describe(message_index, buffer_offset, None, &error));
         }
         buffer.extend_from_slice(&chunk[..n_read]);
@@ -117,7 +117,7 @@ fn decode_hex_lines(input: impl BufRead, out: &mut impl Write, verify_checksum: 
         let line_number = line_index + 1;
         let bytes = hex::decode(text)
             .map_err(|error| anyhow!("message index {message_index} (line {line_number}): not hex: {error}"))?;
-        let failure = |error: codec::Error| describe(message_index, 0, Some(line_number), &error);
+        let failure = |error: myc_codec::Error| describe(message_index, 0, Some(line_number), &error);
         let message = Message::parse(&bytes).map_err(failure)?;
         write_message(out, &message, verify_checksum, &mut rendered).map_err(failure)?;
         message_index += 1;
@@ -131,7 +131,7 @@ fn encode_lines(input: impl BufRead, out: &mut impl Write, hex_out: bool) -> any
         if text.trim().is_empty() {
             continue;
         }
-        let bytes = codec::message_from_json(&text).map_err(|error| anyhow!("line {}: {error}", line_index + 1))?;
+        let bytes = myc_codec::message_from_json(&text).map_err(|error| anyhow!("line {}: {error}", line_index + 1))?;
         if hex_out {
             writeln!(out, "{}", hex::encode(&bytes))?;
         } else {
@@ -144,7 +144,12 @@ fn encode_lines(input: impl BufRead, out: &mut impl Write, hex_out: bool) -> any
 /// The one-line error for a bad message: its index, the absolute byte offset
 /// of the problem in the input (or the offset within the line's message in
 /// hex mode), and the codec's reason.
-fn describe(message_index: usize, message_start: usize, line: Option<usize>, error: &codec::Error) -> anyhow::Error {
+fn describe(
+    message_index: usize,
+    message_start: usize,
+    line: Option<usize>,
+    error: &myc_codec::Error,
+) -> anyhow::Error {
     let at = error.offset().map_or(String::new(), |offset| format!(", byte {}", message_start + offset));
     match line {
         Some(line) => anyhow!("message index {message_index} (line {line}{at} of the message): {error}"),

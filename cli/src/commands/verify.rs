@@ -11,9 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use verify::join::{Captured, Ignore};
-use verify::report::Report;
-use verify::stream::{CaptureStream, StreamInfo};
+use myc_verify::join::{Captured, Ignore};
+use myc_verify::report::Report;
+use myc_verify::stream::{CaptureStream, StreamInfo};
 
 use super::Outcome;
 use crate::args::{Format, VerifyCommand};
@@ -44,7 +44,7 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
                     bar.set_position(read + candidate_info.bytes_read.load(Ordering::Relaxed));
                 }
             });
-            let comparison = verify::join::compare(reference_stream, candidate_stream, ignore, *examples);
+            let comparison = myc_verify::join::compare(reference_stream, candidate_stream, ignore, *examples);
             bar.finish_and_clear();
             let name = |info: &StreamInfo, path: &Path| info.interface().unwrap_or_else(|| path.display().to_string());
             let report = Report::new(
@@ -80,7 +80,7 @@ pub(crate) fn run(command: &VerifyCommand, format: Format) -> anyhow::Result<Out
                 subjects: subject.as_slice(),
             })?;
             let (reference, candidate) = tap_for(&taps, duration)?;
-            let comparison = verify::join::compare(reference, candidate, ignore, *examples);
+            let comparison = myc_verify::join::compare(reference, candidate, ignore, *examples);
             let report = Report::new(&comparison, &taps[0].name(), &taps[1].name(), SystemTime::now());
             render(&report, format)?;
             Ok(if report.identical() { Outcome::Success } else { Outcome::Negative })

@@ -135,13 +135,13 @@ fn relay_forwards_a_legacy_producers_message_and_stops_cleanly() {
         assert!(started.elapsed() < Duration::from_secs(10), "relay did not start");
         std::thread::sleep(Duration::from_millis(10));
     };
-    let header = codec::Header::new(codec::Domain::MarketData, codec::Source::KrakenCollector, 1, 5);
-    let message = codec::MessageBuilder::new(header)
-        .heartbeat(&codec::Heartbeat { timestamp_ns: 5, counter: 1 })
+    let header = myc_codec::Header::new(myc_codec::Domain::MarketData, myc_codec::Source::KrakenCollector, 1, 5);
+    let message = myc_codec::MessageBuilder::new(header)
+        .heartbeat(&myc_codec::Heartbeat { timestamp_ns: 5, counter: 1 })
         .unwrap()
         .build();
     let identification =
-        codec::Header::identification(codec::Domain::MarketData, codec::Source::KrakenCollector).to_bytes();
+        myc_codec::Header::identification(myc_codec::Domain::MarketData, myc_codec::Source::KrakenCollector).to_bytes();
     // The consumer must be registered before the producer sends: retry until it gets the message.
     let mut received = vec![0u8; message.len()];
     consumer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();

@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use codec::{Domain, Header, MessageBuilder, Source, Trade};
-use verify::pcapng::Writer;
+use myc_codec::{Domain, Header, MessageBuilder, Source, Trade};
+use myc_verify::pcapng::Writer;
 
 use super::myc;
 
@@ -219,7 +219,7 @@ impl BothPaths {
 
         let mut producer = std::os::unix::net::UnixStream::connect(&self.relay_socket).unwrap();
         producer
-            .write_all(&codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes())
+            .write_all(&myc_codec::Header::identification(Domain::MarketData, Source::KrakenCollector).to_bytes())
             .unwrap();
         let broker_socket = self.broker_listen.trim_start_matches("unix:");
         let mut publisher = std::os::unix::net::UnixStream::connect(broker_socket).unwrap();
@@ -277,10 +277,10 @@ fn capture_taps_a_relay_and_a_broker_topic_into_one_file_that_verify_reads() {
     }
     assert!(capture.wait().unwrap().success());
 
-    let mut reader = verify::pcapng::Reader::new(std::fs::File::open(&out).unwrap());
+    let mut reader = myc_verify::pcapng::Reader::new(std::fs::File::open(&out).unwrap());
     let mut packets = 0;
     while let Some(packet) = reader.next_packet().unwrap() {
-        assert!(codec::Message::parse(&packet.data).is_ok());
+        assert!(myc_codec::Message::parse(&packet.data).is_ok());
         packets += 1;
     }
     assert_eq!(packets, 10);

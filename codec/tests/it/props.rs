@@ -2,7 +2,7 @@
 //! through parse, JSON and the builders; arbitrary bytes never panic the
 //! decoder.
 
-use codec::{Checksum, Domain, Header, Message, MessageBuilder, MessageWriter, Source, TlvType};
+use myc_codec::{Checksum, Domain, Header, Message, MessageBuilder, MessageWriter, Source, TlvType};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]
@@ -67,15 +67,15 @@ proptest! {
         prop_assert_eq!(&buf[..len], &bytes[..]);
 
         // Canonical JSON goes back to the same bytes.
-        let json = codec::to_json_string(&message);
-        prop_assert_eq!(codec::message_from_json(&json).unwrap(), bytes);
+        let json = myc_codec::to_json_string(&message);
+        prop_assert_eq!(myc_codec::message_from_json(&json).unwrap(), bytes);
     }
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
         let _ = Message::parse(&bytes);
         let _ = Message::decode(&bytes);
-        let _ = codec::peek_message_len(&bytes);
+        let _ = myc_codec::peek_message_len(&bytes);
     }
 
     #[test]
@@ -90,11 +90,11 @@ proptest! {
         }
         if let Ok(Some((message, used))) = Message::decode(&bytes) {
             prop_assert_eq!(used, message.as_bytes().len());
-            let _ = codec::to_json_string(&message);
+            let _ = myc_codec::to_json_string(&message);
         }
         if let Ok(message) = Message::parse(&bytes) {
-            let json = codec::to_json_string(&message);
-            prop_assert_eq!(codec::message_from_json(&json).unwrap(), bytes);
+            let json = myc_codec::to_json_string(&message);
+            prop_assert_eq!(myc_codec::message_from_json(&json).unwrap(), bytes);
         }
     }
 
@@ -104,6 +104,6 @@ proptest! {
         let sign = if units < 0 { "-" } else { "" };
         let magnitude = units.unsigned_abs();
         let text = format!("{sign}{}.{:08}", magnitude / 100_000_000, magnitude % 100_000_000);
-        prop_assert_eq!(codec::parse_fixed8(&text), Ok(units));
+        prop_assert_eq!(myc_codec::parse_fixed8(&text), Ok(units));
     }
 }

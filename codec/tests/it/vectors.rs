@@ -6,7 +6,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use codec::{Error, Message};
+use myc_codec::{Error, Message};
 
 fn data_dir(kind: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(kind)
@@ -38,7 +38,7 @@ fn every_good_vector_renders_to_its_golden_json() {
     for (name, bytes, _) in vectors("ok") {
         let message = Message::parse(&bytes).unwrap_or_else(|error| panic!("{name}: {error}"));
         let expect = fs::read_to_string(data_dir("ok").join(format!("{name}.json"))).unwrap();
-        assert_eq!(codec::to_json_string(&message), expect.trim_end(), "{name}");
+        assert_eq!(myc_codec::to_json_string(&message), expect.trim_end(), "{name}");
     }
 }
 
@@ -46,7 +46,7 @@ fn every_good_vector_renders_to_its_golden_json() {
 fn json_of_every_good_vector_encodes_back_to_the_same_bytes() {
     for (name, bytes, _) in vectors("ok") {
         let json = fs::read_to_string(data_dir("ok").join(format!("{name}.json"))).unwrap();
-        assert_eq!(codec::message_from_json(&json), Ok(bytes), "{name}");
+        assert_eq!(myc_codec::message_from_json(&json), Ok(bytes), "{name}");
     }
 }
 
@@ -108,31 +108,35 @@ fn concatenated_vectors_frame_one_by_one_from_a_stream() {
         offset += used;
     }
     assert_eq!(offset, stream.len());
-    assert_eq!(codec::peek_message_len(&stream), Some(good[0].len()));
-    assert_eq!(codec::peek_message_len(&stream[..27]), None);
+    assert_eq!(myc_codec::peek_message_len(&stream), Some(good[0].len()));
+    assert_eq!(myc_codec::peek_message_len(&stream[..27]), None);
 }
 
 #[test]
 fn the_builder_reproduces_the_hand_written_trade_vector() {
     let (_, expect, _) = vectors("ok").into_iter().find(|(name, _, _)| name == "trade").unwrap();
-    let trade = codec::Trade {
-        asset_id: codec::asset_id("BTC/USD").unwrap(),
-        price: codec::parse_fixed8("72930.1").unwrap(),
-        volume: codec::parse_fixed8("0.07509315").unwrap(),
+    let trade = myc_codec::Trade {
+        asset_id: myc_codec::asset_id("BTC/USD").unwrap(),
+        price: myc_codec::parse_fixed8("72930.1").unwrap(),
+        volume: myc_codec::parse_fixed8("0.07509315").unwrap(),
         execution_timestamp_ns: 1_710_426_505_066_587_000,
         venue_id: 101,
         asset_type: 51,
         reserved: 0,
         side: 1,
     };
-    let header =
-        codec::Header::new(codec::Domain::MarketData, codec::Source::KrakenCollector, 7, 1_710_426_537_049_841_000);
+    let header = myc_codec::Header::new(
+        myc_codec::Domain::MarketData,
+        myc_codec::Source::KrakenCollector,
+        7,
+        1_710_426_537_049_841_000,
+    );
     let mut buf = [0u8; 256];
-    let mut writer = codec::MessageWriter::new(&mut buf).unwrap();
+    let mut writer = myc_codec::MessageWriter::new(&mut buf).unwrap();
     writer.push_trade(&trade).unwrap();
-    let len = writer.finish(&header, codec::Checksum::Zero).unwrap();
+    let len = writer.finish(&header, myc_codec::Checksum::Zero).unwrap();
     assert_eq!(&buf[..len], &expect[..]);
-    let owned = codec::MessageBuilder::new(header).trade(&trade).unwrap().build();
+    let owned = myc_codec::MessageBuilder::new(header).trade(&trade).unwrap().build();
     assert_eq!(owned, expect);
 }
 
@@ -145,9 +149,9 @@ fn json_encode_computes_auto_checksums_and_rejects_bad_input() {
         "\"checksum\":\"auto\"",
     );
     assert_ne!(auto, json);
-    assert_eq!(codec::message_from_json(&auto), Ok(expect));
+    assert_eq!(myc_codec::message_from_json(&auto), Ok(expect));
 
-    let check = |json: &str, needle: &str| match codec::message_from_json(json) {
+    let check = |json: &str, needle: &str| match myc_codec::message_from_json(json) {
         Err(Error::Json(message)) => assert!(message.contains(needle), "{message:?} lacks {needle:?}"),
         other => panic!("{json}: {other:?}"),
     };
@@ -158,7 +162,7 @@ fn json_encode_computes_auto_checksums_and_rejects_bad_input() {
     check(r#"{"header":{"relay_domain":1,"source":2,"checksum":"maybe"},"tlvs":[]}"#, "auto");
     check(r#"{"header":{"relay_domain":1,"source":2,"magic":1},"tlvs":[]}"#, "magic");
     assert_eq!(
-        codec::message_from_json(r#"{"header":{"relay_domain":1,"source":2},"tlvs":[{"type":255,"hex":""}]}"#),
+        myc_codec::message_from_json(r#"{"header":{"relay_domain":1,"source":2},"tlvs":[{"type":255,"hex":""}]}"#),
         Err(Error::ReservedTlvType { offset: 0 })
     );
 }

@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use codec::{Domain, Header, Message};
+use myc_codec::{Domain, Header, Message};
+use myc_transport::{FrameReader, Listener, Stream};
 use tokio::io::AsyncRead;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
-use transport::{FrameReader, Listener, Stream};
 
 use crate::framing::ProtocolV2;
 use crate::metrics::Metrics;
@@ -78,7 +78,7 @@ pub struct RelaySettings {
 impl Default for RelaySettings {
     fn default() -> Self {
         RelaySettings {
-            max_message: codec::MAX_MESSAGE_LEN,
+            max_message: myc_codec::MAX_MESSAGE_LEN,
             max_connections: 4096,
             queue_messages: 10_000,
             queue_bytes: 64 * 1024 * 1024,
@@ -114,8 +114,8 @@ impl RelayHandle {
 
 /// Runs [`serve`] as a task of this process (tests, `myc demo`, benches):
 /// returns once it listens; stop it, kill it, or drop it.
-pub async fn spawn(relays: Vec<(Domain, Listener)>, settings: RelaySettings) -> transport::Running<RelayHandle> {
-    transport::Running::spawn(move |shutdown, on_start| serve(relays, settings, shutdown, on_start)).await
+pub async fn spawn(relays: Vec<(Domain, Listener)>, settings: RelaySettings) -> myc_transport::Running<RelayHandle> {
+    myc_transport::Running::spawn(move |shutdown, on_start| serve(relays, settings, shutdown, on_start)).await
 }
 
 /// Serves each `(domain, listener)` until `shutdown` completes, then stops
@@ -139,7 +139,7 @@ pub async fn serve(
             metrics: Arc::clone(&metrics),
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            refusal_warnings: transport::OnceASecond::default(),
+            refusal_warnings: myc_transport::OnceASecond::default(),
         });
         let serve = {
             let relay = Arc::clone(&relay);
@@ -152,7 +152,7 @@ pub async fn serve(
                 peer.finish();
             }
         };
-        relays_running.spawn(transport::accept_until(listener, stopped.clone(), serve, on_stop));
+        relays_running.spawn(myc_transport::accept_until(listener, stopped.clone(), serve, on_stop));
     }
     shutdown.await;
     let _ = stop.send(true);
@@ -169,7 +169,7 @@ struct Relay {
     peers: Mutex<HashMap<u64, Arc<Peer>>>,
     next_id: AtomicU64,
     /// Refused connections are logged at most once a second.
-    refusal_warnings: transport::OnceASecond,
+    refusal_warnings: myc_transport::OnceASecond,
 }
 
 impl Relay {
@@ -222,7 +222,7 @@ fn serve_connection(relay: Arc<Relay>, stream: Stream) -> impl Future<Output = (
             return;
         };
         let (read_half, write_half) = stream.into_split();
-        let mut writer = transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
+        let mut writer = myc_transport::AbortOnDrop::spawn(peer::write_loop(Arc::clone(&peer), write_half));
         let reader = FrameReader::new(read_half, ProtocolV2 { max_message: relay.settings.max_message });
         if let Err(reason) = read_loop(&relay, &peer, reader).await {
             Metrics::get(&relay.metrics.invalid, domain, reason).inc();
@@ -257,11 +257,13 @@ async fn read_loop(
         };
         let batch = match batch {
             Ok(Some(batch)) => batch,
-            Ok(None) | Err(transport::Error::Io { .. }) => return Ok(()),
-            Err(transport::Error::ClosedMidFrame { .. }) => return Err("truncated"),
-            Err(transport::Error::FrameTooLarge { .. }) => return Err("too_large"),
-            Err(transport::Error::Framing(reason)) if reason == crate::framing::BAD_MAGIC => return Err("bad_magic"),
-            Err(transport::Error::Framing(reason)) if reason == crate::framing::BAD_VERSION => {
+            Ok(None) | Err(myc_transport::Error::Io { .. }) => return Ok(()),
+            Err(myc_transport::Error::ClosedMidFrame { .. }) => return Err("truncated"),
+            Err(myc_transport::Error::FrameTooLarge { .. }) => return Err("too_large"),
+            Err(myc_transport::Error::Framing(reason)) if reason == crate::framing::BAD_MAGIC => {
+                return Err("bad_magic");
+            }
+            Err(myc_transport::Error::Framing(reason)) if reason == crate::framing::BAD_VERSION => {
                 return Err("bad_version");
             }
             Err(_) => return Err("framing"),

@@ -11,11 +11,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use codec::Source;
+use myc_codec::Source;
+use myc_transport::HoldBudget;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
-use transport::HoldBudget;
 
 use super::{QueuePolicy, RelaySettings};
 use crate::metrics::Metrics;
@@ -57,7 +57,7 @@ pub(super) struct Peer {
     /// slowing anyone.
     hold: Mutex<HoldBudget>,
     /// "Not keeping up" is logged at most once a second.
-    warnings: transport::OnceASecond,
+    warnings: myc_transport::OnceASecond,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
     policy: QueuePolicy,
@@ -78,7 +78,7 @@ impl Peer {
             progress: Notify::new(),
             stuck: AtomicBool::new(false),
             hold: Mutex::new(HoldBudget::new(settings.stall_timeout, Instant::now())),
-            warnings: transport::OnceASecond::default(),
+            warnings: myc_transport::OnceASecond::default(),
             role: AtomicU8::new(0),
             policy: settings.policy,
             max_messages: settings.queue_messages as u64,

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use codec::{Domain, Source};
-use relay_compat::{RelayClient, RelayClientOptions, RelaySettings, RelayTap};
+use myc_codec::{Domain, Source};
+use myc_relay_compat::{RelayClient, RelayClientOptions, RelaySettings, RelayTap};
 
 use super::{TestRelay, message};
 
@@ -47,7 +47,7 @@ async fn the_client_buffers_while_the_relay_is_down_and_reidentifies_after_a_res
     }
     client.flush(Duration::from_secs(10)).await.unwrap();
     let first = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
-    let first_sequence = codec::Message::parse(&first.bytes).unwrap().header().sequence;
+    let first_sequence = myc_codec::Message::parse(&first.bytes).unwrap().header().sequence;
     receive(&mut tap, first_sequence + 1..=200).await;
 
     relay.kill().await;
@@ -85,14 +85,15 @@ async fn the_breaker_opens_while_the_relay_is_away_and_closes_once_it_is_back() 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("md.sock");
     let mut options = options(&path);
-    options.breaker = Some(transport::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
+    options.breaker =
+        Some(myc_transport::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
     let client = RelayClient::start(options);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.breaker_state() != Some(transport::BreakerState::Open) {
+    while client.breaker_state() != Some(myc_transport::BreakerState::Open) {
         assert!(tokio::time::Instant::now() < deadline, "the breaker never opened");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert!(matches!(client.try_publish(&message(2, 1)), Err(relay_compat::Error::CircuitOpen)));
+    assert!(matches!(client.try_publish(&message(2, 1)), Err(myc_relay_compat::Error::CircuitOpen)));
 
     let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
     relay.wait_for("connections", "producer", 1).await;
@@ -101,7 +102,7 @@ async fn the_breaker_opens_while_the_relay_is_away_and_closes_once_it_is_back() 
         assert!(tokio::time::Instant::now() < deadline, "the probe never went through");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    assert_eq!(client.breaker_state(), Some(transport::BreakerState::Closed));
+    assert_eq!(client.breaker_state(), Some(myc_transport::BreakerState::Closed));
     relay.stop().await;
 }
 

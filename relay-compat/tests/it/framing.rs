@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use codec::Domain;
+use myc_codec::Domain;
+use myc_relay_compat::{RelaySettings, RelayTap};
 use rand::RngExt;
-use relay_compat::{RelaySettings, RelayTap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
@@ -74,7 +74,7 @@ async fn several_producers_keep_their_own_order_without_interleaving() {
     let received = read_n(&mut consumer, 3000).await;
     let mut next = std::collections::HashMap::from([(2u8, 1u64), (4, 1), (5, 1)]);
     for bytes in received {
-        let parsed = codec::Message::parse(&bytes).unwrap();
+        let parsed = myc_codec::Message::parse(&bytes).unwrap();
         let (source, sequence) = (parsed.header().source.as_u8(), parsed.header().sequence);
         assert_eq!(bytes, message(source, sequence), "a whole message, unchanged");
         let expected = next.get_mut(&source).unwrap();

@@ -11,11 +11,11 @@ mod slow;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use codec::{Checksum, Domain, Header, MessageBuilder, Source, TlvType};
-use relay_compat::metrics::Metrics;
-use relay_compat::{RelayHandle, RelaySettings};
+use myc_codec::{Checksum, Domain, Header, MessageBuilder, Source, TlvType};
+use myc_relay_compat::metrics::Metrics;
+use myc_relay_compat::{RelayHandle, RelaySettings};
+use myc_transport::{Endpoint, Listener, SocketOptions};
 use tokio::sync::oneshot;
-use transport::{Endpoint, Listener, SocketOptions};
 
 pub(crate) struct TestRelay {
     stop: Option<oneshot::Sender<()>>,
@@ -29,7 +29,7 @@ impl TestRelay {
         let listener = bind_when_free(&Endpoint::Unix(path.to_owned())).await;
         let (stop, stopped) = oneshot::channel::<()>();
         let (started, handle) = oneshot::channel();
-        let task = tokio::spawn(relay_compat::serve(
+        let task = tokio::spawn(myc_relay_compat::serve(
             vec![(domain, listener)],
             settings,
             async move {

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use codec::Domain;
-use relay_compat::{QueuePolicy, RelaySettings, RelayTap};
+use myc_codec::Domain;
+use myc_relay_compat::{QueuePolicy, RelaySettings, RelayTap};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 

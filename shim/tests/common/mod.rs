@@ -15,13 +15,13 @@ pub(crate) fn sequence_of(bytes: &[u8]) -> u64 {
 
 /// Verify's comparison of what two taps saw (arrival order as seen),
 /// keeping up to `examples` differences.
-pub(crate) fn compare(reference: &Seen, candidate: &Seen, examples: usize) -> verify::join::Comparison {
-    let captured = |seen: &Seen| -> Vec<verify::join::Captured> {
+pub(crate) fn compare(reference: &Seen, candidate: &Seen, examples: usize) -> myc_verify::join::Comparison {
+    let captured = |seen: &Seen| -> Vec<myc_verify::join::Captured> {
         seen.lock()
             .unwrap()
             .iter()
-            .map(|bytes| verify::join::Captured { bytes: bytes.to_vec(), arrival_ns: 0 })
+            .map(|bytes| myc_verify::join::Captured { bytes: bytes.to_vec(), arrival_ns: 0 })
             .collect()
     };
-    verify::join::compare(captured(reference), captured(candidate), verify::join::Ignore::default(), examples)
+    myc_verify::join::compare(captured(reference), captured(candidate), myc_verify::join::Ignore::default(), examples)
 }

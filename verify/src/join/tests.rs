@@ -1,6 +1,6 @@
 //! Hand-built stream pairs, one per outcome kind, with exact counts.
 
-use codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use myc_codec::{Domain, Header, MessageBuilder, Source, TlvType};
 
 use super::*;
 

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use verify::join::{Ignore, compare};
-use verify::report::Report;
-use verify::stream::CaptureStream;
+use myc_verify::join::{Ignore, compare};
+use myc_verify::report::Report;
+use myc_verify::stream::CaptureStream;
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use verify::pcapng::Writer;
+use myc_verify::pcapng::Writer;
 
 #[test]
 fn capinfos_reads_a_capture_and_counts_its_packets() {

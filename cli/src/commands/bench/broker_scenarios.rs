@@ -10,8 +10,8 @@ use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use broker::{Client, ClientOptions};
 use hdrhistogram::Histogram;
+use myc_broker::{Client, ClientOptions};
 
 use super::process::{ChildBroker, own_peak_rss, reset_own_peak_rss};
 use super::{Fault, Latency, Rss, RunResult, Scenario, rate};
@@ -190,9 +190,9 @@ async fn raw_subscriber(socket: &std::path::Path) -> anyhow::Result<tokio::net::
     use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::UnixStream::connect(socket).await?;
     let mut frames = bytes::BytesMut::new();
-    broker::ClientOp::Hello { version: 1, flags: 0, client_name: "bench-stuck".to_owned(), token: String::new() }
+    myc_broker::ClientOp::Hello { version: 1, flags: 0, client_name: "bench-stuck".to_owned(), token: String::new() }
         .encode(&mut frames);
-    broker::ClientOp::Subscribe {
+    myc_broker::ClientOp::Subscribe {
         sub_id: 1,
         topic: bytes::Bytes::from_static(TOPIC.as_bytes()),
         group: bytes::Bytes::new(),

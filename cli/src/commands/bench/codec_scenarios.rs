@@ -6,7 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use anyhow::Context;
-use codec::{Checksum, Domain, Header, Message, MessageWriter, Source, TlvType, Trade};
+use myc_codec::{Checksum, Domain, Header, Message, MessageWriter, Source, TlvType, Trade};
 
 use super::{RunResult, Scenario, rate};
 

@@ -419,18 +419,19 @@ fn machine() -> Machine {
 /// one vendor TLV (standard or extended form, as its length needs) filling
 /// the rest, with `sequence` in the header.
 pub(crate) fn message_of_len(len: usize, sequence: u64) -> anyhow::Result<Vec<u8>> {
-    let rest = len.saturating_sub(codec::HEADER_LEN).max(2);
+    let rest = len.saturating_sub(myc_codec::HEADER_LEN).max(2);
     let payload_len = if rest - 2 <= 255 { rest - 2 } else { rest.saturating_sub(5) };
-    let header = codec::Header::new(codec::Domain::MarketData, codec::Source::TestClient, sequence, sequence);
+    let header =
+        myc_codec::Header::new(myc_codec::Domain::MarketData, myc_codec::Source::TestClient, sequence, sequence);
     let message =
-        codec::MessageBuilder::new(header).tlv(codec::TlvType::from_u8(200), &vec![0x5A; payload_len])?.build();
+        myc_codec::MessageBuilder::new(header).tlv(myc_codec::TlvType::from_u8(200), &vec![0x5A; payload_len])?.build();
     Ok(message)
 }
 
 /// Publishes `n_messages` messages of `payload_bytes` through `publisher`,
 /// numbered from 1, and flushes; returns when the first was published.
 pub(crate) async fn publish_numbered(
-    publisher: &impl shim::Publisher,
+    publisher: &impl myc_shim::Publisher,
     n_messages: u64,
     payload_bytes: usize,
 ) -> anyhow::Result<std::time::Instant> {

@@ -122,7 +122,7 @@ fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
 /// through `ServicePublisher` → `NatsBrokerPublisher` → `nats-server` → one
 /// plain subscriber.
 fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    use shim::{NatsBrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+    use myc_shim::{NatsBrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
     let Some(server) = NatsServer::start()? else {
         return Ok(RunResult { skipped: Some("nats-server is not installed".to_owned()), ..RunResult::default() });
@@ -130,13 +130,14 @@ fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult>
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
         let (_subscriber, counter) = count(&server.url, "myc.market_data", n_messages).await?;
-        let nats = broker::nats::NatsPublisher::start(broker::nats::NatsOptions::new(vec![server.url.clone()])).await?;
+        let nats = myc_broker::nats::NatsPublisher::start(myc_broker::nats::NatsOptions::new(vec![server.url.clone()]))
+            .await?;
         let topics = ["market_data", "signals", "execution", "system"].map(str::to_owned);
         let publisher = ServicePublisher::new(
-            RelayPublisher::new(Default::default(), transport::BufferLimits::default()),
+            RelayPublisher::new(Default::default(), myc_transport::BufferLimits::default()),
             NatsBrokerPublisher::new(nats, topics),
-            StageHandle::new(config::Stage::Broker),
-            ShadowLimits { queue_bytes: 64 << 20, breaker: transport::BreakerOptions::default() },
+            StageHandle::new(myc_config::Stage::Broker),
+            ShadowLimits { queue_bytes: 64 << 20, breaker: myc_transport::BreakerOptions::default() },
         );
         let started = super::publish_numbered(&publisher, n_messages, payload_bytes).await?;
         let (received, finished) = counter.await?;

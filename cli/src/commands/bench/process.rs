@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use transport::Endpoint;
+use myc_transport::Endpoint;
 
 /// A `myc` server (broker or relay) running as a child process on a socket
 /// in a temporary directory; killed and reaped on drop.

@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use anyhow::bail;
-use codec::Source;
-use producers::{Adapter, Kraken, Outbox, Stamper};
+use myc_codec::Source;
+use myc_producers::{Adapter, Kraken, Outbox, Stamper};
 
 use super::{RunResult, Scenario, rate};
 

@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use codec::{Domain, Source};
-use relay_compat::{RelayClient, RelayClientOptions, RelayTap};
+use myc_codec::{Domain, Source};
+use myc_relay_compat::{RelayClient, RelayClientOptions, RelayTap};
 
 use super::process::ChildServer;
 use super::{Fault, Rss, RunResult, Scenario, rate};
@@ -94,7 +94,7 @@ fn relay_e2e_with(
                     };
                     let mut offset = 0;
                     while offset < batch.len() {
-                        offset += relay_compat::message_len(&batch[offset..]).max(1);
+                        offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
                         received += 1;
                     }
                 }

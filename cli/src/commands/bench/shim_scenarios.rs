@@ -7,10 +7,10 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use config::Stage;
-use relay_compat::RelayTap;
-use shim::{BrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
-use transport::BufferLimits;
+use myc_config::Stage;
+use myc_relay_compat::RelayTap;
+use myc_shim::{BrokerPublisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_transport::BufferLimits;
 
 use super::process::{ChildBroker, ChildServer, own_peak_rss, reset_own_peak_rss};
 use super::{Rss, RunResult, Scenario, rate};
@@ -51,7 +51,7 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
     reset_own_peak_rss();
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
-        let route = rollout::Route::of(stage);
+        let route = myc_rollout::Route::of(stage);
         let mut counters: Vec<Counter> = Vec::new();
         if route.relay.is_some() {
             let mut tap = RelayTap::connect(&relay.socket).await?;
@@ -61,14 +61,14 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
                     let Ok(Ok(Some((batch, _)))) = tokio::time::timeout(STALL, tap.next_batch()).await else { break };
                     let mut offset = 0;
                     while offset < batch.len() {
-                        offset += relay_compat::message_len(&batch[offset..]).max(1);
+                        offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
                         received += 1;
                     }
                 }
                 (received, Instant::now())
             }));
         }
-        let subscriber = broker::Client::start(broker::ClientOptions::new(broker.endpoint.clone()));
+        let subscriber = myc_broker::Client::start(myc_broker::ClientOptions::new(broker.endpoint.clone()));
         if route.broker.is_some() {
             let mut subscription = subscriber.subscribe("market_data", "")?;
             subscription.wait_active(STALL).await?;
@@ -91,13 +91,13 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
             max_messages: usize::try_from(n_messages).unwrap_or(usize::MAX).saturating_add(1),
             ..BufferLimits::default()
         };
-        let mut broker_options = broker::ClientOptions::new(broker.endpoint.clone());
+        let mut broker_options = myc_broker::ClientOptions::new(broker.endpoint.clone());
         broker_options.buffer = whole_run;
         let publisher = ServicePublisher::new(
             RelayPublisher::new(relay_paths, BufferLimits::default()),
-            BrokerPublisher::new(broker::Client::start(broker_options), topics),
+            BrokerPublisher::new(myc_broker::Client::start(broker_options), topics),
             StageHandle::new(stage),
-            ShadowLimits { queue_bytes: whole_run.max_bytes, breaker: transport::BreakerOptions::default() },
+            ShadowLimits { queue_bytes: whole_run.max_bytes, breaker: myc_transport::BreakerOptions::default() },
         );
         let started = super::publish_numbered(&publisher, n_messages, payload_bytes).await?;
         let mut lost = 0;
@@ -124,8 +124,8 @@ fn stage_lookup(n_lookups: u64, _payload_bytes: usize) -> anyhow::Result<RunResu
     let started = Instant::now();
     let mut shadows = 0u64;
     for _ in 0..n_lookups {
-        let route = rollout::Route::of(std::hint::black_box(&stage).get());
-        shadows += u64::from(route.broker == Some(rollout::Role::Shadow));
+        let route = myc_rollout::Route::of(std::hint::black_box(&stage).get());
+        shadows += u64::from(route.broker == Some(myc_rollout::Role::Shadow));
     }
     let elapsed = started.elapsed();
     if std::hint::black_box(shadows) != n_lookups {

@@ -7,9 +7,9 @@ use std::fs::File;
 use std::time::Instant;
 
 use anyhow::bail;
-use verify::join::Ignore;
-use verify::pcapng::Writer;
-use verify::stream::CaptureStream;
+use myc_verify::join::Ignore;
+use myc_verify::pcapng::Writer;
+use myc_verify::stream::CaptureStream;
 
 use super::process::{own_peak_rss, reset_own_peak_rss};
 use super::{Rss, RunResult, Scenario, rate};
@@ -34,7 +34,7 @@ fn verify_files(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResu
     reset_own_peak_rss();
     let started = Instant::now();
     let (reference, candidate) = (CaptureStream::open(&reference, None)?, CaptureStream::open(&candidate, None)?);
-    let comparison = verify::join::compare(reference, candidate, Ignore::default(), 5);
+    let comparison = myc_verify::join::compare(reference, candidate, Ignore::default(), 5);
     let elapsed = started.elapsed();
     if comparison.counts.matched != n_messages {
         bail!("verify matched {} of {n_messages}", comparison.counts.matched);

@@ -26,8 +26,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use config::{Settings, Stage};
-use rollout::{Actor, Rollout};
+use myc_config::{Settings, Stage};
+use myc_rollout::{Actor, Rollout};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -62,7 +62,7 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
         let listener =
             tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "console listening");
-        let _scraper = transport::AbortOnDrop::spawn(scrape::run(
+        let _scraper = myc_transport::AbortOnDrop::spawn(scrape::run(
             console.settings.console.scrape.clone(),
             Arc::clone(&console.live),
         ));
@@ -135,8 +135,8 @@ impl Console {
         let Some(report) = report else {
             return (false, format!("no verify report for this service in {}", self.reports_dir.display()));
         };
-        match rollout::gate::Evidence::from_json(report)
-            .and_then(|evidence| rollout::gate::check(&evidence, &self.settings.gate, source, SystemTime::now()))
+        match myc_rollout::gate::Evidence::from_json(report)
+            .and_then(|evidence| myc_rollout::gate::check(&evidence, &self.settings.gate, source, SystemTime::now()))
         {
             Ok(()) => (true, "the latest report passes the gate".to_owned()),
             Err(why) => (false, why),
@@ -294,10 +294,10 @@ fn change_actor(console: &Console, headers: &HeaderMap, client: SocketAddr) -> R
     Ok(Actor { user: format!("{user} (console)"), host: client.to_string() })
 }
 
-fn changed(result: Result<rollout::audit::Entry, rollout::Error>) -> Response {
+fn changed(result: Result<myc_rollout::audit::Entry, myc_rollout::Error>) -> Response {
     match result {
         Ok(entry) => Json(entry).into_response(),
-        Err(rollout::Error::Refused(reason)) => error(StatusCode::CONFLICT, format!("refused: {reason}")),
+        Err(myc_rollout::Error::Refused(reason)) => error(StatusCode::CONFLICT, format!("refused: {reason}")),
         Err(other) => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }

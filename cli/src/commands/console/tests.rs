@@ -15,13 +15,13 @@ use tower::ServiceExt;
 
 use super::{Console, router};
 
-fn settings(dir: &std::path::Path) -> config::Settings {
-    let mut settings = config::Settings::default();
+fn settings(dir: &std::path::Path) -> myc_config::Settings {
+    let mut settings = myc_config::Settings::default();
     settings.rollout.file = dir.join("rollout.toml");
     settings.rollout.audit_log = dir.join("audit.jsonl");
     settings.console.reports_dir = dir.join("reports");
     settings.gate.min_messages = 5;
-    settings.services.insert("polygon_adapter".to_owned(), config::ServiceSettings { source: Some(4) });
+    settings.services.insert("polygon_adapter".to_owned(), myc_config::ServiceSettings { source: Some(4) });
     settings
 }
 

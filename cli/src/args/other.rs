@@ -219,8 +219,12 @@ pub(crate) enum ConfigCommand {
         /// The file to check.
         file: PathBuf,
     },
-    /// The effective settings after every layer.
-    Show,
+    /// The effective settings after every layer (secrets shown as `***`).
+    Show {
+        /// Print tokens and other secrets in clear.
+        #[arg(long)]
+        show_secrets: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]

@@ -20,6 +20,11 @@ pub(crate) struct TlvDecodeArgs {
     /// Check non-zero checksums; a mismatch is an error.
     #[arg(long)]
     pub(crate) verify_checksum: bool,
+    /// With a pcapng capture as input: decode only this interface's packets
+    /// (`relay:/tmp/torq/market_data.sock`, `broker:market_data`, …); every
+    /// packet of the file without it.
+    #[arg(long, value_name = "NAME", conflicts_with = "hex")]
+    pub(crate) interface: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

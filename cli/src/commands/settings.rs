@@ -14,7 +14,34 @@ use crate::args::{ConfigCommand, Format, GlobalArgs};
 pub(crate) fn load(global: &GlobalArgs) -> anyhow::Result<Settings> {
     let sources = Sources::discover(global.config.clone());
     let shown = sources.file.as_ref().map_or_else(|| "built-in defaults".to_owned(), |file| file.display().to_string());
-    myc_config::load(&sources).with_context(|| format!("settings refused ({shown})"))
+    let settings = myc_config::load(&sources).with_context(|| format!("settings refused ({shown})"))?;
+    tracing::info!(settings = %shown, "settings loaded");
+    Ok(settings)
+}
+
+/// Keys whose values are secrets: shown as `***` by `myc config show`.
+const SECRET_KEYS: [&str; 5] = ["token", "tokens", "password", "secret", "api_key"];
+
+/// The settings as a JSON value with every non-empty secret replaced by
+/// `***` (an empty one stays empty, so "no token" still shows) and unset
+/// optional keys left out.
+fn masked(settings: &Settings) -> anyhow::Result<serde_json::Value> {
+    fn walk(value: &mut serde_json::Value, secret: bool) {
+        match value {
+            serde_json::Value::Object(map) => {
+                map.retain(|_, child| !child.is_null());
+                for (key, child) in map.iter_mut() {
+                    walk(child, secret || SECRET_KEYS.contains(&key.as_str()));
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|item| walk(item, secret)),
+            serde_json::Value::String(text) if secret && !text.is_empty() => *text = "***".to_owned(),
+            _ => {}
+        }
+    }
+    let mut value = serde_json::to_value(settings)?;
+    walk(&mut value, false);
+    Ok(value)
 }
 
 pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Result<Outcome> {
@@ -28,11 +55,13 @@ pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Resul
             myc_config::load(&Sources::file_only(file)).with_context(|| format!("{} is refused", file.display()))?;
             writeln!(out, "{}: ok", file.display())?;
         }
-        ConfigCommand::Show => {
+        ConfigCommand::Show { show_secrets } => {
             let settings = load(global)?;
-            match global.format {
-                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&settings)?)?,
-                Format::Human => write!(out, "{}", settings.to_toml()?)?,
+            match (global.format, show_secrets) {
+                (Format::Json, true) => writeln!(out, "{}", serde_json::to_string_pretty(&settings)?)?,
+                (Format::Human, true) => write!(out, "{}", settings.to_toml()?)?,
+                (Format::Json, false) => writeln!(out, "{}", serde_json::to_string_pretty(&masked(&settings)?)?)?,
+                (Format::Human, false) => write!(out, "{}", toml::to_string_pretty(&masked(&settings)?)?)?,
             }
         }
     }

@@ -1,5 +1,6 @@
-//! `myc tlv decode` (binary or hex messages → canonical JSON lines) and
-//! `myc tlv encode` (JSON lines → binary or hex messages).
+//! `myc tlv decode` (binary or hex messages, or the packets of a pcapng
+//! capture → canonical JSON lines) and `myc tlv encode` (JSON lines → binary
+//! or hex messages).
 //!
 //! Both stream: messages are written as they are read, so a malformed one
 //! stops the run after every message before it has been printed, and the
@@ -18,11 +19,21 @@ use crate::args::{TlvDecodeArgs, TlvEncodeArgs};
 /// Bytes read from the input per call in binary mode.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// The first four bytes of a pcapng file (its Section Header Block type),
+/// the same in either byte order.
+const PCAPNG_MAGIC: [u8; 4] = [0x0a, 0x0d, 0x0d, 0x0a];
+
 pub(crate) fn decode(args: &TlvDecodeArgs) -> anyhow::Result<Outcome> {
-    let input = open_input(args.input.as_deref())?;
+    let mut input = open_input(args.input.as_deref())?;
     let mut out = BufWriter::new(io::stdout().lock());
+    let is_capture = !args.hex && input.fill_buf().context("cannot read input")?.starts_with(&PCAPNG_MAGIC);
+    if args.interface.is_some() && !is_capture {
+        return Err(anyhow!("--interface picks a stream of a pcapng capture, and the input is not one"));
+    }
     let result = if args.hex {
         decode_hex_lines(input, &mut out, args.verify_checksum)
+    } else if is_capture {
+        decode_capture(input, &mut out, args.verify_checksum, args.interface.as_deref())
     } else {
         decode_stream(input, &mut out, args.verify_checksum)
     };
@@ -102,6 +113,39 @@ fn decode_stream(mut input: impl Read, out: &mut impl Write, verify_checksum: bo
         }
         buffer.extend_from_slice(&chunk[..n_read]);
     }
+}
+
+/// Decodes the packets of a pcapng capture, each one message, optionally
+/// only those of one interface (checked against the file's interfaces once
+/// the file is read, so a typo is an error that lists the real names).
+fn decode_capture(
+    input: impl Read,
+    out: &mut impl Write,
+    verify_checksum: bool,
+    interface: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut reader = myc_verify::pcapng::Reader::new(input);
+    let mut line = String::new();
+    let mut message_index = 0;
+    while let Some(packet) = reader.next_packet().context("capture unreadable")? {
+        if let Some(wanted) = interface {
+            let name = reader.interfaces().get(packet.interface as usize).map(|found| found.name.as_str());
+            if name != Some(wanted) {
+                continue;
+            }
+        }
+        let failure = |error: myc_codec::Error| describe(message_index, 0, None, &error);
+        let message = Message::parse(&packet.data).map_err(failure)?;
+        write_message(out, &message, verify_checksum, &mut line).map_err(failure)?;
+        message_index += 1;
+    }
+    if let Some(wanted) = interface
+        && !reader.interfaces().iter().any(|found| found.name == wanted)
+    {
+        let names: Vec<&str> = reader.interfaces().iter().map(|found| found.name.as_str()).collect();
+        return Err(anyhow!("the capture has no interface {wanted:?}; it has: {}", names.join(", ")));
+    }
+    Ok(())
 }
 
 /// Decodes one hex message per line; blank lines and `#` comments are skipped.

@@ -9,6 +9,7 @@
 
 mod cli;
 mod console;
+mod operator;
 mod produce;
 mod rollout;
 mod tidy;

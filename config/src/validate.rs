@@ -98,6 +98,11 @@ impl Settings {
         if !self.metrics.listen.is_empty() && self.metrics.listen.parse::<std::net::SocketAddr>().is_err() {
             problem("metrics.listen", format!("{:?} is not an address like 127.0.0.1:9464", self.metrics.listen));
         }
+        for (index, target) in self.console.scrape.iter().enumerate() {
+            if let Err(why) = check_scrape_url(target) {
+                problem(&format!("console.scrape[{index}]"), why);
+            }
+        }
         for (name, service) in &self.services {
             if service.source == Some(0) {
                 problem(&format!("services.{name}.source"), "source 0 is not a Protocol V2 source id".to_owned());
@@ -118,6 +123,27 @@ fn check_endpoint(text: &str, key: &str, problem: &mut impl FnMut(&str, String))
     if !valid {
         problem(key, format!("{text:?} is not an endpoint like unix:/path or tcp:host:port"));
     }
+}
+
+/// A metrics endpoint to scrape: `http://host:port/path`. Anything else
+/// (a bare `host:port`, https, no port) would pass as a string and then never
+/// answer, leaving the console without rates and nobody told why.
+fn check_scrape_url(target: &str) -> Result<(), String> {
+    let example = "like http://127.0.0.1:9466/metrics";
+    let Some(rest) = target.strip_prefix("http://") else {
+        return Err(format!("{target:?} is not an http:// URL ({example})"));
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let port_ok = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|port| port != 0));
+    if !port_ok {
+        return Err(format!("{target:?} has no host:port ({example})"));
+    }
+    if path.is_empty() {
+        return Err(format!("{target:?} has no path ({example})"));
+    }
+    Ok(())
 }
 
 /// Topics as the broker spec allows them: 1–255 bytes of `[a-z0-9_.-]`,

@@ -189,3 +189,21 @@ fn socket_modes_are_octal_and_never_world_writable() {
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be refused") };
     assert!(problems.join("\n").contains("broker.server.socket_mode"), "{problems:?}");
 }
+
+#[test]
+fn a_scrape_target_that_is_not_an_http_url_is_refused_with_its_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("scrape.toml");
+    std::fs::write(
+        &file,
+        "[console]\nscrape = [\"http://127.0.0.1:9466/metrics\", \"127.0.0.1:19466\", \"https://h:1/m\", \"http://h/metrics\", \"http://h:9466\"]\n",
+    )
+    .unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    for index in 1..=4 {
+        assert!(all.contains(&format!("console.scrape[{index}]")), "[{index}] missing from:\n{all}");
+    }
+    assert!(!all.contains("console.scrape[0]"), "{all}");
+    assert!(all.contains("http://127.0.0.1:9466/metrics"), "the message shows the expected form:\n{all}");
+}

@@ -38,7 +38,37 @@ pub struct Metrics {
     pub refused: Family<Labels, Counter>,
 }
 
+/// Why a message can be counted invalid (the `kind` of `myc_relay_invalid`).
+pub const INVALID_REASONS: [&str; 9] = [
+    "truncated",
+    "too_large",
+    "bad_magic",
+    "bad_version",
+    "framing",
+    "malformed_tlv",
+    "wrong_domain",
+    "bad_checksum",
+    "checksum_missing",
+];
+
 impl Metrics {
+    /// Creates every series of `domain` at zero, so that `/metrics` lists
+    /// them from the start rather than only once traffic has touched them
+    /// (a dashboard or alert on `rate(...)` needs the series to exist).
+    pub fn declare(&self, domain: &'static str) {
+        for role in ["producer", "consumer"] {
+            Metrics::get(&self.connections, domain, role);
+        }
+        for family in [&self.messages_in, &self.messages_out, &self.bytes_in, &self.bytes_out] {
+            Metrics::get(family, domain, "all");
+        }
+        Metrics::get(&self.dropped, domain, "slow_consumer");
+        Metrics::get(&self.refused, domain, "max_connections");
+        for reason in INVALID_REASONS {
+            Metrics::get(&self.invalid, domain, reason);
+        }
+    }
+
     /// A counter or gauge of `family` for `domain` and `kind`.
     pub fn get<M: Clone + Default>(family: &Family<Labels, M>, domain: &'static str, kind: &'static str) -> M {
         family.get_or_create(&Labels { domain, kind }).clone()

@@ -19,6 +19,22 @@ pub(crate) fn load(global: &GlobalArgs) -> anyhow::Result<Settings> {
     Ok(settings)
 }
 
+/// The services of the bundled producers, commented: uncomment those you
+/// run so that the gate and the broker link know their source ids.
+const BUNDLED_SERVICES: &str = "
+# Services: each service name and the Protocol V2 source id its messages
+# carry (the gate, verify --service and the relay's broker link use it).
+# The bundled producers, as `myc produce --service NAME` names them:
+# [services.polygon_adapter]
+# source = 4        # PolygonCollector
+# [services.kraken_adapter]
+# source = 2        # KrakenCollector
+# [services.coinbase_adapter]
+# source = 3        # CoinbaseCollector
+# [services.binance_adapter]
+# source = 1        # BinanceCollector
+";
+
 /// Keys whose values are secrets: shown as `***` by `myc config show`.
 const SECRET_KEYS: [&str; 5] = ["token", "tokens", "password", "secret", "api_key"];
 
@@ -50,6 +66,7 @@ pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Resul
         ConfigCommand::PrintDefault => {
             writeln!(out, "# myc.toml: every key with its default value.\n")?;
             write!(out, "{}", Settings::default().to_toml()?)?;
+            write!(out, "{BUNDLED_SERVICES}")?;
         }
         ConfigCommand::Check { file } => {
             myc_config::load(&Sources::file_only(file)).with_context(|| format!("{} is refused", file.display()))?;

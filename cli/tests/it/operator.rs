@@ -96,3 +96,20 @@ fn an_error_says_each_cause_once() {
         assert_eq!(stderr.matches("No such file or directory").count(), 1, "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn print_default_shows_the_bundled_services_and_still_loads() {
+    let output = myc(&["config", "print-default"], b"");
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for line in ["# [services.polygon_adapter]", "# source = 4", "# [services.kraken_adapter]", "# source = 2"] {
+        assert!(text.contains(line), "{line} missing");
+    }
+    // Uncommented, the same text is a valid settings file with those services.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    let uncommented = text.replace("# [services.", "[services.").replace("# source = ", "source = ");
+    std::fs::write(&file, uncommented).unwrap();
+    let checked = myc(&["config", "check", file.to_str().unwrap()], b"");
+    assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
+}

@@ -128,6 +128,9 @@ pub async fn serve(
     on_start: impl FnOnce(RelayHandle),
 ) {
     let metrics = Arc::new(Metrics::default());
+    for (domain, _) in &relays {
+        metrics.declare(domain.name());
+    }
     on_start(RelayHandle { metrics: Arc::clone(&metrics) });
     let settings = Arc::new(settings);
     let (stop, stopped) = watch::channel(false);

@@ -130,3 +130,23 @@ async fn framing_errors_close_only_that_connection_and_invalid_messages_are_drop
     }
     relay.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_list_every_series_at_zero_before_any_traffic() {
+    let dir = tempfile::tempdir().unwrap();
+    let relay = TestRelay::start(&dir.path().join("md.sock"), Domain::MarketData, RelaySettings::default()).await;
+    let mut registry = prometheus_client::registry::Registry::default();
+    relay.handle.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    for series in [
+        r#"myc_relay_messages_in_total{domain="market_data",kind="all"} 0"#,
+        r#"myc_relay_connections{domain="market_data",kind="producer"} 0"#,
+        r#"myc_relay_dropped_total{domain="market_data",kind="slow_consumer"} 0"#,
+        r#"myc_relay_invalid_total{domain="market_data",kind="bad_magic"} 0"#,
+        r#"myc_relay_refused_total{domain="market_data",kind="max_connections"} 0"#,
+    ] {
+        assert!(text.contains(series), "missing {series} in:\n{text}");
+    }
+    relay.stop().await;
+}

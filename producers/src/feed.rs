@@ -70,6 +70,9 @@ pub struct Options {
     pub subscribe: Vec<String>,
     /// The message that resubscribes one Kraken book (`{symbol}` is replaced).
     pub resubscribe: Option<String>,
+    /// Replay a file again and again (sequences continue) until the count or
+    /// a stop: enough evidence for a gate from a small sample file.
+    pub repeat: bool,
 }
 
 /// Where messages go.
@@ -119,13 +122,19 @@ pub async fn run(
         warnings: myc_transport::OnceASecond::default(),
     };
     match input {
-        Input::File(path) => {
+        Input::File(path) => loop {
             let file = tokio::fs::File::open(path)
                 .await
                 .map_err(|error| FeedError::Input(path.display().to_string(), error.to_string()))?;
-            driver.lines(adapter, BufReader::with_capacity(1 << 20, file), sink, stop).await
-        }
-        Input::Stdin => driver.lines(adapter, BufReader::new(tokio::io::stdin()), sink, stop).await,
+            let published_before = adapter.counters().events_published;
+            let step = driver.lines(adapter, BufReader::with_capacity(1 << 20, file), sink, stop).await?;
+            // A pass that published nothing would make the loop spin forever.
+            let published_nothing = adapter.counters().events_published == published_before;
+            if !options.repeat || matches!(step, Step::Done) || published_nothing {
+                return Ok(());
+            }
+        },
+        Input::Stdin => driver.lines(adapter, BufReader::new(tokio::io::stdin()), sink, stop).await.map(drop),
         Input::WebSocket(url) => driver.live(adapter, url, sink, stop).await,
     }
 }
@@ -137,6 +146,8 @@ struct Driver<'o> {
     warnings: myc_transport::OnceASecond,
 }
 
+/// Whether to go on: `Done` once the count is reached or a stop was asked
+/// (a replay that returns `Go` has reached the end of its input).
 enum Step {
     Go,
     Done,
@@ -149,12 +160,12 @@ impl Driver<'_> {
         mut reader: impl AsyncBufReadExt + Unpin,
         sink: &mut impl Sink,
         stop: &Arc<AtomicBool>,
-    ) -> Result<(), FeedError> {
+    ) -> Result<Step, FeedError> {
         let mut line = String::new();
         loop {
             line.clear();
             match reader.read_line(&mut line).await {
-                Ok(0) => return Ok(()),
+                Ok(0) => return Ok(Step::Go),
                 Ok(_) => {}
                 Err(error) => return Err(FeedError::Input("the replay".to_owned(), error.to_string())),
             }
@@ -165,7 +176,7 @@ impl Driver<'_> {
             // Replays are data: control is counted by the adapter, not acted on.
             let _ = self.frame(adapter, frame);
             if let Step::Done = self.flush(adapter, sink, stop).await {
-                return Ok(());
+                return Ok(Step::Done);
             }
         }
     }

@@ -66,6 +66,10 @@ pub(crate) struct ProduceArgs {
     /// Stop after this many messages.
     #[arg(long)]
     pub(crate) count: Option<u64>,
+    /// Replay the input file again and again, sequences continuing, until
+    /// `--count` or Ctrl-C (enough evidence for the gate from a sample).
+    #[arg(long = "loop")]
+    pub(crate) repeat: bool,
     /// Dry run: write the messages to this pcapng capture instead of publishing.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,

@@ -67,6 +67,12 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
     if args.rate.is_some() && args.realtime {
         bail!("--rate and --realtime are two different paces: choose one");
     }
+    if args.repeat && !matches!(input, Some(Input::File(_))) {
+        bail!("--loop replays a file: give --input FILE");
+    }
+    if args.repeat && args.out.is_some() && args.count.is_none() {
+        bail!("a looped dry run needs --count N");
+    }
     if feed == Feed::Synthetic && args.out.is_some() && args.count.is_none() {
         bail!("a synthetic dry run needs --count N");
     }
@@ -84,6 +90,7 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
         deterministic: args.deterministic,
         subscribe: feed_settings.subscribe.clone(),
         resubscribe: Some(feed_settings.resubscribe.clone()).filter(|message| !message.is_empty()),
+        repeat: args.repeat,
     };
     let runtime = super::runtime()?;
     let summary = runtime.block_on(async {

@@ -113,3 +113,25 @@ fn print_default_shows_the_bundled_services_and_still_loads() {
     let checked = myc(&["config", "check", file.to_str().unwrap()], b"");
     assert!(checked.status.success(), "{}", String::from_utf8_lossy(&checked.stderr));
 }
+
+#[test]
+fn produce_loop_replays_a_sample_until_the_count_with_sequences_continuing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("looped.pcapng");
+    let input = workspace().join("producers/samples/kraken.jsonl");
+    let (input, out_text) = (input.to_str().unwrap(), out.to_str().unwrap());
+    let common = ["produce", "--feed", "kraken", "--input", input, "--deterministic", "--out", out_text];
+    let produced = myc(&[&common[..], &["--loop", "--count", "100"]].concat(), b"");
+    assert!(produced.status.success(), "{}", String::from_utf8_lossy(&produced.stderr));
+    let decoded = myc(&["tlv", "decode", out_text], b"");
+    let sequences: Vec<u64> = String::from_utf8(decoded.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()["header"]["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=100).collect::<Vec<u64>>(), "the sample (7 events) replayed until 100");
+    // A looped dry run without a count would never end; stdin cannot be replayed.
+    assert_eq!(myc(&[&common[..], &["--loop"]].concat(), b"").status.code(), Some(2));
+    let stdin = myc(&["produce", "--feed", "kraken", "--input", "-", "--loop", "--out", out_text, "--count", "1"], b"");
+    assert_eq!(stdin.status.code(), Some(2));
+}

@@ -33,6 +33,8 @@ pub struct NatsOptions {
     pub stream: String,
     /// The stream's duplicate window.
     pub duplicate_window: Duration,
+    /// The stream's limits, applied when the publisher creates it.
+    pub stream_limits: StreamLimits,
     /// A `.creds` file, if the servers want one.
     pub credentials_file: Option<PathBuf>,
     /// A token, if the servers want one.
@@ -51,6 +53,34 @@ pub struct NatsOptions {
     pub backoff_max: Duration,
 }
 
+/// What the JetStream stream keeps. Zero means "no limit" for the three
+/// bounds; a stream with no bound at all grows until the server's disk is
+/// full, so deployments set at least one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Copies kept by the cluster (1 to 5).
+    pub replicas: usize,
+    /// Bytes stored at most (0: unlimited).
+    pub max_bytes: u64,
+    /// How long a message is kept (zero: unlimited).
+    pub max_age: Duration,
+    /// Messages stored at most (0: unlimited).
+    pub max_messages: u64,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        StreamLimits { replicas: 1, max_bytes: 0, max_age: Duration::ZERO, max_messages: 0 }
+    }
+}
+
+impl StreamLimits {
+    /// JetStream's encoding of a limit: `-1` for "none".
+    fn signed(limit: u64) -> i64 {
+        if limit == 0 { -1 } else { i64::try_from(limit).unwrap_or(i64::MAX) }
+    }
+}
+
 impl NatsOptions {
     /// Defaults for these servers.
     pub fn new(urls: Vec<String>) -> NatsOptions {
@@ -60,6 +90,7 @@ impl NatsOptions {
             jetstream: false,
             stream: "MYC".to_owned(),
             duplicate_window: Duration::from_secs(120),
+            stream_limits: StreamLimits::default(),
             credentials_file: None,
             token: None,
             tls_required: false,
@@ -301,6 +332,10 @@ async fn ensure_stream(options: &NatsOptions, client: async_nats::Client) -> asy
         name: options.stream.clone(),
         subjects: vec![format!("{}>", options.subject_prefix)],
         duplicate_window: options.duplicate_window,
+        num_replicas: options.stream_limits.replicas,
+        max_bytes: StreamLimits::signed(options.stream_limits.max_bytes),
+        max_messages: StreamLimits::signed(options.stream_limits.max_messages),
+        max_age: options.stream_limits.max_age,
         ..Default::default()
     };
     let mut backoff = myc_transport::backoff::Backoff::new(options.backoff_base, options.backoff_max);

@@ -248,6 +248,16 @@ pub struct NatsSettings {
     pub stream: String,
     /// JetStream's duplicate window.
     pub duplicate_window: Span,
+    /// Copies of the stream the cluster keeps (1 to 5; 3 on a three-node
+    /// cluster, so that losing a node loses no stored message).
+    pub replicas: u32,
+    /// The most the stream stores, in bytes, before the oldest messages are
+    /// discarded (0: no limit beyond the server's).
+    pub max_bytes: u64,
+    /// How long the stream keeps a message (0s: no limit).
+    pub max_age: Span,
+    /// The most messages the stream keeps (0: no limit).
+    pub max_msgs: u64,
     /// A `.creds` file for the servers (empty: none).
     pub credentials_file: String,
     /// A token for the servers (empty: none).
@@ -266,6 +276,10 @@ impl Default for NatsSettings {
             jetstream: false,
             stream: "MYC".to_owned(),
             duplicate_window: Span::from_secs(120),
+            replicas: 1,
+            max_bytes: 0,
+            max_age: Span::from_secs(0),
+            max_msgs: 0,
             credentials_file: String::new(),
             token: String::new(),
             tls_required: false,

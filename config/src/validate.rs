@@ -90,6 +90,19 @@ impl Settings {
         if self.broker.backend == Backend::Nats && self.nats.urls.is_empty() {
             problem("nats.urls", "the nats backend needs at least one server URL".to_owned());
         }
+        if !(1..=5).contains(&self.nats.replicas) {
+            problem(
+                "nats.replicas",
+                format!(
+                    "{} copies: JetStream keeps 1 to 5 copies of a stream (3 on a three-node cluster, so a node can \
+                     be lost without losing stored messages)",
+                    self.nats.replicas
+                ),
+            );
+        }
+        if self.nats.max_bytes > i64::MAX as u64 || self.nats.max_msgs > i64::MAX as u64 {
+            problem("nats.max_bytes", "the stream limits must fit a signed 64-bit number (0: no limit)".to_owned());
+        }
         for (index, url) in self.nats.urls.iter().enumerate() {
             if !(url.starts_with("nats://") || url.starts_with("tls://")) {
                 problem(&format!("nats.urls[{index}]"), format!("{url:?} is not a nats:// or tls:// URL"));

@@ -207,3 +207,14 @@ fn a_scrape_target_that_is_not_an_http_url_is_refused_with_its_index() {
     assert!(!all.contains("console.scrape[0]"), "{all}");
     assert!(all.contains("http://127.0.0.1:9466/metrics"), "the message shows the expected form:\n{all}");
 }
+
+#[test]
+fn nats_stream_replicas_outside_one_to_five_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nats.toml");
+    std::fs::write(&file, "[nats]\nreplicas = 7\nmax_bytes = 1073741824\nmax_age = \"24h\"\n").unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    assert!(all.contains("nats.replicas") && all.contains("1 to 5") && all.contains("three-node"), "{all}");
+    assert_eq!(problems.len(), 1, "max_bytes and max_age are fine: {all}");
+}

@@ -230,6 +230,12 @@ impl NatsBrokerPublisher {
         options.jetstream = nats.jetstream;
         options.stream.clone_from(&nats.stream);
         options.duplicate_window = nats.duplicate_window.get();
+        options.stream_limits = myc_broker::nats::StreamLimits {
+            replicas: nats.replicas as usize,
+            max_bytes: nats.max_bytes,
+            max_age: nats.max_age.get(),
+            max_messages: nats.max_msgs,
+        };
         options.credentials_file = non_empty(&nats.credentials_file).map(PathBuf::from);
         options.token = non_empty(&nats.token);
         options.tls_required = nats.tls_required;

@@ -178,6 +178,31 @@ async fn jetstream_stores_a_retried_publish_once() {
     assert_eq!(stream_messages(&nats.url()).await, 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_is_created_with_the_limits_the_settings_give() {
+    let store = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(&["-js".to_owned(), "-sd".to_owned(), store.path().display().to_string()]) else {
+        return;
+    };
+    let mut settings = myc_config::Settings::default();
+    settings.nats.urls = vec![nats.url()];
+    settings.nats.jetstream = true;
+    settings.nats.max_bytes = 8 << 20;
+    settings.nats.max_msgs = 50_000;
+    settings.nats.max_age = myc_config::Span::from_secs(3600);
+    let publisher = NatsBrokerPublisher::from_settings(&settings, "limits-test").await.unwrap();
+    publisher.publish(&message(1)).await.unwrap();
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut stream = async_nats::jetstream::new(client).get_stream("MYC").await.unwrap();
+    let config = stream.info().await.unwrap().config.clone();
+    assert_eq!(config.num_replicas, 1);
+    assert_eq!(config.max_bytes, 8 << 20);
+    assert_eq!(config.max_messages, 50_000);
+    assert_eq!(config.max_age, Duration::from_secs(3600));
+    assert_eq!(config.subjects, vec!["myc.>".to_owned()]);
+}
+
 async fn stream_messages(url: &str) -> u64 {
     let client = async_nats::connect(url).await.unwrap();
     let context = async_nats::jetstream::new(client);

@@ -46,6 +46,11 @@ pub struct RelayClientOptions {
     /// connection attempts or refused publishes open it; then publishes fail
     /// at once with `circuit_open` until a probe finds the relay back.
     pub breaker: Option<BreakerOptions>,
+    /// Whether this producer also writes to the broker itself (the shim):
+    /// its identification header then carries flag
+    /// [`WRITES_TO_BROKER`](crate::WRITES_TO_BROKER), so a relay's broker
+    /// link does not publish its messages a second time.
+    pub writes_to_broker: bool,
 }
 
 impl RelayClientOptions {
@@ -60,6 +65,7 @@ impl RelayClientOptions {
             backoff_max: Duration::from_secs(30),
             max_reconnects: None,
             breaker: None,
+            writes_to_broker: false,
         }
     }
 }
@@ -226,7 +232,11 @@ fn check(message: &[u8]) -> Result<(), Error> {
 async fn run(inner: Arc<Inner>) {
     let options = inner.options.clone();
     let endpoint = Endpoint::Unix(options.path.clone());
-    let identification = Header::identification(options.domain, options.source).to_bytes();
+    let mut identification = Header::identification(options.domain, options.source);
+    if options.writes_to_broker {
+        identification.flags |= crate::WRITES_TO_BROKER;
+    }
+    let identification = identification.to_bytes();
     let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
     loop {
         let stream = match endpoint.connect().await {

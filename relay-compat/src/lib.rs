@@ -14,7 +14,10 @@ pub mod tap;
 
 pub use client::{RelayClient, RelayClientOptions};
 pub use framing::{ProtocolV2, message_len};
-pub use server::{ChecksumCheck, QueuePolicy, RelayHandle, RelaySettings, serve, spawn};
+pub use server::{
+    ChecksumCheck, Delivered, Downlink, Link, Links, QueuePolicy, RelayHandle, RelaySettings, WRITES_TO_BROKER, serve,
+    spawn,
+};
 pub use tap::{RelayTap, TapMessage};
 
 /// The legacy socket path of a domain (relay spec §1).

@@ -1,16 +1,21 @@
 //! The publishing shim producers talk to: one [`Publisher`] interface with
 //! relay ([`RelayPublisher`]), broker ([`BrokerPublisher`]) and dual-write
 //! ([`DualPublisher`]) implementations, and a [`ServicePublisher`] that
-//! reads its rollout stage per message and switches at a message boundary.
+//! reads its rollout stage per message and switches at a message boundary;
+//! and the relay's broker link ([`RelayBridge`]), which does the same for
+//! producers that write to a relay and cannot be changed.
 //!
 //! It deliberately never builds or alters message bytes: it routes the bytes
 //! the producer built, unchanged, to one path or both.
 
+mod handover;
+mod link;
 mod path;
 mod publisher;
 mod service;
 mod summary;
 
+pub use link::{DirectionLabels, DomainLabel, DropLabels, LinkMetrics, RelayBridge, RelayLink, SourceStages};
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
 pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
 pub use service::{DualPublisher, ServicePublisher, StageHandle};

@@ -112,8 +112,9 @@ impl<P: Publisher> GuardedPath<P> {
         };
     }
 
-    /// As the shadow: handed over without waiting, or dropped and counted.
-    pub(crate) fn shadow(&self, message: &[u8]) {
+    /// As the shadow: handed over without waiting (true), or dropped and
+    /// counted (false).
+    pub(crate) fn shadow(&self, message: &[u8]) -> bool {
         let tripped = self.tripped.load(Ordering::Relaxed);
         // A refusal by the open breaker is a drop, not a new failure: only
         // attempts count toward opening it again. A breaker with no failures
@@ -121,7 +122,7 @@ impl<P: Publisher> GuardedPath<P> {
         // something failed.
         if tripped && !self.breaker.allows(self.publisher.is_connected()) {
             self.counters.shadow_dropped.inc();
-            return;
+            return false;
         }
         let accepted = self.publisher.buffered_bytes() + message.len() <= self.queue_bytes
             && self.publisher.try_publish(message).is_ok();
@@ -137,6 +138,7 @@ impl<P: Publisher> GuardedPath<P> {
             self.counters.shadow_dropped.inc();
             self.breaker_state();
         }
+        accepted
     }
 
     /// Flushes the path.

@@ -99,6 +99,9 @@ impl RelayPublisher {
             let source = Source::from_u8(message.get(6).copied().unwrap_or(0));
             let mut options = RelayClientOptions::new(self.paths[index].clone(), Domain::from_u8(domain), source);
             options.buffer = self.buffer;
+            // The shim writes to the broker itself: a relay's broker link
+            // must not publish these messages again.
+            options.writes_to_broker = true;
             RelayClient::start(options)
         }))
     }
@@ -152,6 +155,18 @@ impl BrokerPublisher {
     /// # Errors
     /// An endpoint that does not parse.
     pub fn from_settings(settings: &myc_config::Settings, client_name: &str) -> Result<BrokerPublisher, Error> {
+        let options = BrokerPublisher::client_options(settings, client_name)?;
+        Ok(BrokerPublisher::new(Client::start(options), settings.topics.by_domain().map(str::to_owned)))
+    }
+
+    /// The broker client options the settings describe, named `client_name`.
+    ///
+    /// # Errors
+    /// An endpoint that does not parse.
+    pub fn client_options(
+        settings: &myc_config::Settings,
+        client_name: &str,
+    ) -> Result<myc_broker::ClientOptions, Error> {
         let broker = &settings.broker;
         let endpoint =
             myc_transport::Endpoint::parse(&broker.endpoint).map_err(|error| Error::Settings(error.to_string()))?;
@@ -163,7 +178,7 @@ impl BrokerPublisher {
         options.backoff_max = broker.backoff_max.get();
         options.max_reconnects = Some(broker.max_reconnects).filter(|&n| n > 0);
         options.connect_timeout = broker.connect_timeout.get();
-        Ok(BrokerPublisher::new(Client::start(options), settings.topics.by_domain().map(str::to_owned)))
+        Ok(options)
     }
 
     /// The client underneath.

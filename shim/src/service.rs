@@ -63,11 +63,7 @@ impl StageHandle {
         default_stage: Stage,
         service: &str,
     ) -> Result<(StageHandle, myc_config::Watched<Plan>), Error> {
-        let path = plan_file.clone();
-        let watched = myc_config::Watched::start(&plan_file, move || {
-            Plan::read(&path, default_stage).map_err(|error| myc_config::Error::Parse(error.to_string()))
-        })
-        .map_err(|error| Error::Settings(error.to_string()))?;
+        let watched = watch_plan(plan_file, default_stage)?;
         let handle = StageHandle::new(watched.current().stage_of(service));
         let mut changes = watched.subscribe();
         let (follower, service) = (handle.clone(), service.to_owned());
@@ -82,6 +78,16 @@ impl StageHandle {
         });
         Ok((handle, watched))
     }
+}
+
+/// The rollout plan at `plan_file`, re-read whenever the file changes (a
+/// bad edit keeps the last good plan).
+pub(crate) fn watch_plan(plan_file: PathBuf, default_stage: Stage) -> Result<myc_config::Watched<Plan>, Error> {
+    let path = plan_file.clone();
+    myc_config::Watched::start(&plan_file, move || {
+        Plan::read(&path, default_stage).map_err(|error| myc_config::Error::Parse(error.to_string()))
+    })
+    .map_err(|error| Error::Settings(error.to_string()))
 }
 
 /// Primary awaited, shadow best effort.

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod common;
+mod link;
 
 use common::{Seen, compare, sequence_of};
 use std::collections::HashMap;

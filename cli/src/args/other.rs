@@ -41,6 +41,10 @@ pub(crate) struct RelayArgs {
     /// Serve Prometheus metrics on this address.
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics: Option<String>,
+    /// Link each relay to its broker topic, driven by the rollout plan:
+    /// unchanged producers migrate, relay consumers stay fed.
+    #[arg(long)]
+    pub(crate) bridge: bool,
 }
 
 #[derive(Debug, clap::Args)]

@@ -2,6 +2,8 @@
 //! socket from `--socket` or `[relay]` of the settings) or all four (`--all`), until
 //! SIGINT or SIGTERM; then it stops accepting, drains the queues and removes
 //! the socket files. A live relay on a socket is refused at start (exit 2).
+//! With `--bridge`, each relay is linked to its broker topic by the rollout
+//! plan (docs/relay.md §6): the link lives in the shim; this only wires it.
 
 use std::path::PathBuf;
 
@@ -32,11 +34,34 @@ pub(crate) fn run(args: &RelayArgs, global: &GlobalArgs) -> anyhow::Result<Outco
         let metrics_address =
             args.metrics.as_deref().or(Some(settings.metrics.listen.as_str()).filter(|a| !a.is_empty()));
         let metrics_listener = crate::metrics_http::bind(metrics_address).await?;
+        let mut server = server_settings(&settings.relay_server);
+        let bridge = if args.bridge {
+            let domains: Vec<Domain> = listeners.iter().map(|(domain, _)| *domain).collect();
+            let bridge = myc_shim::RelayBridge::start(&settings, &domains, "relay-link")
+                .await
+                .context("starting the broker link")?;
+            server.links = bridge.links();
+            tracing::info!(backend = ?settings.broker.backend, "broker link on");
+            Some(bridge)
+        } else {
+            None
+        };
         let mut metrics = None;
-        myc_relay_compat::serve(listeners, server_settings(&settings.relay_server), shutdown_signal(), |handle| {
-            metrics = crate::metrics_http::spawn(metrics_listener, |registry| handle.metrics.register(registry));
+        myc_relay_compat::serve(listeners, server, shutdown_signal(), |handle| {
+            metrics = crate::metrics_http::spawn(metrics_listener, |registry| {
+                handle.metrics.register(registry);
+                if let Some(bridge) = &bridge {
+                    bridge.metrics().register(registry);
+                }
+            });
         })
         .await;
+        if let Some(bridge) = &bridge {
+            // What the relay accepted before it stopped reaches the broker.
+            if let Err(error) = bridge.flush(std::time::Duration::from_secs(5)).await {
+                tracing::warn!(%error, "broker link: not every message reached the broker before exit");
+            }
+        }
         drop(metrics);
         tracing::info!("relay stopped");
         Ok(Outcome::Success)

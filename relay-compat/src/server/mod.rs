@@ -9,6 +9,7 @@
 //! buffer — no copy per consumer, no reference count per message. It
 //! deliberately never rewrites a message and never echoes to its sender.
 
+mod link;
 mod peer;
 
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use tokio::task::JoinSet;
 
 use crate::framing::ProtocolV2;
 use crate::metrics::Metrics;
+pub use link::{Delivered, Downlink, Link, Links, WRITES_TO_BROKER};
 use peer::{Peer, Role};
 
 /// What the relay does with a consumer over its queue bound.
@@ -73,6 +75,9 @@ pub struct RelaySettings {
     /// that consumer counts as stuck: its policy then applies at once until
     /// it has caught up.
     pub stall_timeout: Duration,
+    /// Broker links by domain (`myc relay --bridge`); none by default, and
+    /// then the relay is exactly the legacy-compatible one.
+    pub links: Links,
 }
 
 impl Default for RelaySettings {
@@ -91,6 +96,7 @@ impl Default for RelaySettings {
                 ChecksumCheck::WhenNonZero,
             ],
             stall_timeout: Duration::from_millis(50),
+            links: Links::default(),
         }
     }
 }
@@ -143,7 +149,11 @@ pub async fn serve(
             peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             refusal_warnings: myc_transport::OnceASecond::default(),
+            link: settings.links.get(domain).cloned(),
         });
+        if let Some(link) = &relay.link {
+            link.attach(Downlink::new(&relay));
+        }
         let serve = {
             let relay = Arc::clone(&relay);
             move |stream| serve_connection(Arc::clone(&relay), stream)
@@ -173,6 +183,8 @@ struct Relay {
     next_id: AtomicU64,
     /// Refused connections are logged at most once a second.
     refusal_warnings: myc_transport::OnceASecond,
+    /// The broker link, asked about every valid message of a linked producer.
+    link: Option<Arc<dyn Link>>,
 }
 
 impl Relay {
@@ -318,7 +330,7 @@ fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes,
     while offset < batch.len() {
         let len = crate::framing::message_len(&batch[offset..]);
         let bytes = &batch[offset..offset + len];
-        let verdict = judge(relay.domain, check, bytes);
+        let mut verdict = judge(relay.domain, check, bytes);
         match verdict {
             Verdict::Forward => n_valid += 1,
             Verdict::ForwardReported(reason) => {
@@ -326,10 +338,20 @@ fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes,
                 Metrics::get(&relay.metrics.invalid, domain, reason).inc();
             }
             Verdict::Identification(header) => {
-                peer.become_producer(header.source, &relay.metrics, domain);
+                peer.become_producer(header.source, header.flags & WRITES_TO_BROKER == 0, &relay.metrics, domain);
             }
             Verdict::Drop(reason) => {
                 Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+            }
+            Verdict::Linked => {}
+        }
+        // Only what the relay accepts reaches the link, and only from linked
+        // producers (the flag may arrive in this very batch); the link says
+        // whether it is fanned out here too.
+        if let Some(link) = relay.link.as_deref().filter(|_| peer.linked()) {
+            let valid = matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_));
+            if valid && !link.uplink(&batch.slice(offset..offset + len)) {
+                verdict = Verdict::Linked;
             }
         }
         if matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_)) {
@@ -355,6 +377,8 @@ enum Verdict {
     ForwardReported(&'static str),
     Identification(Header),
     Drop(&'static str),
+    /// Valid, and handed to the broker link only (not fanned out here).
+    Linked,
 }
 
 fn judge(relay_domain: Domain, check: ChecksumCheck, bytes: &[u8]) -> Verdict {

@@ -60,6 +60,9 @@ pub(super) struct Peer {
     warnings: myc_transport::OnceASecond,
     /// 0 consumer, 1 producer.
     role: AtomicU8,
+    /// Whether a broker link takes this peer's messages: true unless its
+    /// identification header said it writes to the broker itself.
+    linked: AtomicBool,
     policy: QueuePolicy,
     max_messages: u64,
     max_bytes: usize,
@@ -80,6 +83,7 @@ impl Peer {
             hold: Mutex::new(HoldBudget::new(settings.stall_timeout, Instant::now())),
             warnings: myc_transport::OnceASecond::default(),
             role: AtomicU8::new(0),
+            linked: AtomicBool::new(true),
             policy: settings.policy,
             max_messages: settings.queue_messages as u64,
             max_bytes: settings.queue_bytes,
@@ -93,8 +97,15 @@ impl Peer {
         if self.role.load(Ordering::Acquire) == 1 { Role::Producer } else { Role::Consumer }
     }
 
-    /// Marks the peer a producer of `source` (counted under its new role).
-    pub(super) fn become_producer(&self, source: Source, metrics: &Metrics, domain: &'static str) {
+    /// Whether a broker link takes this peer's messages.
+    pub(super) fn linked(&self) -> bool {
+        self.linked.load(Ordering::Relaxed)
+    }
+
+    /// Marks the peer a producer of `source` (counted under its new role),
+    /// `linked` or not.
+    pub(super) fn become_producer(&self, source: Source, linked: bool, metrics: &Metrics, domain: &'static str) {
+        self.linked.store(linked, Ordering::Relaxed);
         if self.role.swap(1, Ordering::AcqRel) == 0 {
             Metrics::get(&metrics.connections, domain, "consumer").dec();
             Metrics::get(&metrics.connections, domain, "producer").inc();

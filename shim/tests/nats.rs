@@ -293,3 +293,68 @@ async fn a_three_node_cluster_carries_identical_bytes_and_survives_a_node() {
         assert_eq!(sent[&sequence_of(bytes)], bytes.to_vec(), "byte identity through the cluster");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_broker_link_works_over_nats_at_broker_and_dual_broker_primary() {
+    let Some(nats) = Nats::start(&[]) else { return };
+    const N: u64 = 5_000;
+    let legacy = Source::CoinbaseCollector;
+    let dir = tempfile::tempdir().unwrap();
+    let relay_path = dir.path().join("md.sock");
+    let mut settings = myc_config::Settings::default();
+    settings.broker.backend = myc_config::Backend::Nats;
+    settings.nats.urls = vec![nats.url()];
+    settings.rollout.file = dir.path().join("rollout.toml");
+    settings.services.insert("legacy".to_owned(), myc_config::ServiceSettings { source: Some(legacy.as_u8()) });
+    let plan = |stage| {
+        let services = std::collections::BTreeMap::from([("legacy".to_owned(), myc_rollout::ServiceStage { stage })]);
+        myc_rollout::Plan { default_stage: Stage::Relay, services }
+    };
+    plan(Stage::Broker).write(&settings.rollout.file).unwrap();
+    let bridge = myc_shim::RelayBridge::start(&settings, &[Domain::MarketData], "test").await.unwrap();
+    let listener = Listener::bind(&Endpoint::Unix(relay_path.clone()), SocketOptions::default()).await.unwrap();
+    let relay_settings = myc_relay_compat::RelaySettings { links: bridge.links(), ..Default::default() };
+    let relay = myc_relay_compat::spawn(vec![(Domain::MarketData, listener)], relay_settings).await;
+    assert!(bridge.wait_ready(Duration::from_secs(10)).await, "the NATS downlink never subscribed");
+    let mut tap = myc_relay_compat::RelayTap::connect(&relay_path).await.unwrap();
+    wait_until("the relay to accept the tap", || relay.handle().consumers(Domain::MarketData) == 1).await;
+    let relay_seen = Seen::default();
+    let sink = Arc::clone(&relay_seen);
+    let _relay_tap = tokio::spawn(async move {
+        while let Ok(Some(message)) = tap.next().await {
+            sink.lock().unwrap().push(message.bytes);
+        }
+    });
+    let (nats_seen, _nats_tap) = subscribe(&nats.url(), "myc.market_data").await;
+
+    // An unmodified legacy producer: identification header, then messages.
+    let mut producer = tokio::net::UnixStream::connect(&relay_path).await.unwrap();
+    let legacy_message = |sequence: u64| {
+        let header = Header::new(Domain::MarketData, legacy, sequence, 1_700_000_000_000_000_000 + sequence);
+        MessageBuilder::new(header).tlv(TlvType::from_u8(201), &sequence.to_le_bytes().repeat(4)).unwrap().build()
+    };
+    let mut bytes = Header::identification(Domain::MarketData, legacy).to_bytes().to_vec();
+    (1..=N).for_each(|sequence| bytes.extend(legacy_message(sequence)));
+    tokio::io::AsyncWriteExt::write_all(&mut producer, &bytes).await.unwrap();
+    // At broker: up to NATS, and back down to the relay consumer.
+    let count = usize::try_from(N).unwrap();
+    wait_until("both sides at broker", || {
+        relay_seen.lock().unwrap().len() >= count && nats_seen.lock().unwrap().len() >= count
+    })
+    .await;
+    // At dual_broker_primary: fanned out locally and published.
+    plan(Stage::DualBrokerPrimary).write(&settings.rollout.file).unwrap();
+    wait_until("the link to follow the plan", || bridge.stages().of(legacy.as_u8()) == Stage::DualBrokerPrimary).await;
+    let bytes: Vec<u8> = (N + 1..=2 * N).flat_map(legacy_message).collect();
+    tokio::io::AsyncWriteExt::write_all(&mut producer, &bytes).await.unwrap();
+    wait_until("both sides at dual_broker_primary", || {
+        relay_seen.lock().unwrap().len() >= 2 * count && nats_seen.lock().unwrap().len() >= 2 * count
+    })
+    .await;
+    bridge.flush(Duration::from_secs(10)).await.unwrap();
+    let sequences = |seen: &Seen| seen.lock().unwrap().iter().map(|bytes| sequence_of(bytes)).collect::<Vec<_>>();
+    assert_eq!(sequences(&relay_seen), (1..=2 * N).collect::<Vec<_>>(), "relay consumer: once each, in order");
+    assert_eq!(sequences(&nats_seen), (1..=2 * N).collect::<Vec<_>>(), "NATS: once each, in order");
+    let comparison = compare(&relay_seen, &nats_seen, 3);
+    assert!(comparison.identical(), "{:?}", comparison.counts);
+}

@@ -8,6 +8,11 @@
 //! stage before) to `dual_broker_primary` and `broker`. For each stage it
 //! prints what each path carried; for the dual stages, the verify verdict.
 //! Exit 0 only if both dual stages verified identical.
+//!
+//! The relay runs with its broker link (`myc relay --bridge`): an unmodified
+//! legacy producer (Coinbase-like, source 3) walks the stages with the
+//! others, and a legacy relay consumer checks it receives every message of
+//! every producer exactly once at every stage.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,8 @@ use myc_verify::stream::CaptureStream;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Outcome, shutdown_signal};
+
+mod legacy;
 use crate::args::{DemoArgs, Format};
 
 const POLYGON_SAMPLE: &str = include_str!("../../../producers/samples/polygon.jsonl");
@@ -47,6 +54,9 @@ struct StageResult {
     verdict: Option<String>,
     capture: PathBuf,
     report: Option<PathBuf>,
+    /// What the legacy relay consumer received of every producer's
+    /// messages so far: `exactly_once`, or what is missing and repeated.
+    legacy_consumer: String,
 }
 
 pub(crate) fn run(args: &DemoArgs, format: Format) -> anyhow::Result<Outcome> {
@@ -63,7 +73,8 @@ pub(crate) fn run(args: &DemoArgs, format: Format) -> anyhow::Result<Outcome> {
         .iter()
         .filter(|stage| stage.verdict.is_some())
         .all(|stage| stage.verdict.as_deref() == Some("identical"))
-        && results.len() == Stage::ALL.len();
+        && results.len() == Stage::ALL.len()
+        && results.iter().all(|stage| stage.legacy_consumer == "exactly_once");
     summarise(&results, &settings, kept.as_deref(), ok, format)?;
     Ok(if ok { Outcome::Success } else { Outcome::Negative })
 }
@@ -79,7 +90,8 @@ fn demo_settings(dir: &Path) -> Settings {
     settings.rollout.file = dir.join("rollout.toml");
     settings.rollout.audit_log = dir.join("rollout-audit.jsonl");
     settings.gate.min_messages = 1_000;
-    for (service, source) in [("polygon_adapter", 4), ("kraken_adapter", 2)] {
+    for (service, source) in [("polygon_adapter", 4), ("kraken_adapter", 2), (legacy::SERVICE, legacy::SOURCE.as_u8())]
+    {
         settings.services.insert(service.to_owned(), myc_config::ServiceSettings { source: Some(source) });
     }
     settings
@@ -131,17 +143,24 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         }
     };
     say(format!("myc demo: broker, market-data relay, Polygon and Kraken producers in {}", dir.display()));
+    say("  with the relay's broker link, an unmodified Coinbase-like legacy producer and a legacy consumer".to_owned());
     let broker_path = dir.join("mycelium.sock");
     let broker_listener = Listener::bind(&Endpoint::Unix(broker_path.clone()), SocketOptions::default()).await?;
     let broker_settings = myc_broker::Settings { restart_grace: Duration::ZERO, ..myc_broker::Settings::default() };
     let _broker = myc_broker::spawn(vec![broker_listener], broker_settings).await;
     let relay_listener =
         Listener::bind(&Endpoint::Unix(settings.relay.market_data.clone()), SocketOptions::default()).await?;
+    // The relay's broker link, as `myc relay --bridge` runs it.
+    let bridge = myc_shim::RelayBridge::start(settings, &[Domain::MarketData], "demo-relay").await?;
     let relay_settings = myc_relay_compat::RelaySettings {
         queue_messages: 1 << 20,
+        links: bridge.links(),
         ..super::relay::server_settings(&settings.relay_server)
     };
     let relay = myc_relay_compat::spawn(vec![(Domain::MarketData, relay_listener)], relay_settings).await;
+    if !bridge.wait_ready(Duration::from_secs(5)).await {
+        bail!("the relay's broker link did not subscribe to the demo broker");
+    }
 
     // Taps: relay (interface 0) and broker topic (interface 1), into the
     // capture of the current stage.
@@ -166,6 +185,8 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         settings,
     )?;
     let (mut polygon, mut kraken) = (polygon, kraken);
+    let legacy_consumer = legacy::LegacyConsumer::connect(&settings.relay.market_data, &relay).await?;
+    let mut coinbase = legacy::LegacyProducer::connect(&settings.relay.market_data).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let stopper = Arc::clone(&stop);
@@ -182,7 +203,7 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         // Move both services to the stage: the first step is an operator
         // `set`, later ones `advance`, gated on the previous stage's report.
         if stage != Stage::Relay {
-            for service in ["polygon_adapter", "kraken_adapter"] {
+            for service in ["polygon_adapter", "kraken_adapter", legacy::SERVICE] {
                 let changed = match &evidence {
                     Some(report) if stage != Stage::DualRelayPrimary => rollout.advance(
                         service,
@@ -200,11 +221,13 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
                 }
             }
             wait_for_stage(stage, || [polygon.stage(), kraken.stage()]).await?;
+            wait_for_stage(stage, || [bridge.stages().of(legacy::SOURCE.as_u8()); 2]).await?;
         }
         let capture = capture_path(dir, index);
         // Produce for the stage's time, both feeds at --rate.
         let started = Instant::now();
         let (polygon_start, kraken_start) = (polygon.adapter.built(), kraken.adapter.built());
+        let coinbase_start = coinbase.sent;
         let duration = Duration::from_secs_f64(args.stage_seconds);
         let mut tick = tokio::time::interval(Duration::from_millis(5));
         while started.elapsed() < duration && !stop.load(Ordering::Relaxed) {
@@ -218,18 +241,29 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
             let due = (started.elapsed().as_secs_f64() * args.rate as f64) as u64;
             polygon.produce_until(polygon_start + due, &mut out).await?;
             kraken.produce_until(kraken_start + due, &mut out).await?;
+            coinbase.produce_until(coinbase_start + due).await?;
         }
         let elapsed = started.elapsed();
         for publisher in [&polygon.publisher, &kraken.publisher] {
             publisher.flush(Duration::from_secs(10)).await?;
         }
-        let produced = polygon.adapter.built() - polygon_start + kraken.adapter.built() - kraken_start;
+        let produced = polygon.adapter.built() - polygon_start + kraken.adapter.built() - kraken_start + coinbase.sent
+            - coinbase_start;
         // Everything the paths accepted has reached the taps before the capture closes.
         let accepted = |pick: fn(&myc_shim::Summary) -> u64| {
             pick(&polygon.publisher.summary()) + pick(&kraken.publisher.summary())
         };
-        let expected = [accepted(|summary| summary.relay.published), accepted(|summary| summary.broker.published)];
+        // Relay consumers receive every message of every producer (the
+        // link brings down what producers at broker no longer write to the
+        // relay); the broker also what the link published.
+        let produced_so_far = polygon.adapter.built() + kraken.adapter.built() + coinbase.sent;
+        let linked_up = bridge
+            .metrics()
+            .messages
+            .get_or_create(&myc_shim::DirectionLabels { domain: "market_data", direction: "up" });
+        let expected = [produced_so_far, accepted(|summary| summary.broker.published) + linked_up.get()];
         wait_for_taps(&counts, expected).await;
+        let legacy_verdict = legacy_consumer.judge(produced_so_far).await;
         let delivered = [counts[0].load(Ordering::Relaxed), counts[1].load(Ordering::Relaxed)];
         let carried = [delivered[0] - delivered_before[0], delivered[1] - delivered_before[1]];
         delivered_before = delivered;
@@ -245,6 +279,7 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
             verdict: None,
             capture: capture.clone(),
             report: None,
+            legacy_consumer: legacy_verdict,
         };
         let mut line = format!(
             "stage {} {:<20} {:>8} produced ({:>7.0}/s)  relay carried {:>8}  broker carried {:>8}",
@@ -264,6 +299,14 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
             result.report = Some(path);
             evidence = Some(json);
         }
+        line.push_str(&format!(
+            "  legacy consumer: {}",
+            if result.legacy_consumer == "exactly_once" {
+                "every message exactly once"
+            } else {
+                &result.legacy_consumer
+            }
+        ));
         say(line);
         let failed = result.verdict.as_deref() == Some("differs");
         results.push(result);

@@ -1,0 +1,136 @@
+//! The demo's legacy side: an unmodified Coinbase-like producer (a plain
+//! relay-protocol writer with its own source id, never rewritten against the
+//! shim) and a legacy relay consumer that checks it receives every message
+//! of every producer exactly once while the relay's broker link walks the
+//! stages with the others.
+//!
+//! It deliberately uses nothing of the toolkit on the wire: a Unix socket,
+//! an identification header and Protocol V2 messages, as a legacy program
+//! does.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use myc_codec::{Domain, Header, MessageBuilder, Source, TlvType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// The legacy producer's source.
+pub(super) const SOURCE: Source = Source::CoinbaseCollector;
+/// Its service name in the settings and the rollout plan.
+pub(super) const SERVICE: &str = "coinbase_legacy";
+
+/// A producer nobody will rewrite: identification header, then messages.
+pub(super) struct LegacyProducer {
+    stream: tokio::net::UnixStream,
+    /// Messages written so far (its sequence counter).
+    pub(super) sent: u64,
+    block: Vec<u8>,
+}
+
+impl LegacyProducer {
+    pub(super) async fn connect(path: &Path) -> anyhow::Result<LegacyProducer> {
+        let mut stream = tokio::net::UnixStream::connect(path)
+            .await
+            .with_context(|| format!("the legacy producer cannot reach {}", path.display()))?;
+        stream.write_all(&Header::identification(Domain::MarketData, SOURCE).to_bytes()).await?;
+        Ok(LegacyProducer { stream, sent: 0, block: Vec::with_capacity(64 * 1024) })
+    }
+
+    /// Writes messages until `target` were written in all.
+    pub(super) async fn produce_until(&mut self, target: u64) -> anyhow::Result<()> {
+        while self.sent < target {
+            self.sent += 1;
+            let header = Header::new(Domain::MarketData, SOURCE, self.sent, super::now_ns());
+            let message = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &self.sent.to_le_bytes())?.build();
+            self.block.extend_from_slice(&message);
+            if self.block.len() >= 60 * 1024 {
+                self.flush().await?;
+            }
+        }
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        self.stream.write_all(&self.block).await.context("the legacy producer lost the relay")?;
+        self.block.clear();
+        Ok(())
+    }
+}
+
+/// What the legacy consumer has received.
+#[derive(Default)]
+struct Received {
+    /// Every (source, sequence) received.
+    distinct: HashSet<(u8, u64)>,
+    /// Messages received, repeats included.
+    total: u64,
+}
+
+/// A legacy relay consumer: connects, sends nothing, reads.
+pub(super) struct LegacyConsumer {
+    received: Arc<Mutex<Received>>,
+    _task: myc_transport::AbortOnDrop,
+}
+
+impl LegacyConsumer {
+    /// Connects to the relay at `path` and waits (5 s at most) until the
+    /// relay has accepted it, so it misses nothing produced from now on.
+    pub(super) async fn connect(
+        path: &Path,
+        relay: &myc_transport::Running<myc_relay_compat::RelayHandle>,
+    ) -> anyhow::Result<LegacyConsumer> {
+        let consumers = relay.handle().consumers(Domain::MarketData);
+        let mut stream = tokio::net::UnixStream::connect(path).await?;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while relay.handle().consumers(Domain::MarketData) == consumers {
+            anyhow::ensure!(Instant::now() < deadline, "the relay did not accept the legacy consumer");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let received = Arc::new(Mutex::new(Received::default()));
+        let sink = Arc::clone(&received);
+        let task = myc_transport::AbortOnDrop::spawn(async move {
+            // Frames by 32 + payload_size, as every legacy consumer does.
+            let mut buffer = Vec::with_capacity(256 * 1024);
+            let mut chunk = vec![0; 64 * 1024];
+            while let Ok(n @ 1..) = stream.read(&mut chunk).await {
+                buffer.extend_from_slice(&chunk[..n]);
+                let mut offset = 0;
+                let mut received = sink.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                while let Some(len) =
+                    myc_codec::peek_message_len(&buffer[offset..]).filter(|&len| offset + len <= buffer.len())
+                {
+                    let message = &buffer[offset..offset + len];
+                    let sequence = u64::from_le_bytes(message[8..16].try_into().unwrap_or_default());
+                    received.distinct.insert((message[6], sequence));
+                    received.total += 1;
+                    offset += len;
+                }
+                drop(received);
+                buffer.drain(..offset);
+            }
+        });
+        Ok(LegacyConsumer { received, _task: task })
+    }
+
+    /// Waits (10 s at most) until `expected` messages arrived in all, then
+    /// judges: `exactly_once`, or what is missing and repeated.
+    pub(super) async fn judge(&self, expected: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let counts = || {
+            let received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            (received.distinct.len() as u64, received.total)
+        };
+        while counts().1 < expected && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let (distinct, total) = counts();
+        if distinct == expected && total == expected {
+            "exactly_once".to_owned()
+        } else {
+            format!("missing {}, repeated {}", expected.saturating_sub(distinct), total - distinct)
+        }
+    }
+}

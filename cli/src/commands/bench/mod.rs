@@ -9,6 +9,7 @@
 
 mod broker_scenarios;
 mod codec_scenarios;
+mod link_scenarios;
 mod nats_scenarios;
 mod plot;
 mod process;
@@ -110,8 +111,13 @@ pub(crate) fn fault_messages(payload_bytes: usize) -> u64 {
 }
 
 /// The scenario a fault scenario is set against: `broker_e2e_1_stuck` →
-/// `broker_e2e_1_base` (the same load, as many messages, no fault).
+/// `broker_e2e_1_base` (the same load, as many messages, no fault); and
+/// `relay_link` against `relay_e2e_1`.
 fn baseline_of(name: &str) -> Option<String> {
+    // The relay's broker link is set against the relay alone.
+    if name == "relay_link" {
+        return Some("relay_e2e_1".to_owned());
+    }
     let stem = name.strip_suffix("_stuck").or_else(|| name.strip_suffix("_slow"))?;
     Some(format!("{stem}_base"))
 }
@@ -150,6 +156,7 @@ const GROUPS: &[(&str, &[&str])] = &[
         ],
     ),
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
+    ("link", &["relay_e2e_1", "relay_link"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
 ];
 
@@ -230,6 +237,7 @@ fn all_scenarios() -> Vec<Scenario> {
     let mut all = codec_scenarios::scenarios();
     all.extend(broker_scenarios::scenarios());
     all.extend(relay_scenarios::scenarios());
+    all.extend(link_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
     all.extend(shim_scenarios::scenarios());
     all.extend(produce_scenarios::scenarios());

@@ -178,3 +178,97 @@ fn broker_refuses_a_non_loopback_tcp_listener_without_a_token() {
     let stderr = String::from_utf8(refused.stderr).unwrap();
     assert!(stderr.contains("not loopback") && stderr.contains("broker.token"), "{stderr}");
 }
+
+#[test]
+fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the_link_metrics() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
+    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["broker", "--listen", &format!("unix:{}", broker_socket.display())])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // The legacy producer's source is at `broker`: its messages reach relay
+    // consumers only by way of the broker and the link's downlink.
+    let config = dir.path().join("myc.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[broker]\nendpoint = \"unix:{}\"\n[rollout]\nfile = \"rollout.toml\"\n\
+             [services.kraken_legacy]\nsource = 2\n",
+            broker_socket.display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("rollout.toml"), "[services.kraken_legacy]\nstage = \"broker\"\n").unwrap();
+    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["--config", config.to_str().unwrap(), "relay", "--domain", "market_data", "--bridge"])
+        .args(["--socket", socket.to_str().unwrap(), "--metrics", "127.0.0.1:0"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(relay.stderr.take().unwrap()).lines();
+    let address = lines
+        .by_ref()
+        .map(Result::unwrap)
+        .find_map(|line| {
+            line.contains("metrics listening")
+                .then(|| line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned()))
+                .flatten()
+        })
+        .expect("the relay logs the metrics address");
+    let drain = std::thread::spawn(move || lines.count());
+    let started = Instant::now();
+    let mut consumer = loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
+            break stream;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "relay did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    consumer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut producer = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    let source = myc_codec::Source::KrakenCollector;
+    producer.write_all(&myc_codec::Header::identification(myc_codec::Domain::MarketData, source).to_bytes()).unwrap();
+    // Until the consumer is registered and the link subscribed, a message
+    // may go unseen: send until one arrives.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut sequence = 0;
+    let received = loop {
+        sequence += 1;
+        let header = myc_codec::Header::new(myc_codec::Domain::MarketData, source, sequence, 5);
+        let message = myc_codec::MessageBuilder::new(header)
+            .heartbeat(&myc_codec::Heartbeat { timestamp_ns: 5, counter: sequence })
+            .unwrap()
+            .build();
+        producer.write_all(&message).unwrap();
+        let mut received = vec![0u8; message.len()];
+        if consumer.read_exact(&mut received).is_ok() {
+            break received;
+        }
+        assert!(Instant::now() < deadline, "nothing came back down from the broker");
+    };
+    assert_eq!(received[6], source.as_u8(), "the legacy producer's message, unchanged");
+
+    let mut http = std::net::TcpStream::connect(&address).unwrap();
+    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).unwrap();
+    for series in [
+        "myc_relay_link_messages_total{domain=\"market_data\",direction=\"up\"}",
+        "myc_relay_link_messages_total{domain=\"market_data\",direction=\"down\"}",
+        "myc_relay_link_connected{domain=\"market_data\"}",
+        "myc_relay_connections",
+    ] {
+        assert!(response.contains(series), "{series} missing from {response}");
+    }
+    for child in [&mut relay, &mut broker] {
+        let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+        assert!(killed.success());
+        assert!(child.wait().unwrap().success());
+    }
+    drain.join().unwrap();
+}

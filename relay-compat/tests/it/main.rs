@@ -6,6 +6,7 @@
 
 mod client;
 mod framing;
+mod link;
 mod slow;
 
 use std::path::{Path, PathBuf};

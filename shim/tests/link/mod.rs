@@ -179,18 +179,23 @@ async fn at_every_stage_relay_consumers_get_each_message_once_and_the_broker_eac
         let (relay_seen, _relay_tap) = tap_relay(&world.relay, &world.relay_path).await;
         let (broker_seen, _broker_tap) = tap_broker(&world.broker_path).await;
 
-        let shim = world.shim_publisher(shim_stage);
+        // Each producer is identified before the other writes: a connection
+        // counts as a consumer until then, and would be sent copies.
+        let producers = || {
+            let metrics = &world.relay.handle().metrics;
+            myc_relay_compat::metrics::Metrics::get(&metrics.connections, "market_data", "producer").get()
+        };
         let mut legacy = legacy_producer(&world.relay_path).await;
-        let legacy_messages: Vec<Vec<u8>> = (1..=N).map(|sequence| message_from(LEGACY, sequence)).collect();
-        let shim_messages: Vec<Vec<u8>> = (1..=N).map(|sequence| message_from(SHIM, sequence)).collect();
-        let shim_task = tokio::spawn(async move {
-            for message in &shim_messages {
-                shim.publish(message).await.unwrap();
-            }
-            shim.flush(Duration::from_secs(30)).await.unwrap();
-        });
-        write_all(&mut legacy, legacy_messages.iter().cloned()).await;
-        shim_task.await.unwrap();
+        wait_until("the legacy producer is identified", || producers() == 1).await;
+        let shim = world.shim_publisher(shim_stage);
+        for sequence in 1..=N {
+            shim.publish(&message_from(SHIM, sequence)).await.unwrap();
+        }
+        shim.flush(Duration::from_secs(30)).await.unwrap();
+        if myc_rollout::Route::of(shim_stage).relay.is_some() {
+            wait_until("the shim producer is identified", || producers() == 2).await;
+        }
+        write_all(&mut legacy, (1..=N).map(|sequence| message_from(LEGACY, sequence))).await;
 
         let mut expected_relay: Vec<Bytes> = (1..=N)
             .flat_map(|sequence| [message_from(LEGACY, sequence), message_from(SHIM, sequence)])

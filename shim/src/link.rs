@@ -331,7 +331,7 @@ impl RelayLink {
     }
 
     /// The broker path (its publisher and counters).
-    pub fn uplink(&self) -> &GuardedPath<BrokerSide> {
+    pub fn broker_path(&self) -> &GuardedPath<BrokerSide> {
         &self.uplink
     }
 

@@ -20,8 +20,8 @@ pub use duration::Span;
 pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
     AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, ConsoleSettings, FeedSettings, GateSettings,
-    MetricsSettings, NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings,
-    ShadowSettings, Stage, Topics, socket_mode,
+    GuardSettings, MetricsSettings, NatsSettings, Ratio, RelayPaths, RelayServerSettings, RolloutSettings,
+    ServiceSettings, Settings, ShadowSettings, Stage, Topics, socket_mode,
 };
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};
 

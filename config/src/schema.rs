@@ -40,6 +40,8 @@ pub struct Settings {
     pub acl: AclSettings,
     /// The operator's web page (`myc console`).
     pub console: ConsoleSettings,
+    /// The guard: live comparison of the paths, rollback on regression.
+    pub guard: GuardSettings,
 }
 
 /// The relay socket of each domain.
@@ -475,6 +477,7 @@ impl Default for Settings {
             feeds: FeedSettings::defaults(),
             acl: AclSettings::default(),
             console: ConsoleSettings::default(),
+            guard: GuardSettings::default(),
         }
     }
 }
@@ -577,6 +580,77 @@ pub struct ConsoleSettings {
 impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
+    }
+}
+
+/// The guard (`myc rollout guard`, and inside `myc console` when enabled):
+/// every `interval` it scrapes the producers' metrics and, over the last
+/// `window`, rolls back a service whose broker path does worse than its
+/// relay path (docs/guard.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardSettings {
+    /// Run the guard inside `myc console`.
+    pub enabled: bool,
+    /// Producers' metrics endpoints; empty: `[console] scrape`.
+    pub targets: Vec<String>,
+    /// How often the targets are scraped and the rules evaluated.
+    pub interval: Span,
+    /// The stretch of time each decision looks back over.
+    pub window: Span,
+    /// Messages attempted on the primary path in a window below which no
+    /// rule applies (`insufficient`).
+    pub min_messages: u64,
+    /// Rule 1: the broker path's failed ratio must exceed this…
+    pub max_failed_ratio: Ratio,
+    /// …and this many times the relay path's failed ratio.
+    pub max_error_increase: Ratio,
+    /// Rule 2: the broker shadow's dropped ratio above this rolls back.
+    pub max_shadow_dropped_ratio: Ratio,
+    /// Rule 3: RSS above this many times the baseline (plus 32 MiB).
+    pub max_rss_increase: Ratio,
+    /// Rule 4: how often to take a live verify sample ("0s": never).
+    pub verify_every: Span,
+    /// Rule 4: how long each verify sample taps both paths.
+    pub verify_for: Span,
+}
+
+impl Default for GuardSettings {
+    fn default() -> Self {
+        GuardSettings {
+            enabled: false,
+            targets: Vec::new(),
+            interval: Span::from_secs(5),
+            window: Span::from_secs(30),
+            min_messages: 1000,
+            max_failed_ratio: Ratio(0.001),
+            max_error_increase: Ratio(2.0),
+            max_shadow_dropped_ratio: Ratio(0.01),
+            max_rss_increase: Ratio(1.5),
+            verify_every: Span::from_secs(0),
+            verify_for: Span::from_secs(10),
+        }
+    }
+}
+
+/// A ratio or factor in settings: a plain number, finite and not negative
+/// (validation refuses the rest, which is what makes `Eq` honest here).
+#[derive(Debug, Clone, Copy, PartialEq, PartialOrd, Serialize, Deserialize, Default)]
+#[serde(transparent)]
+pub struct Ratio(pub f64);
+
+impl Eq for Ratio {}
+
+impl Ratio {
+    /// The number.
+    pub const fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl fmt::Display for Ratio {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
     }
 }
 

@@ -121,6 +121,31 @@ impl Settings {
                 problem(&format!("services.{name}.source"), "source 0 is not a Protocol V2 source id".to_owned());
             }
         }
+        let guard = &self.guard;
+        for (key, ratio) in [
+            ("guard.max_failed_ratio", guard.max_failed_ratio),
+            ("guard.max_error_increase", guard.max_error_increase),
+            ("guard.max_shadow_dropped_ratio", guard.max_shadow_dropped_ratio),
+            ("guard.max_rss_increase", guard.max_rss_increase),
+        ] {
+            if !ratio.get().is_finite() || ratio.get() < 0.0 {
+                problem(key, format!("{ratio} is not a finite number of at least 0"));
+            }
+        }
+        if guard.interval.get().is_zero() {
+            problem("guard.interval", "must be longer than 0s".to_owned());
+        }
+        if guard.window < guard.interval {
+            problem("guard.window", format!("{} is shorter than guard.interval ({})", guard.window, guard.interval));
+        }
+        if guard.verify_every.get() > std::time::Duration::ZERO && guard.verify_for.get().is_zero() {
+            problem("guard.verify_for", "must be longer than 0s when guard.verify_every is on".to_owned());
+        }
+        for (index, url) in guard.targets.iter().enumerate() {
+            if !url.starts_with("http://") {
+                problem(&format!("guard.targets[{index}]"), format!("{url:?} is not an http:// metrics URL"));
+            }
+        }
         if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems)) }
     }
 }

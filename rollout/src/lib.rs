@@ -1,7 +1,8 @@
 //! Rollout of the migration, one service at a time: the four stages, the
 //! per-service [`Plan`] kept in `rollout.toml`, the pure [`decide`] route
 //! function, the [`gate`] that demands verify evidence before a stage
-//! advances, and the append-only [`audit`] log. [`Rollout`] ties them to
+//! advances, the append-only [`audit`] log, and the [`guard`]'s rules that
+//! roll a service back when its broker path regresses. [`Rollout`] ties them to
 //! the files the settings name.
 //!
 //! It deliberately never moves messages and never reads the clock on its own:
@@ -9,6 +10,7 @@
 
 pub mod audit;
 pub mod gate;
+pub mod guard;
 mod plan;
 
 use std::collections::BTreeMap;

@@ -56,3 +56,35 @@ async fn serve(listener: tokio::net::TcpListener, registry: Registry) {
         tracing::warn!(%error, "metrics server stopped");
     }
 }
+
+/// `process_resident_memory_bytes`: the process's resident memory, read from
+/// `/proc/self/status` each time the metrics are scraped (the guard's
+/// memory rule compares it with the figure recorded at `relay`).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct ResidentMemory;
+
+impl ResidentMemory {
+    /// Adds the gauge to `registry`.
+    pub(crate) fn register(registry: &mut Registry) {
+        registry.register("process_resident_memory_bytes", "Resident memory size in bytes", ResidentMemory);
+    }
+}
+
+impl prometheus_client::encoding::EncodeMetric for ResidentMemory {
+    fn encode(&self, mut encoder: prometheus_client::encoding::MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let bytes = resident_bytes().map_or(0, |bytes| i64::try_from(bytes).unwrap_or(i64::MAX));
+        encoder.encode_gauge(&bytes)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Gauge
+    }
+}
+
+/// This process's resident memory (`VmRSS`), where `/proc` tells it.
+pub(crate) fn resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
+    let kib: u64 = line.trim_start_matches("VmRSS:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    Some(kib * 1024)
+}

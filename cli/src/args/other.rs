@@ -211,6 +211,19 @@ pub(crate) enum RolloutCommand {
         #[arg(long)]
         to: Option<String>,
     },
+    /// Watch the services past relay and roll back a regression (runs until
+    /// SIGINT/SIGTERM; `--format json`: one decision per line).
+    Guard {
+        /// Evaluate one window and exit: 0 nothing to do, 1 rolled back, 2 error.
+        #[arg(long)]
+        once: bool,
+        /// Decide and report, but change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Serve the guard's Prometheus metrics on this address.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
+    },
     /// The audit log, oldest first.
     History {
         /// Only this service.

@@ -9,6 +9,7 @@ mod broker;
 mod capture;
 mod console;
 mod demo;
+mod guard;
 mod produce;
 mod relay;
 mod rollout;

@@ -260,6 +260,7 @@ impl ShimSink {
         let listener = crate::metrics_http::bind(address).await?;
         let metrics = crate::metrics_http::spawn(listener, |registry| {
             publisher.register(registry, service);
+            crate::metrics_http::ResidentMemory::register(registry);
             plan_watch.counts().register(registry, "rollout");
             if let Some(watch) = &settings_watch {
                 watch.counts().register(registry, "settings");

@@ -1,5 +1,6 @@
 //! `myc rollout`: `status`, `set`, `advance` (gated on a verify report),
-//! `rollback` (never gated) and `history`, on the plan and audit log the
+//! `rollback` (never gated), `history` and `guard` (the loop lives in
+//! `commands::guard`), on the plan and audit log the
 //! settings name (`--file` overrides the plan). A refused gate prints its
 //! reason and exits 1.
 
@@ -59,6 +60,10 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
                 .map(|path| std::fs::read(path).with_context(|| format!("cannot read the evidence {}", path.display())))
                 .transpose()?;
             rollout.advance(service, report.as_deref(), *force, reason.as_deref().unwrap_or(""), &actor, now)
+        }
+        RolloutCommand::Guard { once, dry_run, metrics } => {
+            drop(out);
+            return super::guard::run(&settings, rollout, *once, *dry_run, metrics.as_deref(), global.format);
         }
         RolloutCommand::Rollback { service, reason, to } => {
             let to = to.as_deref().map(myc_rollout::parse_stage).transpose()?;

@@ -106,25 +106,35 @@ fn tap_for(
     duration: std::time::Duration,
 ) -> anyhow::Result<(Vec<Captured>, Vec<Captured>)> {
     let runtime = super::runtime()?;
-    runtime.block_on(async {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(65_536);
-        let _tasks = super::capture::start_taps(taps, &tx).await?;
-        drop(tx);
-        let mut streams = (Vec::new(), Vec::new());
-        let deadline = tokio::time::sleep(duration);
-        tokio::pin!(deadline);
-        loop {
-            tokio::select! {
-                () = &mut deadline => break,
-                tapped = rx.recv() => {
-                    let Some((index, bytes, arrival_ns)) = tapped else { break };
-                    let captured = Captured { bytes: bytes.to_vec(), arrival_ns };
-                    if index == 0 { streams.0.push(captured) } else { streams.1.push(captured) }
-                }
+    runtime.block_on(tap_live(taps, duration, |index| index == 0))
+}
+
+/// Taps `taps` for `duration` and splits what they saw into the reference
+/// (taps for which `is_reference` holds) and the candidate, each in arrival
+/// order. Every tap is connected before the clock starts. The guard's live
+/// verify samples use this too.
+pub(crate) async fn tap_live(
+    taps: &[super::capture::Tap],
+    duration: std::time::Duration,
+    is_reference: impl Fn(usize) -> bool,
+) -> anyhow::Result<(Vec<Captured>, Vec<Captured>)> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(65_536);
+    let _tasks = super::capture::start_taps(taps, &tx).await?;
+    drop(tx);
+    let mut streams = (Vec::new(), Vec::new());
+    let deadline = tokio::time::sleep(duration);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            () = &mut deadline => break,
+            tapped = rx.recv() => {
+                let Some((index, bytes, arrival_ns)) = tapped else { break };
+                let captured = Captured { bytes: bytes.to_vec(), arrival_ns };
+                if is_reference(index) { streams.0.push(captured) } else { streams.1.push(captured) }
             }
         }
-        anyhow::Ok(streams)
-    })
+    }
+    Ok(streams)
 }
 
 fn parse_ignore(fields: &[String]) -> anyhow::Result<Ignore> {

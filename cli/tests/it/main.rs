@@ -9,6 +9,7 @@
 
 mod cli;
 mod console;
+mod guard;
 mod operator;
 mod produce;
 mod rollout;

@@ -11,7 +11,7 @@
 //! CSRF token; every change is audited with the client's address.
 
 mod page;
-mod scrape;
+pub(crate) mod scrape;
 #[cfg(test)]
 mod tests;
 

@@ -1,7 +1,8 @@
 //! Live rates for the console: the producers' Prometheus endpoints
 //! (`[console] scrape`) read once a second over HTTP/1 (hyper), their
 //! `myc_shim_*` counters turned into per-service, per-path rates, with five
-//! minutes of history for the page's chart.
+//! minutes of history for the page's chart. The guard reads the same
+//! endpoints through [`fetch`] and [`parse_line`].
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,7 +49,7 @@ pub(crate) async fn run(urls: Vec<String>, live: Live) {
 }
 
 /// GETs `url` (`http://host:port/path`) and returns the body.
-async fn fetch(url: &str) -> anyhow::Result<String> {
+pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri.host().ok_or_else(|| anyhow::anyhow!("no host in {url}"))?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
@@ -99,7 +100,7 @@ fn absorb(text: &str, live: &Live) {
 }
 
 /// `name{a="x",b="y"} value` → its parts.
-fn parse_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
+pub(crate) fn parse_line(line: &str) -> Option<(&str, BTreeMap<String, String>, f64)> {
     let (head, value) = line.rsplit_once(' ')?;
     let value = value.parse().ok()?;
     let (name, labels) = match head.split_once('{') {

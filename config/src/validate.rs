@@ -141,9 +141,9 @@ impl Settings {
         if guard.verify_every.get() > std::time::Duration::ZERO && guard.verify_for.get().is_zero() {
             problem("guard.verify_for", "must be longer than 0s when guard.verify_every is on".to_owned());
         }
-        for (index, url) in guard.targets.iter().enumerate() {
-            if !url.starts_with("http://") {
-                problem(&format!("guard.targets[{index}]"), format!("{url:?} is not an http:// metrics URL"));
+        for (index, target) in guard.targets.iter().enumerate() {
+            if let Err(why) = check_scrape_url(target) {
+                problem(&format!("guard.targets[{index}]"), why);
             }
         }
         if problems.is_empty() { Ok(()) } else { Err(Error::Invalid(problems)) }

@@ -218,3 +218,35 @@ fn nats_stream_replicas_outside_one_to_five_are_explained() {
     assert!(all.contains("nats.replicas") && all.contains("1 to 5") && all.contains("three-node"), "{all}");
     assert_eq!(problems.len(), 1, "max_bytes and max_age are fine: {all}");
 }
+
+#[test]
+fn guard_settings_default_as_documented_and_nonsense_is_refused_by_key() {
+    let guard = Settings::default().guard;
+    assert!(!guard.enabled && guard.targets.is_empty());
+    assert_eq!((guard.interval, guard.window, guard.min_messages), (Span::from_secs(5), Span::from_secs(30), 1000));
+    assert_eq!((guard.max_failed_ratio.get(), guard.max_error_increase.get()), (0.001, 2.0));
+    assert_eq!((guard.max_shadow_dropped_ratio.get(), guard.max_rss_increase.get()), (0.01, 1.5));
+    assert_eq!((guard.verify_every, guard.verify_for), (Span::from_secs(0), Span::from_secs(10)));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("guard.toml");
+    std::fs::write(
+        &file,
+        "[guard]\ninterval = \"0s\"\nwindow = \"1s\"\nmax_failed_ratio = -0.5\nmax_rss_increase = nan\n\
+         verify_every = \"1m\"\nverify_for = \"0s\"\ntargets = [\"127.0.0.1:9466\"]\n",
+    )
+    .unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    for key in [
+        "guard.interval",
+        "guard.max_failed_ratio",
+        "guard.max_rss_increase",
+        "guard.verify_for",
+        "guard.targets[0]",
+    ] {
+        assert!(all.contains(&format!("`{key}`")), "{key} missing from:\n{all}");
+    }
+    std::fs::write(&file, "[guard]\ninterval = \"10s\"\nwindow = \"5s\"\n").unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    assert!(problems.join("\n").contains("`guard.window`: 5s is shorter than guard.interval (10s)"), "{problems:?}");
+}

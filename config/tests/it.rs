@@ -237,13 +237,9 @@ fn guard_settings_default_as_documented_and_nonsense_is_refused_by_key() {
     .unwrap();
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
     let all = problems.join("\n");
-    for key in [
-        "guard.interval",
-        "guard.max_failed_ratio",
-        "guard.max_rss_increase",
-        "guard.verify_for",
-        "guard.targets[0]",
-    ] {
+    for key in
+        ["guard.interval", "guard.max_failed_ratio", "guard.max_rss_increase", "guard.verify_for", "guard.targets[0]"]
+    {
         assert!(all.contains(&format!("`{key}`")), "{key} missing from:\n{all}");
     }
     std::fs::write(&file, "[guard]\ninterval = \"10s\"\nwindow = \"5s\"\n").unwrap();

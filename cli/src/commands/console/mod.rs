@@ -4,12 +4,15 @@
 //! side) and the audit history; advance (enabled only when the gate would
 //! pass, else the page says why) and roll back (with a reason). It reads
 //! and writes the same settings, rollout plan, audit log and verify reports
-//! as the CLI, through the same code.
+//! as the CLI, through the same code. With `[guard] enabled` it runs the
+//! guard (`commands::guard`) and shows each service's latest decision.
 //!
 //! Safety: loopback by default; any other address needs a token (compared
 //! in constant time). State-changing requests are POSTs carrying the page's
 //! CSRF token; every change is audited with the client's address.
 
+#[cfg(test)]
+mod guard_tests;
 mod page;
 pub(crate) mod scrape;
 #[cfg(test)]
@@ -44,6 +47,8 @@ pub(crate) struct Console {
     /// Required on every POST (`X-CSRF-Token`), embedded in the page.
     csrf: String,
     live: scrape::Live,
+    /// The guard's latest decision per service (empty unless `[guard] enabled`).
+    guard: super::guard::Latest,
 }
 
 pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
@@ -56,9 +61,28 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
             "refusing to serve the console on {address} without a token: anyone who can reach it could change stages (set --token or console.token)"
         );
     }
-    let console = Arc::new(Console::new(settings, token));
+    let mut console = Console::new(settings, token);
+    let guard = if console.settings.guard.enabled {
+        let guard = super::guard::Guard::new(&console.settings, console.rollout.clone(), false)?;
+        console.guard = Arc::clone(&guard.latest);
+        Some(guard)
+    } else {
+        None
+    };
+    let console = Arc::new(console);
     let runtime = super::runtime()?;
     runtime.block_on(async move {
+        // The guard's decisions are logged and shown on the page.
+        let _guard = guard.map(|guard| {
+            myc_transport::AbortOnDrop::spawn(guard.run(|decision| {
+                tracing::info!(
+                    service = decision.service,
+                    decision = decision.decision.name(),
+                    reason = decision.reason,
+                    "guard"
+                );
+            }))
+        });
         let listener =
             tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
         tracing::info!(address = %listener.local_addr()?, "console listening");
@@ -77,7 +101,15 @@ impl Console {
         let rollout = Rollout::from_settings(&settings);
         let reports_dir = settings.console.reports_dir.clone();
         let csrf = format!("{:032x}", rand::random::<u128>());
-        Console { settings, rollout, reports_dir, token, csrf, live: scrape::Live::default() }
+        Console {
+            settings,
+            rollout,
+            reports_dir,
+            token,
+            csrf,
+            live: scrape::Live::default(),
+            guard: super::guard::Latest::default(),
+        }
     }
 
     fn authorized(&self, headers: &HeaderMap) -> bool {
@@ -164,6 +196,7 @@ impl Console {
             report_age_seconds: age_seconds,
             advance_allowed,
             gate_reason,
+            guard: self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned(),
         }
     }
 
@@ -190,6 +223,8 @@ pub(crate) struct ServiceView {
     report_age_seconds: Option<u64>,
     advance_allowed: bool,
     gate_reason: String,
+    /// The guard's latest decision and its figures, when the guard runs.
+    guard: Option<myc_rollout::guard::Decision>,
 }
 
 pub(crate) fn router(console: Arc<Console>) -> Router {

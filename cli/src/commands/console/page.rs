@@ -11,7 +11,44 @@ const STAGES: [&str; 4] = ["relay", "dual_relay_primary", "dual_broker_primary",
 /// The page with `services` in its table and the CSRF token in its head.
 pub(crate) fn render(services: &[ServiceView], csrf: &str) -> String {
     let rows: String = services.iter().map(row).collect();
-    TEMPLATE.replace("{{CSRF}}", &escape(csrf)).replace("{{ROWS}}", &rows)
+    let guard: String = services.iter().filter_map(guard_row).collect();
+    let hidden = if guard.is_empty() { " hidden" } else { "" };
+    TEMPLATE
+        .replace("{{CSRF}}", &escape(csrf))
+        .replace("{{ROWS}}", &rows)
+        .replace("{{GUARD_HIDDEN}}", hidden)
+        .replace("{{GUARD}}", &guard)
+}
+
+/// The guard's latest decision about `service`, with the figures behind it.
+fn guard_row(service: &ServiceView) -> Option<String> {
+    let decision = service.guard.as_ref()?;
+    let figures = &decision.figures;
+    let percent = |ratio: f64| format!("{:.3}%", ratio * 100.0);
+    let mib = |bytes: Option<u64>| {
+        bytes.map_or_else(|| "–".to_owned(), |bytes| format!("{:.1} MiB", bytes as f64 / 1_048_576.0))
+    };
+    let verify = match figures.verify {
+        Some(myc_rollout::guard::Sampled::Identical) => "identical",
+        Some(myc_rollout::guard::Sampled::Differs) => "differs",
+        None => "–",
+    };
+    Some(format!(
+        "<tr data-service=\"{name}\"><td>{name}</td><td class=\"guard-{verdict}\">{verdict}</td><td>{broker} ({failed} of {attempted})</td>\
+         <td>{relay}</td><td class=\"hide-narrow\">{dropped} ({n_dropped})</td><td>{rss} / {baseline}</td><td>{verify}</td>\
+         <td class=\"hide-narrow\">{why}</td></tr>\n",
+        name = escape(&service.name),
+        verdict = decision.decision.name(),
+        broker = percent(figures.broker.failed_ratio),
+        failed = figures.broker.failed,
+        attempted = figures.broker.published + figures.broker.failed,
+        relay = percent(figures.relay.failed_ratio),
+        dropped = percent(figures.broker.shadow_dropped_ratio),
+        n_dropped = figures.broker.shadow_dropped,
+        rss = mib(figures.rss_bytes),
+        baseline = mib(figures.rss_baseline_bytes),
+        why = escape(&decision.reason),
+    ))
 }
 
 fn row(service: &ServiceView) -> String {

@@ -180,7 +180,7 @@ fn broker_e2e_with(
         drop(subscribers);
         anyhow::Ok((finished - started, lost))
     })?;
-    let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss() };
+    let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss(), ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }
 

@@ -90,6 +90,6 @@ fn relay_link(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
         let broker_received = broker_counter.await?;
         anyhow::Ok((finished - started, (n_messages - relay_received) + (n_messages - broker_received)))
     })?;
-    let rss = Rss { broker: relay.peak_rss(), client: None };
+    let rss = Rss { broker: relay.peak_rss(), client: None, ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }

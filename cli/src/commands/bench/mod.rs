@@ -10,6 +10,7 @@
 mod broker_scenarios;
 mod codec_scenarios;
 mod link_scenarios;
+mod memory_scenarios;
 mod nats_scenarios;
 mod plot;
 mod process;
@@ -46,6 +47,8 @@ pub(crate) struct RunResult {
     pub(crate) lost: Option<u64>,
     pub(crate) latency_us: Option<Latency>,
     pub(crate) rss_bytes: Option<Rss>,
+    /// The memory scenario: the producer's peak RSS at broker over its peak at relay.
+    pub(crate) rss_ratio: Option<f64>,
     /// Set when the scenario cannot run here (then `skipped`, with the reason).
     pub(crate) skipped: Option<String>,
 }
@@ -137,6 +140,24 @@ pub(crate) struct Rss {
     pub(crate) broker: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) client: Option<u64>,
+    /// The memory scenario: the producer with its service at relay…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) producer_at_relay: Option<u64>,
+    /// …and at broker, under the same load.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) producer_at_broker: Option<u64>,
+}
+
+impl Rss {
+    /// The higher of each figure.
+    fn max(self, other: Rss) -> Rss {
+        Rss {
+            broker: self.broker.max(other.broker),
+            client: self.client.max(other.client),
+            producer_at_relay: self.producer_at_relay.max(other.producer_at_relay),
+            producer_at_broker: self.producer_at_broker.max(other.producer_at_broker),
+        }
+    }
 }
 
 /// Groups accepted by `--scenario` besides the scenario names.
@@ -158,6 +179,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
     ("link", &["relay_e2e_1", "relay_link"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
+    ("guard", &["memory"]),
 ];
 
 #[derive(Debug, Serialize)]
@@ -189,6 +211,9 @@ struct ScenarioReport {
     /// Highest of all runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     rss_bytes: Option<Rss>,
+    /// Of the median run: the memory scenario's broker / relay RSS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rss_ratio: Option<f64>,
     /// For a fault scenario: its median over its baseline's (same payload).
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_baseline: Option<f64>,
@@ -241,6 +266,7 @@ fn all_scenarios() -> Vec<Scenario> {
     all.extend(nats_scenarios::scenarios());
     all.extend(shim_scenarios::scenarios());
     all.extend(produce_scenarios::scenarios());
+    all.extend(memory_scenarios::scenarios());
     all.extend(verify_scenarios::scenarios());
     all
 }
@@ -295,10 +321,18 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
         note = "messages were lost".to_owned();
     }
     let latency_us = results.get(results.len() / 2).and_then(|result| result.latency_us);
-    let rss_bytes = results
-        .iter()
-        .filter_map(|result| result.rss_bytes)
-        .reduce(|a, b| Rss { broker: a.broker.max(b.broker), client: a.client.max(b.client) });
+    let rss_bytes = results.iter().filter_map(|result| result.rss_bytes).reduce(Rss::max);
+    let rss_ratio = results.get(results.len() / 2).and_then(|result| result.rss_ratio);
+    let ok = skipped || note.is_empty();
+    // The memory scenario's figures, for the table too (they are not a failure).
+    if let (true, Some(ratio), Some(rss)) = (note.is_empty(), rss_ratio, rss_bytes) {
+        let mib = |bytes: Option<u64>| bytes.map_or(0.0, |bytes| bytes as f64 / 1_048_576.0);
+        note = format!(
+            "producer peak RSS {:.1} MiB at relay, {:.1} MiB at broker: ×{ratio:.2}",
+            mib(rss.producer_at_relay),
+            mib(rss.producer_at_broker)
+        );
+    }
     ScenarioReport {
         name: scenario.name,
         payload_bytes: scenario.payload_bytes,
@@ -307,9 +341,10 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
         lost,
         latency_us,
         rss_bytes,
+        rss_ratio,
         vs_baseline: None,
         skipped,
-        ok: skipped || note.is_empty(),
+        ok,
         note,
     }
 }

@@ -114,7 +114,7 @@ fn nats_e2e_1(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
         let (received, finished) = counter.await?;
         anyhow::Ok((finished - started, n_messages - received))
     })?;
-    let rss = Rss { broker: peak_rss_of_pid(server.child.id()), client: None };
+    let rss = Rss { broker: peak_rss_of_pid(server.child.id()), client: None, ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }
 
@@ -143,6 +143,6 @@ fn shim_nats(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult>
         let (received, finished) = counter.await?;
         anyhow::Ok((finished - started, n_messages - received))
     })?;
-    let rss = Rss { broker: peak_rss_of_pid(server.child.id()), client: None };
+    let rss = Rss { broker: peak_rss_of_pid(server.child.id()), client: None, ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }

@@ -120,6 +120,6 @@ fn relay_e2e_with(
         }
         anyhow::Ok((finished - started, lost))
     })?;
-    let rss = Rss { broker: relay.peak_rss(), client: None };
+    let rss = Rss { broker: relay.peak_rss(), client: None, ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }

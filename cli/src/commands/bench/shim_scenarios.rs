@@ -113,7 +113,7 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
         }
         anyhow::Ok((finished - started, lost))
     })?;
-    let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss() };
+    let rss = Rss { broker: broker.peak_rss(), client: own_peak_rss(), ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }
 

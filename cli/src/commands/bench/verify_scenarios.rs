@@ -39,6 +39,6 @@ fn verify_files(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResu
     if comparison.counts.matched != n_messages {
         bail!("verify matched {} of {n_messages}", comparison.counts.matched);
     }
-    let rss = Rss { broker: None, client: own_peak_rss() };
+    let rss = Rss { broker: None, client: own_peak_rss(), ..Rss::default() };
     Ok(RunResult { lost: Some(0), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
 }

@@ -7,39 +7,15 @@
 //! playwright-core is missing; `.ci/run` installs them.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
-use super::workspace;
-
-/// Children killed on drop.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use super::{Processes, free_port, wait_until, workspace};
 
 fn myc(config: &Path, args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_myc"));
     command.arg("--config").arg(config).args(args).stdout(Stdio::null()).stderr(Stdio::null());
     command
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < Duration::from_secs(20), "{what} did not come up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -71,7 +47,7 @@ fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
     processes.0.push(myc(&config, &["broker"]).spawn().unwrap());
     for socket in ["md.sock", "broker.sock"] {
         let path = dir.path().join(socket);
-        wait_until(socket, || std::os::unix::net::UnixStream::connect(&path).is_ok());
+        wait_until(socket, Duration::from_secs(20), || std::os::unix::net::UnixStream::connect(&path).is_ok());
     }
     let metrics = format!("127.0.0.1:{metrics_port}");
     processes.0.push(
@@ -84,7 +60,7 @@ fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
     );
     let listen = format!("127.0.0.1:{console_port}");
     processes.0.push(myc(&config, &["console", "--listen", &listen]).spawn().unwrap());
-    wait_until("the console", || std::net::TcpStream::connect(&listen).is_ok());
+    wait_until("the console", Duration::from_secs(20), || std::net::TcpStream::connect(&listen).is_ok());
 
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console.png");
     let output = Command::new("node")

@@ -8,23 +8,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// Children killed on drop.
-struct Processes(Vec<Child>);
-
-impl Drop for Processes {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
+use super::{Processes, free_port, wait_until};
 
 /// A temporary deployment: its directory, settings file and processes.
 struct Deployment {
@@ -36,18 +26,6 @@ struct Deployment {
 
 /// How long any awaited condition may take on a loaded machine.
 const PATIENCE: Duration = Duration::from_secs(90);
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !ready() {
-        assert!(started.elapsed() < PATIENCE, "{what} did not happen in time");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 impl Deployment {
     /// Settings with every socket in a temporary directory, the service
@@ -107,7 +85,7 @@ impl Deployment {
 
     fn wait_for_socket(&self, name: &str) {
         let path = self.path(name);
-        wait_until(name, || UnixStream::connect(&path).is_ok());
+        wait_until(name, PATIENCE, || UnixStream::connect(&path).is_ok());
     }
 
     /// The relay and the real broker, both listening.
@@ -134,7 +112,7 @@ impl Deployment {
             "--metrics",
             &metrics,
         ]);
-        wait_until("the producer's metrics", || std::net::TcpStream::connect(&metrics).is_ok());
+        wait_until("the producer's metrics", PATIENCE, || std::net::TcpStream::connect(&metrics).is_ok());
         index
     }
 
@@ -274,7 +252,7 @@ fn a_broker_that_starts_closing_connections_is_rolled_back_by_rule_1_within_two_
     assert!(before.len() <= 16, "rolled back after {} rounds: {before:#?}", before.len());
     let figures = &rollback["figures"];
     assert!(figures["broker"]["failed"].as_u64().unwrap() > 0, "{rollback}");
-    wait_until("the plan to change", || deployment.stage() == "dual_relay_primary");
+    wait_until("the plan to change", PATIENCE, || deployment.stage() == "dual_relay_primary");
     let history = deployment.history();
     let entry = history.last().unwrap();
     assert_eq!((entry["user"].as_str(), entry["action"].as_str()), (Some("guard"), Some("rollback")), "{entry}");
@@ -301,7 +279,7 @@ fn a_stalled_broker_shadow_is_rolled_back_by_rule_2() {
     let decisions = deployment.guard(&[]);
     let (_, rollback) = decisions_until(&decisions, |decision| is(decision, "rollback"));
     assert!(rollback["figures"]["broker"]["shadow_dropped"].as_u64().unwrap() > 0, "{rollback}");
-    wait_until("the plan to change", || deployment.stage() == "relay");
+    wait_until("the plan to change", PATIENCE, || deployment.stage() == "relay");
     let history = deployment.history();
     let reason = history.last().unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("rule 2 (shadow loss): broker shadow dropped"), "{reason}");
@@ -325,7 +303,7 @@ fn a_producer_buffering_for_a_stalled_broker_is_rolled_back_by_rule_3_against_it
     let (_, at_relay) = decisions_until(&decisions, |decision| decision["figures"]["rss_baseline_bytes"].is_u64());
     let baseline = at_relay["figures"]["rss_baseline_bytes"].as_u64().unwrap();
     let state_file = deployment.path("rollout.toml.guard.json");
-    wait_until("the baseline to be kept beside the plan", || {
+    wait_until("the baseline to be kept beside the plan", PATIENCE, || {
         std::fs::read_to_string(&state_file).is_ok_and(|text| text.contains("rss_baseline_bytes"))
     });
     // The operator moves it straight to the broker, which never reads.
@@ -335,7 +313,7 @@ fn a_producer_buffering_for_a_stalled_broker_is_rolled_back_by_rule_3_against_it
     assert_eq!(rollback["stage"], "broker");
     let rss = rollback["figures"]["rss_bytes"].as_u64().unwrap();
     assert!(rss as f64 > 1.5 * baseline as f64 + 32.0 * 1024.0 * 1024.0, "{rollback}");
-    wait_until("the plan to change", || deployment.stage() == "dual_broker_primary");
+    wait_until("the plan to change", PATIENCE, || deployment.stage() == "dual_broker_primary");
     let history = deployment.history();
     let reason = history.last().unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("rule 3 (memory): RSS"), "{reason}");
@@ -405,7 +383,7 @@ fn a_live_verify_sample_that_differs_is_rolled_back_by_rule_4() {
     let decisions = deployment.guard(&[]);
     let (_, rollback) = decisions_until(&decisions, |decision| is(decision, "rollback"));
     assert_eq!(rollback["figures"]["verify"], "differs", "{rollback}");
-    wait_until("the plan to change", || deployment.stage() == "relay");
+    wait_until("the plan to change", PATIENCE, || deployment.stage() == "relay");
     let history = deployment.history();
     let reason = history.last().unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains("rule 4 (content): the live verify sample differs"), "{reason}");

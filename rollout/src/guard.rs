@@ -46,13 +46,13 @@ impl PathCounts {
 
     /// Messages offered to the path: accepted, refused or dropped.
     pub fn attempted(self) -> u64 {
-        self.published + self.failed + self.shadow_dropped
+        self.published.saturating_add(self.failed).saturating_add(self.shadow_dropped)
     }
 
     /// The share of offered messages the path did not take (0 when none
     /// were offered).
     pub fn failed_ratio(self) -> f64 {
-        ratio(self.failed + self.shadow_dropped, self.attempted())
+        ratio(self.failed.saturating_add(self.shadow_dropped), self.attempted())
     }
 }
 
@@ -315,8 +315,8 @@ pub fn evaluate(input: &Input<'_>, memory: &Memory, thresholds: &Thresholds) -> 
             published: broker.published,
             failed: broker.failed,
             shadow_dropped: broker.shadow_dropped,
-            failed_ratio: ratio(broker.failed, broker.published + broker.failed),
-            shadow_dropped_ratio: ratio(broker.shadow_dropped, broker.published + broker.shadow_dropped),
+            failed_ratio: ratio(broker.failed, broker.published.saturating_add(broker.failed)),
+            shadow_dropped_ratio: ratio(broker.shadow_dropped, broker.published.saturating_add(broker.shadow_dropped)),
         },
         rss_bytes,
         rss_baseline_bytes: memory.rss_baseline_bytes,
@@ -386,7 +386,7 @@ pub fn evaluate(input: &Input<'_>, memory: &Memory, thresholds: &Thresholds) -> 
             format!(
                 "rule 1 (errors): broker path failed {} of {} ({}), above guard.max_failed_ratio {} and {} × the relay path's {}",
                 broker.failed,
-                broker.published + broker.failed,
+                broker.published.saturating_add(broker.failed),
                 percent(broker_ratio),
                 thresholds.max_failed_ratio,
                 thresholds.max_error_increase,
@@ -403,7 +403,7 @@ pub fn evaluate(input: &Input<'_>, memory: &Memory, thresholds: &Thresholds) -> 
             format!(
                 "rule 2 (shadow loss): broker shadow dropped {} of {} ({}), above guard.max_shadow_dropped_ratio {}",
                 broker.shadow_dropped,
-                broker.published + broker.shadow_dropped,
+                broker.published.saturating_add(broker.shadow_dropped),
                 percent(dropped_ratio),
                 thresholds.max_shadow_dropped_ratio
             ),

@@ -263,6 +263,8 @@ impl Guard {
 fn samples_of(text: &str, at: SystemTime) -> BTreeMap<String, Sample> {
     let mut rss = None;
     let mut services: BTreeMap<String, Sample> = BTreeMap::new();
+    // A stage number no release knows makes the whole sample meaningless.
+    let mut unknown_stage = std::collections::BTreeSet::new();
     for line in text.lines().filter(|line| !line.starts_with('#')) {
         let Some((name, labels, value)) = parse_line(line) else { continue };
         if name == "process_resident_memory_bytes" {
@@ -281,7 +283,12 @@ fn samples_of(text: &str, at: SystemTime) -> BTreeMap<String, Sample> {
             rss_bytes: None,
         });
         if name == "myc_shim_stage" {
-            sample.stage = Stage::from_index(value as u8).unwrap_or(Stage::Relay);
+            match Stage::from_index(value as u8).filter(|_| (0.0..=3.0).contains(&value)) {
+                Some(stage) => sample.stage = stage,
+                None => {
+                    unknown_stage.insert(service.clone());
+                }
+            }
             continue;
         }
         let path = match labels.get("path").map(String::as_str) {
@@ -296,6 +303,7 @@ fn samples_of(text: &str, at: SystemTime) -> BTreeMap<String, Sample> {
             _ => {}
         }
     }
+    services.retain(|service, _| !unknown_stage.contains(service));
     for sample in services.values_mut() {
         sample.rss_bytes = rss;
     }
@@ -474,6 +482,20 @@ mod tests {
         assert_eq!(feed.relay, PathCounts { published: 10, failed: 0, shadow_dropped: 2 });
         assert_eq!(feed.broker, PathCounts { published: 7, failed: 3, shadow_dropped: 0 });
         assert_eq!(feed.rss_bytes, Some(123_456));
+    }
+
+    #[test]
+    fn garbage_from_a_target_is_no_sample_and_no_panic() {
+        let text = "myc_shim_published_total{service=\"feed\",path=\"relay\"} NaN\n\
+            myc_shim_failed_total{service=\"feed\",path=\"broker\"} -5\n\
+            myc_shim_published_total{service=\"feed\",path=\"broker\"} 1e300\n\
+            myc_shim_stage{service=\"odd\"} 7\n\
+            myc_shim_published_total{service=\"odd\",path=\"relay\"} 1\n\
+            myc_shim_published_total{service=\"x\" 1\n{}}} \n\u{0}\u{fffd}\n";
+        let samples = samples_of(text, SystemTime::UNIX_EPOCH);
+        assert!(!samples.contains_key("odd"), "a stage no release knows: no sample");
+        let feed = &samples["feed"];
+        assert_eq!((feed.relay.published, feed.broker.failed, feed.broker.published), (0, 0, u64::MAX));
     }
 
     fn message(source: u8, sequence: u64, last: u8) -> Captured {

@@ -190,3 +190,13 @@ fn the_state_file_keeps_baselines_and_a_missing_one_is_empty() {
     std::fs::write(&path, "{not json").unwrap();
     assert!(State::read(&path).is_err());
 }
+
+#[test]
+fn absurd_counters_from_a_broken_target_decide_without_overflowing() {
+    let mut samples = steady(Stage::Broker, counts(0, 0, 0), counts(1, 1, 1), None);
+    samples[10].broker = counts(u64::MAX, u64::MAX, u64::MAX);
+    samples[10].rss_bytes = Some(u64::MAX);
+    let (decision, _) =
+        check(Stage::Broker, &samples, Memory::default(), None, (Verdict::Rollback, Some(Rule::Errors)));
+    assert_eq!(decision.figures.broker.published, u64::MAX);
+}

@@ -72,7 +72,16 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
     let console = Arc::new(console);
     let runtime = super::runtime()?;
     runtime.block_on(async move {
-        // The guard's decisions are logged and shown on the page.
+        // The guard's decisions are logged and shown on the page; its
+        // counters are served on `[metrics] listen` when that is set.
+        let metrics_address = Some(console.settings.metrics.listen.as_str()).filter(|address| !address.is_empty());
+        let metrics_listener = match &guard {
+            Some(_) => crate::metrics_http::bind(metrics_address).await?,
+            None => None,
+        };
+        let _metrics = guard.as_ref().and_then(|guard| {
+            crate::metrics_http::spawn(metrics_listener, |registry| guard.metrics.register(registry))
+        });
         let _guard = guard.map(|guard| {
             myc_transport::AbortOnDrop::spawn(guard.run(|decision| {
                 tracing::info!(

@@ -41,7 +41,7 @@ fn guard_row(service: &ServiceView) -> Option<String> {
         verdict = decision.decision.name(),
         broker = percent(figures.broker.failed_ratio),
         failed = figures.broker.failed,
-        attempted = figures.broker.published + figures.broker.failed,
+        attempted = figures.broker.published.saturating_add(figures.broker.failed),
         relay = percent(figures.relay.failed_ratio),
         dropped = percent(figures.broker.shadow_dropped_ratio),
         n_dropped = figures.broker.shadow_dropped,

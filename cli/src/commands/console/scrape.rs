@@ -48,8 +48,20 @@ pub(crate) async fn run(urls: Vec<String>, live: Live) {
     }
 }
 
-/// GETs `url` (`http://host:port/path`) and returns the body.
+/// The most of a metrics page read: a producer's is a few KiB; anything
+/// far larger is not a producer.
+const MAX_BODY: usize = 4 * 1024 * 1024;
+
+/// GETs `url` (`http://host:port/path`) and returns the body: all of it
+/// within 2 s, and at most [`MAX_BODY`] bytes, so a hostile or broken
+/// endpoint can neither stall the scraper nor fill its memory.
 pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
+    tokio::time::timeout(Duration::from_secs(2), fetch_unbounded(url))
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer within 2 s"))?
+}
+
+async fn fetch_unbounded(url: &str) -> anyhow::Result<String> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri.host().ok_or_else(|| anyhow::anyhow!("no host in {url}"))?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
@@ -59,8 +71,12 @@ pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
     tokio::spawn(connection);
     let request =
         hyper::Request::get(uri.path()).header("host", host).body(http_body_util::Empty::<bytes::Bytes>::new())?;
-    let response = tokio::time::timeout(Duration::from_secs(2), sender.send_request(request)).await??;
-    let body = response.into_body().collect().await?.to_bytes();
+    let response = sender.send_request(request).await?;
+    let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|error| anyhow::anyhow!("{url}: {error}"))?
+        .to_bytes();
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 

@@ -236,6 +236,8 @@ impl Guard {
         let (settings, rollout, verifies) = (self.settings.clone(), self.rollout.clone(), Arc::clone(&self.verifies));
         Some(myc_transport::AbortOnDrop::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            // A sample longer than `every` is followed by the next, not a burst.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
                 sample_all(&settings, &rollout, &verifies).await;
@@ -247,6 +249,9 @@ impl Guard {
     pub(crate) async fn run(mut self, mut report: impl FnMut(&Decision)) {
         let _verifier = self.start_verifier();
         let mut tick = tokio::time::interval(self.interval());
+        // A stalled machine catches up by waiting, not by a burst of scrapes
+        // a few milliseconds apart: rounds stay an interval apart.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             let now = SystemTime::now();
@@ -438,6 +443,7 @@ pub(crate) fn run(
         let interval = guard.interval();
         let rounds = guard.thresholds.window.as_nanos().div_ceil(interval.as_nanos().max(1));
         let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut now = SystemTime::now();
         for _ in 0..=rounds {
             tick.tick().await;

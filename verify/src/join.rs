@@ -251,6 +251,15 @@ pub fn compare_with(
     join.finish()
 }
 
+/// Whether a source filter keeps this message: all when there is no
+/// filter, and one too short for a header (it cannot be attributed, so it is
+/// kept and counted as unreadable).
+pub fn kept_by(sources: Option<&BTreeSet<u8>>, bytes: &[u8]) -> bool {
+    sources.is_none_or(|sources| {
+        myc_codec::Header::decode(bytes).map_or(true, |header| sources.contains(&header.source.as_u8()))
+    })
+}
+
 /// Per-side bookkeeping.
 #[derive(Default)]
 struct SideState {

@@ -53,6 +53,11 @@ impl Stack {
         self.children.push(child);
     }
 
+    /// Whether every process of the stack is still running.
+    pub(super) fn all_running(&mut self) -> bool {
+        self.children.iter_mut().all(|child| child.try_wait().unwrap().is_none())
+    }
+
     /// `myc --config <settings> <args>`, in the stack's directory.
     pub(super) fn myc(&self, args: &[&str]) -> Output {
         Command::new(env!("CARGO_BIN_EXE_myc"))
@@ -328,4 +333,59 @@ fn two_services_on_one_domain_are_verified_one_at_a_time() {
     assert_eq!((kraken["matched"].as_u64(), kraken["extra"].as_u64()), (Some(0), Some(0)));
     assert_eq!(kraken["missing"], report["missing"], "every difference is Kraken's, on the relay only");
     assert!(kraken["missing"].as_u64().unwrap() > 0);
+}
+
+/// `myc produce --feed synthetic` for `service`, following the rollout plan.
+fn producer(stack: &Stack, service: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["--config", arg(&stack.config), "produce", "--feed", "synthetic", "--service", service])
+        .args(["--rate", "2000"])
+        .current_dir(stack.dir.path())
+        .env_remove("MYC_CONFIG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn succeeded(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    stderr
+}
+
+#[test]
+fn the_readme_walk_through_passes_with_two_producers_that_never_pause() {
+    let gate = "[gate]\nmin_messages = 1000\nmin_duration = \"1s\"\n";
+    let mut stack = Stack::start(&format!("{SERVICES}{gate}"));
+    for service in ["polygon_adapter", "kraken_adapter"] {
+        let child = producer(&stack, service);
+        stack.own(child);
+    }
+    let report = stack.dir.path().join("report.json");
+    let verify_live = |stack: &Stack| {
+        let output =
+            stack.myc(&["verify", "live", "--service", "polygon_adapter", "--duration", "2s", "--format", "json"]);
+        succeeded(&output);
+        std::fs::write(&report, &output.stdout).unwrap();
+        let verdict: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        assert!(verdict["matched"].as_u64().unwrap() >= 1000, "{verdict}");
+    };
+
+    succeeded(&stack.myc(&["rollout", "set", "polygon_adapter", "dual_relay_primary", "--reason", "start"]));
+    verify_live(&stack);
+    succeeded(&stack.myc(&["rollout", "advance", "polygon_adapter", "--evidence", arg(&report), "--reason", "one"]));
+    verify_live(&stack);
+    succeeded(&stack.myc(&["rollout", "advance", "polygon_adapter", "--evidence", arg(&report), "--reason", "two"]));
+    succeeded(&stack.myc(&["rollout", "rollback", "polygon_adapter", "--reason", "drill"]));
+
+    let status = stack.myc(&["rollout", "status", "--format", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["services"]["polygon_adapter"]["stage"], "dual_broker_primary");
+    let history = stack.myc(&["rollout", "history", "--format", "json"]);
+    let history: serde_json::Value = serde_json::from_slice(&history.stdout).unwrap();
+    let actions: Vec<_> = history.as_array().unwrap().iter().map(|entry| entry["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["set", "advance", "advance", "rollback"]);
+    assert!(history.as_array().unwrap().iter().all(|entry| entry["forced"] == false), "{history}");
+    assert!(stack.all_running(), "both producers (and the servers) ran the whole time");
 }

@@ -408,3 +408,29 @@ fn the_readme_walk_through_passes_with_two_producers_that_never_pause() {
     assert!(history.as_array().unwrap().iter().all(|entry| entry["forced"] == false), "{history}");
     assert!(stack.all_running(), "both producers (and the servers) ran the whole time");
 }
+
+#[test]
+fn on_a_terminal_verify_live_shows_its_progress_and_the_json_stays_the_same() {
+    let stack = Stack::start("");
+    let _feed = Feed::start(&stack, Source::KrakenCollector, None);
+    let command = format!(
+        "{} --config {} verify live --relay {} --broker {} --topic market_data --duration 1500ms --format json",
+        env!("CARGO_BIN_EXE_myc"),
+        stack.config.display(),
+        stack.relay_socket.display(),
+        stack.broker_listen
+    );
+    // `script` gives the command a terminal (util-linux; skipped where absent).
+    let Ok(output) = Command::new("script").args(["-qec", &command, "/dev/null"]).env_remove("MYC_CONFIG").output()
+    else {
+        eprintln!("script(1) is not installed: progress on a terminal not checked");
+        return;
+    };
+    let text = String::from_utf8_lossy(&output.stdout).replace('\r', "\n");
+    assert!(text.contains("verify live [") && text.contains("elapsed") && text.contains(" left "), "{text}");
+    assert!(text.contains("broker:market_data "), "running counts per stream: {text}");
+    let json = text.lines().find(|line| line.contains("\"generated_at\"")).unwrap();
+    let json = &json[json.find('{').unwrap()..];
+    let report: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(report["verdict"], "identical", "{report}");
+}

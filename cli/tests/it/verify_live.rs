@@ -1,4 +1,4 @@
-//! `myc verify live` on streams that never pause: a relay and a broker run
+//! `myc verify live` (and `myc capture`) on streams that never pause: a relay and a broker run
 //! as `myc` processes, and a feed thread dual-writes Protocol V2 messages to
 //! both as fast as they take them (or, for one source, to the relay only)
 //! for the whole test. Windows open and close while messages are in flight;
@@ -433,4 +433,44 @@ fn on_a_terminal_verify_live_shows_its_progress_and_the_json_stays_the_same() {
     let json = &json[json.find('{').unwrap()..];
     let report: serde_json::Value = serde_json::from_str(json).unwrap();
     assert_eq!(report["verdict"], "identical", "{report}");
+}
+
+#[test]
+fn a_capture_of_a_running_stream_settles_and_verifies_identical_with_its_edges_trimmed() {
+    let stack = Stack::start("");
+    let _feed = Feed::start_at(&stack, Source::KrakenCollector, None, HIGH_RATE);
+    let out = stack.dir.path().join("running.pcapng");
+    let captured = stack.myc(&[
+        "capture",
+        "--relay",
+        arg(&stack.relay_socket),
+        "--broker",
+        &stack.broker_listen,
+        "--topic",
+        "market_data",
+        "--duration",
+        "1s",
+        "--settle",
+        "500ms",
+        "--out",
+        arg(&out),
+    ]);
+    succeeded(&captured);
+    let relay_if = format!("relay:{}", stack.relay_socket.display());
+    let verified = stack.myc(&[
+        "verify",
+        "files",
+        arg(&out),
+        "--reference-if",
+        &relay_if,
+        "--candidate-if",
+        "broker:market_data",
+        "--trim-edges",
+        "--format",
+        "json",
+    ]);
+    let report: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!((verified.status.code(), report["verdict"].as_str()), (Some(0), Some("identical")), "{report}");
+    assert!(report["matched"].as_u64().unwrap() > 1_000, "{report}");
+    assert_eq!(report["reference"]["file"].as_str(), Some(arg(&out)));
 }

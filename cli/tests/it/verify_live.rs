@@ -1,9 +1,9 @@
-//! `myc verify live` (and `myc capture`) on streams that never pause: a relay and a broker run
-//! as `myc` processes, and a feed thread dual-writes Protocol V2 messages to
-//! both as fast as they take them (or, for one source, to the relay only)
-//! for the whole test. Windows open and close while messages are in flight;
-//! the report must still be `identical` on a healthy stream, and must still
-//! show a loss or a repeat in the middle of the window.
+//! `myc verify live` (and `myc capture`) on streams that never pause: a
+//! relay and a broker run as `myc` processes, and a feed thread dual-writes
+//! Protocol V2 messages to both at its own pace (or, for one source, to the
+//! relay only) for the whole test. Windows open and close while messages are
+//! in flight; the report must still be `identical` on a healthy stream, and
+//! must still show a loss or a repeat in the middle of the window.
 
 use std::io::{BufRead, Read, Write};
 use std::os::unix::net::UnixStream;

@@ -434,11 +434,14 @@ pub struct GateSettings {
     pub min_messages: u64,
     /// The report's `generated_at` at most this old.
     pub max_age: Span,
+    /// The report's `window` at least this long (evidence gathered over a
+    /// real stretch of traffic, not a blink).
+    pub min_duration: Span,
 }
 
 impl Default for GateSettings {
     fn default() -> Self {
-        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600) }
+        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600), min_duration: Span::from_secs(60) }
     }
 }
 

@@ -27,7 +27,7 @@ fn rollout(dir: &std::path::Path) -> Rollout {
         plan_file: dir.join("rollout.toml"),
         audit_log: dir.join("rollout-audit.jsonl"),
         default_stage: Stage::Relay,
-        gate: GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600) },
+        gate: GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600), ..GateSettings::default() },
         services,
     }
 }

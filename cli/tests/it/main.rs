@@ -15,6 +15,7 @@ mod rollout;
 mod tidy;
 mod tlv;
 mod verify;
+mod verify_live;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

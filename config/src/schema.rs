@@ -434,11 +434,14 @@ pub struct GateSettings {
     pub min_messages: u64,
     /// The report's `generated_at` at most this old.
     pub max_age: Span,
+    /// The report's window (first to last arrival) at least this long, so
+    /// a few seconds of traffic right after a stage change are not enough.
+    pub min_duration: Span,
 }
 
 impl Default for GateSettings {
     fn default() -> Self {
-        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600) }
+        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600), min_duration: Span::from_secs(60) }
     }
 }
 
@@ -572,11 +575,20 @@ pub struct ConsoleSettings {
     /// Token required on every request (`Authorization: Bearer …`); needed
     /// for a non-loopback listener. Empty: none.
     pub token: String,
+    /// Host names (or `name:port`) the console answers to besides its
+    /// listen address and loopback; any other `Host` gets 421, so a web
+    /// page cannot reach the console through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
+        ConsoleSettings {
+            reports_dir: "reports".into(),
+            scrape: Vec::new(),
+            token: String::new(),
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 

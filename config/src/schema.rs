@@ -434,8 +434,8 @@ pub struct GateSettings {
     pub min_messages: u64,
     /// The report's `generated_at` at most this old.
     pub max_age: Span,
-    /// The report's window (first to last arrival) at least this long, so
-    /// a few seconds of traffic right after a stage change are not enough.
+    /// The report's `window` at least this long (evidence gathered over a
+    /// real stretch of traffic, not a blink).
     pub min_duration: Span,
 }
 

@@ -135,6 +135,13 @@ impl Rollout {
     /// # Errors
     /// An unreadable or malformed plan file; [`Error::PlanMissing`].
     pub fn plan(&self) -> Result<Plan, Error> {
+        // Shared: never between a change's audit entry and its plan (the
+        // first change of all would look like a deleted plan).
+        let _lock = lock::PlanLock::shared(&self.plan_file);
+        self.plan_unlocked()
+    }
+
+    fn plan_unlocked(&self) -> Result<Plan, Error> {
         if let Some(plan) = Plan::read_existing(&self.plan_file)? {
             return Ok(plan);
         }
@@ -276,7 +283,7 @@ impl Rollout {
         now: SystemTime,
     ) -> Result<audit::Entry, Error> {
         let _lock = lock::PlanLock::acquire(&self.plan_file)?;
-        let mut plan = self.plan()?;
+        let mut plan = self.plan_unlocked()?;
         if must_exist && !plan.services.contains_key(service) && !self.services.contains_key(service) {
             return Err(Error::UnknownService(service.to_owned()));
         }

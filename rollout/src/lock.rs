@@ -1,6 +1,7 @@
 //! The lock that makes rollout changes one at a time across processes: an
 //! exclusive advisory `flock` on `<plan file>.lock`, held while a change
-//! reads the plan, writes its audit entry and writes the new plan.
+//! reads the plan, writes its audit entry and writes the new plan; readers
+//! that judge the plan against the audit log take it shared.
 //!
 //! It deliberately locks a separate file, not the plan: the plan is replaced
 //! by a rename on every change, and a lock on a file that has been renamed
@@ -22,8 +23,19 @@ pub(crate) struct PlanLock {
 }
 
 impl PlanLock {
-    /// Waits for, then takes, the lock of `plan`.
+    /// Waits for, then takes, the lock of `plan`, exclusive: for a change.
     pub(crate) fn acquire(plan: &Path) -> Result<PlanLock, Error> {
+        PlanLock::take(plan, FlockOperation::LockExclusive)
+    }
+
+    /// Waits for, then takes, a shared hold: for a reader that must not
+    /// see a change half-made. `None` when the lock file cannot be opened
+    /// (a read-only directory): the reader then reads as before, unlocked.
+    pub(crate) fn shared(plan: &Path) -> Option<PlanLock> {
+        PlanLock::take(plan, FlockOperation::LockShared).ok()
+    }
+
+    fn take(plan: &Path, operation: FlockOperation) -> Result<PlanLock, Error> {
         let path = lock_path(plan);
         let file = OpenOptions::new()
             .create(true)
@@ -32,7 +44,7 @@ impl PlanLock {
             .open(&path)
             .map_err(|error| Error::io(&path, &error))?;
         loop {
-            match flock(&file, FlockOperation::LockExclusive) {
+            match flock(&file, operation) {
                 Ok(()) => return Ok(PlanLock { _file: file }),
                 Err(rustix::io::Errno::INTR) => {}
                 Err(errno) => return Err(Error::io(&path, &errno.into())),

@@ -79,9 +79,16 @@ impl Plan {
     /// Parses a plan from TOML.
     ///
     /// # Errors
-    /// The reason, naming the key.
+    /// The reason, naming the key (or the service whose name breaks the
+    /// service-name rule).
     pub fn parse(text: &str) -> Result<Plan, String> {
-        toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())
+        let plan: Plan = toml::from_str(text).map_err(|error| error.to_string().trim_end().to_owned())?;
+        // A name no command accepts cannot be in a plan either: it would reach
+        // pages, URLs and metric labels from a hand edit.
+        for name in plan.services.keys() {
+            myc_config::check_service_name(name).map_err(|why| format!("services.{name:?}: {why}"))?;
+        }
+        Ok(plan)
     }
 
     /// Writes the plan atomically: a temporary file beside it with a name

@@ -56,7 +56,8 @@ impl StageHandle {
         &self.gauge
     }
 
-    /// Failed reads of the followed plan (`myc_rollout_plan_errors_total`).
+    /// Problems met reading the followed plan (`myc_rollout_plan_errors_total`):
+    /// each distinct problem once, however often the file is re-read.
     pub fn plan_errors(&self) -> &Counter {
         &self.plan_errors
     }
@@ -78,10 +79,22 @@ impl StageHandle {
         let follower = PlanFollower::new(plan_file.clone(), default_stage);
         let plan_errors = Counter::default();
         let errors = plan_errors.clone();
+        // One problem, one count: a burst of writes can be read twice.
+        let last_problem = std::sync::Mutex::new(None::<String>);
         let watched = myc_config::Watched::start(&plan_file, move || {
-            follower.read().map_err(|error| {
-                errors.inc();
-                myc_config::Error::Parse(error.to_string())
+            let read = follower.read();
+            let mut last = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            read.map(|plan| {
+                *last = None;
+                plan
+            })
+            .map_err(|error| {
+                let text = error.to_string();
+                if last.as_deref() != Some(text.as_str()) {
+                    errors.inc();
+                }
+                *last = Some(text.clone());
+                myc_config::Error::Parse(text)
             })
         })
         .map_err(|error| Error::Settings(error.to_string()))?;

@@ -79,6 +79,8 @@ fn demo_settings(dir: &Path) -> Settings {
     settings.rollout.file = dir.join("rollout.toml");
     settings.rollout.audit_log = dir.join("rollout-audit.jsonl");
     settings.gate.min_messages = 1_000;
+    // The demo's stages are seconds long; its evidence need not be a minute.
+    settings.gate.min_duration = myc_config::Span::from_millis(100);
     for (service, source) in [("polygon_adapter", 4), ("kraken_adapter", 2)] {
         settings.services.insert(service.to_owned(), myc_config::ServiceSettings { source: Some(source) });
     }

@@ -21,6 +21,8 @@ fn each_stage_routes_as_the_design_table_says() {
 fn a_plan_with_an_unknown_key_or_stage_is_refused_naming_it() {
     assert!(Plan::parse("[services.a]\nstag = \"relay\"\n").unwrap_err().contains("stag"));
     assert!(Plan::parse("[services.a]\nstage = \"shadow\"\n").unwrap_err().contains("shadow"));
+    let hostile = Plan::parse("[services.\"a');alert(1);('\"]\nstage = \"relay\"\n").unwrap_err();
+    assert!(hostile.contains("is not a service name"), "{hostile}");
 }
 
 #[test]

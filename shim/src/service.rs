@@ -84,11 +84,7 @@ impl StageHandle {
         let watched = myc_config::Watched::start(&plan_file, move || {
             let read = follower.read();
             let mut last = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            read.map(|plan| {
-                *last = None;
-                plan
-            })
-            .map_err(|error| {
+            read.inspect(|_| *last = None).map_err(|error| {
                 let text = error.to_string();
                 if last.as_deref() != Some(text.as_str()) {
                     errors.inc();

@@ -188,7 +188,7 @@ fn eight_workers_changing_one_plan_through_the_cli_and_two_consoles_leave_a_log_
             .map(|worker| {
                 let (consoles, csrfs, config, bearer) = (&consoles, &csrfs, &config, &bearer);
                 scope.spawn(move || {
-                    let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ (worker + 1) * 0x1000_0001);
+                    let mut dice = Dice(0x9e37_79b9_7f4a_7c15 ^ ((worker + 1) * 0x1000_0001));
                     let mut outcomes = Vec::new();
                     for change in 0..25 {
                         let service = services[usize::try_from(dice.roll(3)).unwrap()];

@@ -268,11 +268,7 @@ async fn index(State(console): Shared, request: Request) -> Response {
 /// `/?token=…`: 303 to the same URL without the token, with the cookie when
 /// the token is right. The token itself is never echoed.
 fn trade_token(console: &Console, query: &str) -> Response {
-    let given = query
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .map(|value| percent_decode(value))
-        .unwrap_or_default();
+    let given = query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode).unwrap_or_default();
     let rest = access::without_token(query);
     let location = if rest.is_empty() { "/".to_owned() } else { format!("/?{rest}") };
     let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();

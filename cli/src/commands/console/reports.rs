@@ -49,14 +49,23 @@ enum Parsed {
     Invalid(String),
 }
 
+/// A cached read: the file's length and modification time when read, and
+/// what it held.
+#[derive(Debug, Clone)]
+struct Cached {
+    len: u64,
+    modified: Option<SystemTime>,
+    parsed: Parsed,
+}
+
 /// The reports directory, cached by file identity.
 #[derive(Debug)]
 pub(crate) struct Reports {
     /// The directory.
     dir: PathBuf,
-    /// path → (length, modified, parse); an entry is replaced only when
-    /// the file's length or modification time differ.
-    cache: Mutex<BTreeMap<PathBuf, (u64, Option<SystemTime>, Parsed)>>,
+    /// path → its last read; replaced only when the file's length or
+    /// modification time differ.
+    cache: Mutex<BTreeMap<PathBuf, Cached>>,
     /// Files read so far (tests check that unchanged files are not re-read).
     reads: std::sync::atomic::AtomicU64,
 }
@@ -97,14 +106,14 @@ impl Reports {
             if !meta.is_file() {
                 continue;
             }
-            let identity = (meta.len(), meta.modified().ok());
-            let fresh = cache.get(&path).is_some_and(|(len, modified, _)| (*len, *modified) == identity);
+            let (len, modified) = (meta.len(), meta.modified().ok());
+            let fresh = cache.get(&path).is_some_and(|cached| cached.len == len && cached.modified == modified);
             if !fresh {
                 self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                cache.insert(path.clone(), (identity.0, identity.1, parse(&path)));
+                cache.insert(path.clone(), Cached { len, modified, parsed: parse(&path) });
             }
             let file = path.file_name().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default();
-            match &cache[&path].2 {
+            match &cache[&path].parsed {
                 Parsed::Invalid(reason) => invalid.push(Invalid { file, reason: reason.clone() }),
                 Parsed::Report(report) => match report.generated_at.duration_since(now) {
                     Ok(ahead) if ahead > MAX_AHEAD => invalid.push(Invalid {

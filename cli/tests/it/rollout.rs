@@ -119,6 +119,13 @@ fn unknown_services_and_bad_names_are_errors_that_change_nothing() {
         assert!(text(&output.stderr).contains("is not a service name"), "{}", text(&output.stderr));
     }
     assert!(!dir.path().join("rollout.toml").exists() && !dir.path().join("rollout-audit.jsonl").exists());
+    let produce = run_in(
+        dir.path(),
+        &["produce", "--feed", "synthetic", "--service", "a\"b", "--count", "1", "--out", "x.pcapng"],
+        &[],
+    );
+    assert_eq!(produce.status.code(), Some(2));
+    assert!(text(&produce.stderr).contains("is not a service name"), "{}", text(&produce.stderr));
     std::fs::write(dir.path().join("bad.toml"), "[services.\"Bad Name\"]\nsource = 4\n").unwrap();
     let check = run_in(dir.path(), &["config", "check", "bad.toml"], &[]);
     assert_eq!(check.status.code(), Some(2));

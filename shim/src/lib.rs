@@ -13,7 +13,7 @@ mod summary;
 
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
 pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
-pub use service::{DualPublisher, ServicePublisher, StageHandle};
+pub use service::{DualPublisher, ServicePublisher, StageHandle, watch_plan, watch_plan_counted};
 pub use summary::{PathSummary, Summary};
 
 /// The one error type of the shim.

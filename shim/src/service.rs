@@ -76,24 +76,8 @@ impl StageHandle {
         default_stage: Stage,
         service: &str,
     ) -> Result<(StageHandle, myc_config::Watched<Plan>), Error> {
-        let follower = PlanFollower::new(plan_file.clone(), default_stage);
         let plan_errors = Counter::default();
-        let errors = plan_errors.clone();
-        // One problem, one count: a burst of writes can be read twice.
-        let last_problem = std::sync::Mutex::new(None::<String>);
-        let watched = myc_config::Watched::start(&plan_file, move || {
-            let read = follower.read();
-            let mut last = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            read.inspect(|_| *last = None).map_err(|error| {
-                let text = error.to_string();
-                if last.as_deref() != Some(text.as_str()) {
-                    errors.inc();
-                }
-                *last = Some(text.clone());
-                myc_config::Error::Parse(text)
-            })
-        })
-        .map_err(|error| Error::Settings(error.to_string()))?;
+        let watched = watch_plan_counted(plan_file, default_stage, plan_errors.clone())?;
         let mut handle = StageHandle::new(watched.current().stage_of(service));
         handle.plan_errors = plan_errors;
         let mut changes = watched.subscribe();
@@ -109,6 +93,45 @@ impl StageHandle {
         });
         Ok((handle, watched))
     }
+}
+
+/// The rollout plan at `plan_file`, re-read whenever the file changes, for
+/// a follower: a plan that stops parsing, or disappears after it was read,
+/// keeps the last good plan (one WARN per problem). Only a plan that never
+/// existed is every service at `default_stage`.
+///
+/// # Errors
+/// The plan cannot be read now, or its directory cannot be watched.
+pub fn watch_plan(plan_file: PathBuf, default_stage: Stage) -> Result<myc_config::Watched<Plan>, Error> {
+    watch_plan_counted(plan_file, default_stage, Counter::default())
+}
+
+/// [`watch_plan`], counting each distinct problem in `plan_errors`
+/// (`myc_rollout_plan_errors_total`).
+///
+/// # Errors
+/// As [`watch_plan`].
+pub fn watch_plan_counted(
+    plan_file: PathBuf,
+    default_stage: Stage,
+    plan_errors: Counter,
+) -> Result<myc_config::Watched<Plan>, Error> {
+    let follower = PlanFollower::new(plan_file.clone(), default_stage);
+    // One problem, one count: a burst of writes can be read twice.
+    let last_problem = std::sync::Mutex::new(None::<String>);
+    myc_config::Watched::start(&plan_file, move || {
+        let read = follower.read();
+        let mut last = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        read.inspect(|_| *last = None).map_err(|error| {
+            let text = error.to_string();
+            if last.as_deref() != Some(text.as_str()) {
+                plan_errors.inc();
+            }
+            *last = Some(text.clone());
+            myc_config::Error::Parse(text)
+        })
+    })
+    .map_err(|error| Error::Settings(error.to_string()))
 }
 
 /// Primary awaited, shadow best effort.

@@ -121,10 +121,18 @@ pub fn read(path: &Path, service: Option<&str>) -> Result<Log, Error> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Entry>(&line) {
+        // An entry whose time does not parse is as unreadable as broken JSON:
+        // the gate orders changes by it.
+        let entry = serde_json::from_slice::<Entry>(&line).map_err(|error| error.to_string()).and_then(|entry| {
+            match humantime::parse_rfc3339_weak(&entry.time) {
+                Ok(_) => Ok(entry),
+                Err(error) => Err(format!("time {:?} is not an RFC 3339 time: {error}", entry.time)),
+            }
+        });
+        match entry {
             Ok(entry) if service.is_none_or(|wanted| wanted == entry.service) => log.entries.push(entry),
             Ok(_) => {}
-            Err(error) => log.unreadable.push(Unreadable { line: index + 1, error: error.to_string() }),
+            Err(error) => log.unreadable.push(Unreadable { line: index + 1, error }),
         }
     }
     Ok(log)

@@ -99,10 +99,10 @@ impl AuditFacts {
             ..AuditFacts::default()
         };
         for entry in mine {
-            // An entry whose time does not parse is as bad as an unreadable line.
-            match humantime::parse_rfc3339_weak(&entry.time) {
-                Ok(time) => facts.last_change = Some(facts.last_change.map_or(time, |last| last.max(time))),
-                Err(_) => facts.unreadable_lines.push(0),
+            // `audit::read` lists an entry whose time does not parse as
+            // unreadable, so every entry here has one.
+            if let Ok(time) = humantime::parse_rfc3339_weak(&entry.time) {
+                facts.last_change = Some(facts.last_change.map_or(time, |last| last.max(time)));
             }
             if let Some(digest) = &entry.evidence_sha256 {
                 facts.used_evidence.insert(digest.clone());

@@ -224,4 +224,11 @@ fn an_unreadable_audit_line_blocks_the_gate_but_not_force() {
     let log = rollout.history(None).unwrap();
     assert_eq!((log.entries.len(), log.unreadable.len()), (2, 1), "the torn line hid only itself");
     assert_eq!(log.entries[1].service, SERVICE, "the entry after the torn line is whole");
+    // A hand-edited time is as unreadable as a torn line.
+    let text =
+        std::fs::read_to_string(&rollout.audit_log).unwrap().replace("\"time\":\"2025", "\"time\":\"yesterday 2025");
+    std::fs::write(&rollout.audit_log, text).unwrap();
+    let log = rollout.history(None).unwrap();
+    assert_eq!(log.unreadable.len(), 3, "{:?}", log.unreadable);
+    assert!(log.unreadable[0].error.contains("is not an RFC 3339 time"), "{:?}", log.unreadable);
 }

@@ -575,11 +575,20 @@ pub struct ConsoleSettings {
     /// Token required on every request (`Authorization: Bearer …`); needed
     /// for a non-loopback listener. Empty: none.
     pub token: String,
+    /// Host names (or `name:port`) the console answers to besides its
+    /// listen address and loopback; any other `Host` gets 421, so a web
+    /// page cannot reach the console through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
+        ConsoleSettings {
+            reports_dir: "reports".into(),
+            scrape: Vec::new(),
+            token: String::new(),
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 

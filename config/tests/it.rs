@@ -115,15 +115,22 @@ fn validation_reports_every_problem_with_its_key() {
     std::fs::write(
         &file,
         "[broker]\nendpoint = \"mycelium.sock\"\nbuffer_policy = \"sometimes\"\n\
-         [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n",
+         [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n\
+         [services.\"a');alert(1);('\"]\nsource = 7\n",
     )
     .unwrap();
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
     let all = problems.join("\n");
-    for key in ["broker.endpoint", "broker.buffer_policy", "topics.market_data", "services.feed.source"] {
+    for key in [
+        "broker.endpoint",
+        "broker.buffer_policy",
+        "topics.market_data",
+        "services.feed.source",
+        "is not a service name",
+    ] {
         assert!(all.contains(key), "{key} missing from:\n{all}");
     }
-    assert_eq!(problems.len(), 4, "{all}");
+    assert_eq!(problems.len(), 5, "{all}");
     // Parsing alone accepts it: validation is a separate step.
     assert!(myc_config::parse(&Sources::file_only(&file)).is_ok());
 }

@@ -77,6 +77,8 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
         bail!("a synthetic dry run needs --count N");
     }
     let service = args.service.clone().unwrap_or_else(|| default_service.to_owned());
+    // The name reaches metric labels, the plan and the console: the same rule.
+    myc_config::check_service_name(&service).map_err(anyhow::Error::msg)?;
     let source = settings.services.get(&service).and_then(|service| service.source).unwrap_or(default_source);
     let stamper = Stamper::new(Source::from_u8(source), args.deterministic);
     let feed_settings = settings.feeds.get(&args.feed).cloned().unwrap_or_default();

@@ -14,6 +14,7 @@ mod produce;
 mod rollout;
 mod tidy;
 mod tlv;
+mod trust;
 mod verify;
 mod verify_live;
 

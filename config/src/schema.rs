@@ -480,7 +480,7 @@ impl Default for Settings {
 }
 
 /// A feed adapter's live connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedSettings {
     /// Messages sent after each connect, in order (`${VAR}` is taken from
@@ -491,6 +491,15 @@ pub struct FeedSettings {
     pub resubscribe: String,
     /// Order-book depth kept per symbol (Kraken).
     pub book_depth: usize,
+    /// Order books kept at most (Kraken); an update for a new symbol over
+    /// it is dropped and counted `book_limit`.
+    pub max_books: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings { subscribe: Vec::new(), resubscribe: String::new(), book_depth: 10, max_books: 1024 }
+    }
 }
 
 impl FeedSettings {
@@ -501,8 +510,7 @@ impl FeedSettings {
                 r#"{"action":"auth","params":"${POLYGON_API_KEY}"}"#.to_owned(),
                 r#"{"action":"subscribe","params":"XT.*,XQ.*"}"#.to_owned(),
             ],
-            resubscribe: String::new(),
-            book_depth: 10,
+            ..FeedSettings::default()
         };
         let kraken = FeedSettings {
             subscribe: vec![
@@ -513,7 +521,7 @@ impl FeedSettings {
             ],
             resubscribe: r#"{"method":"subscribe","params":{"channel":"book","depth":10,"symbol":["{symbol}"]}}"#
                 .to_owned(),
-            book_depth: 10,
+            ..FeedSettings::default()
         };
         BTreeMap::from([("kraken".to_owned(), kraken), ("polygon".to_owned(), polygon)])
     }

@@ -558,7 +558,9 @@ impl AclSettings {
     }
 }
 
-/// One client's rule.
+/// One client's rule, and what proves a HELLO may claim its name: a
+/// `token` the HELLO must carry, and/or the `uids` a Unix-socket peer must
+/// run as. A rule with neither can be claimed by any client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclRule {
@@ -566,6 +568,21 @@ pub struct AclRule {
     pub publish: Vec<String>,
     /// Topics it may subscribe to.
     pub subscribe: Vec<String>,
+    /// Token a HELLO under this name must carry (instead of `broker.token`);
+    /// empty: none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token: String,
+    /// Uids a HELLO under this name must come from, over a Unix socket;
+    /// empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uids: Vec<u32>,
+}
+
+impl AclRule {
+    /// Whether a HELLO must prove something to claim this name.
+    pub fn is_bound(&self) -> bool {
+        !self.token.is_empty() || !self.uids.is_empty()
+    }
 }
 
 /// The rollout console.

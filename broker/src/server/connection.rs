@@ -305,7 +305,7 @@ impl Connection {
         if let Some(permissions) = &self.permissions
             && !permissions.may_publish(topic_bytes)
         {
-            self.outbound.send_error(ErrorCode::Unauthorized, "this client may not publish to that topic".to_owned());
+            self.outbound.send_error(ErrorCode::Unauthorized, protocol::PUBLISH_REFUSED.to_owned());
             return;
         }
         let Some(entry) = router.get(topic_bytes) else {

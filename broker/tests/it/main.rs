@@ -7,6 +7,7 @@
 mod errors;
 mod identity;
 mod pubsub;
+mod refused;
 mod restart;
 mod slow;
 

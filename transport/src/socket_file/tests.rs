@@ -143,6 +143,7 @@ async fn the_socket_is_never_seen_with_a_wider_mode_than_asked() {
     }
     stop.store(true, Ordering::Relaxed);
     let (seen, wider) = watcher.join().unwrap();
+    let wider: Vec<String> = wider.iter().map(|mode| format!("{mode:04o}")).collect();
     assert!(wider.is_empty(), "modes wider than 0600 seen: {wider:?}");
     // The watcher did look while the socket existed (not a vacuous pass).
     assert!(seen > 0);

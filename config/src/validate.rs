@@ -128,6 +128,23 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What these settings allow that an operator probably did not mean:
+    /// not errors (the toolkit runs), but worth a line in `myc config check`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, rule) in &self.acl.clients {
+            if !rule.is_bound() {
+                warnings.push(format!(
+                    "`acl.clients.{name}`: has neither `token` nor `uids`, so any client that says it is \
+                     {name:?} in its HELLO gets these permissions"
+                ));
+            }
+        }
+        warnings
+    }
+}
+
 fn check_endpoint(text: &str, key: &str, problem: &mut impl FnMut(&str, String)) {
     let valid = match text.split_once(':') {
         Some(("unix", path)) => !path.is_empty(),

@@ -225,3 +225,29 @@ fn nats_stream_replicas_outside_one_to_five_are_explained() {
     assert!(all.contains("nats.replicas") && all.contains("1 to 5") && all.contains("three-node"), "{all}");
     assert_eq!(problems.len(), 1, "max_bytes and max_age are fine: {all}");
 }
+
+#[test]
+fn an_acl_name_without_token_or_uids_is_warned_about_and_bound_ones_are_not() {
+    let settings = myc_config::load_str(
+        r#"
+        [acl.clients.open_feed]
+        publish = ["market_data"]
+        [acl.clients.trusted_feed]
+        publish = ["market_data"]
+        token = "s3cret"
+        [acl.clients.ops_tool]
+        subscribe = ["*"]
+        uids = [1001, 1002]
+        [feeds.kraken]
+        max_books = 50
+        "#,
+    )
+    .unwrap();
+    let warnings = settings.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("acl.clients.open_feed") && warnings[0].contains("any client"), "{warnings:?}");
+    assert_eq!(settings.acl.clients["ops_tool"].uids, [1001, 1002]);
+    assert_eq!(settings.feeds["kraken"].max_books, 50);
+    assert_eq!(settings.feeds["kraken"].book_depth, 10, "unset keys of a feed keep their defaults");
+    assert_eq!(Settings::default().feeds["kraken"].max_books, 1024);
+}

@@ -113,7 +113,14 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
             }
             (Feed::Polygon, Some(input)) => drive(Polygon::new(stamper), input, &options, &mut sink, &stop).await?,
             (Feed::Kraken, Some(input)) => {
-                drive(Kraken::new(stamper, feed_settings.book_depth), input, &options, &mut sink, &stop).await?
+                drive(
+                    Kraken::new(stamper, feed_settings.book_depth).max_books(feed_settings.max_books),
+                    input,
+                    &options,
+                    &mut sink,
+                    &stop,
+                )
+                .await?
             }
             (_, None) => bail!("no input"),
         };

@@ -22,7 +22,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::Error;
-use crate::protocol::{self, ClientOp, ServerOp, Topic};
+use crate::protocol::{self, ClientOp, ErrorCode, ServerOp, Topic};
 
 /// Client options (defaults per spec §4).
 #[derive(Debug, Clone)]
@@ -201,6 +201,9 @@ pub struct ClientCounters {
     pub connects: AtomicU64,
     /// Publishes sent again after a reconnect.
     pub resent: AtomicU64,
+    /// Publishes that failed because the broker's ACL refused them (reason
+    /// `unauthorized`): acknowledged like the others, delivered to no one.
+    pub failed_unauthorized: AtomicU64,
 }
 
 /// The payloads of one broker read for one subscription: ranges of one
@@ -267,6 +270,12 @@ struct Inner {
     in_flight: std::sync::atomic::AtomicUsize,
     /// Set when the client gave up (`max_reconnects_exceeded`).
     failed: Mutex<Option<String>>,
+    /// `counters.failed_unauthorized` as last reported by `flush`; never
+    /// more than the counter.
+    refusals_reported: AtomicU64,
+    /// Rate limit of the warnings about broker ERRORs that keep the
+    /// connection (a refused publish can repeat at line rate).
+    error_log: myc_transport::OnceASecond,
     /// 0 connecting, 1 connected, 2 failed.
     state: std::sync::atomic::AtomicU8,
     breaker: myc_transport::PublishBreaker,
@@ -329,6 +338,8 @@ impl Client {
             ack_progress: Notify::new(),
             in_flight: std::sync::atomic::AtomicUsize::new(0),
             failed: Mutex::new(None),
+            refusals_reported: AtomicU64::new(0),
+            error_log: myc_transport::OnceASecond::default(),
             state: std::sync::atomic::AtomicU8::new(0),
             breaker: myc_transport::PublishBreaker::new(breaker_options),
         });
@@ -400,7 +411,9 @@ impl Client {
     /// Waits until every publish so far is acknowledged, or `deadline` passes.
     ///
     /// # Errors
-    /// [`Error::FlushTimeout`], or the reason the client gave up.
+    /// [`Error::FlushTimeout`], the reason the client gave up, or
+    /// [`Error::PublishesRefused`] when the broker refused publishes since
+    /// the last flush that said so.
     pub async fn flush(&self, deadline: Duration) -> Result<(), Error> {
         let target = self.inner.counters.published.load(Ordering::Relaxed);
         let mut acked = self.inner.acked.subscribe();
@@ -410,6 +423,13 @@ impl Client {
         let wait = acked.wait_for(|&count| count + dropped() >= target || failed().is_some());
         let _ = tokio::time::timeout(deadline, wait).await;
         if *self.inner.acked.borrow() + dropped() >= target {
+            // A refusal comes before the ACK that covers its publish, so
+            // every refusal of these publishes is counted by now.
+            let refused = self.inner.counters.failed_unauthorized.load(Ordering::Relaxed);
+            let reported = self.inner.refusals_reported.swap(refused, Ordering::Relaxed);
+            if refused > reported {
+                return Err(Error::PublishesRefused { refused: refused - reported });
+            }
             return Ok(());
         }
         if let Some(reason) = failed() {
@@ -633,8 +653,28 @@ async fn read_loop(
                     acked_here = acked_here.max(count);
                     apply_ack(&inner, &unacked, newly);
                 }
-                ServerOp::Error { code, message } if code.is_fatal() => return Err(Error::Broker { code, message }),
-                ServerOp::Error { code, message } => tracing::warn!(code = code.name(), %message, "broker error"),
+                // After WELCOME, `unauthorized` refuses one PUBLISH or
+                // SUBSCRIBE and the connection stays: reconnecting would
+                // only send the same publishes to the same refusal.
+                ServerOp::Error { code, message } if code.is_fatal() && code != ErrorCode::Unauthorized => {
+                    return Err(Error::Broker { code, message });
+                }
+                ServerOp::Error { code, message } => {
+                    let refused = code == ErrorCode::Unauthorized && message == protocol::PUBLISH_REFUSED;
+                    let failed = if refused {
+                        inner.counters.failed_unauthorized.fetch_add(1, Ordering::Relaxed) + 1
+                    } else {
+                        0
+                    };
+                    if inner.error_log.ready() {
+                        tracing::warn!(
+                            code = code.name(),
+                            %message,
+                            failed_unauthorized = failed,
+                            "broker error (logged at most once a second)"
+                        );
+                    }
+                }
                 ServerOp::SubAck { sub_id } => {
                     let mut subscriptions =
                         inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -51,6 +51,13 @@ pub enum Error {
         /// Publishes not yet acknowledged.
         pending: u64,
     },
+    /// The broker's ACL refused publishes (ERROR `unauthorized`) since the
+    /// last flush that reported it; they count as failed.
+    #[error("unauthorized: the broker refused {refused} publish(es) since the last flush (see the ACL)")]
+    PublishesRefused {
+        /// Publishes refused.
+        refused: u64,
+    },
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),

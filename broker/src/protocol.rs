@@ -12,6 +12,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 pub const VERSION: u16 = 1;
 /// Default `max_frame`: 1 MiB + 1 KiB.
 pub const DEFAULT_MAX_FRAME: usize = 1_049_600;
+/// The message of the ERROR `unauthorized` that refuses a PUBLISH (the
+/// client tells it from a refused SUBSCRIBE by this text, both being the
+/// same code).
+pub const PUBLISH_REFUSED: &str = "this client may not publish to that topic";
 /// The largest configurable `max_frame`: 16 MiB.
 pub const MAX_MAX_FRAME: usize = 16 * 1024 * 1024;
 

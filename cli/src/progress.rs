@@ -1,5 +1,5 @@
-//! Progress on a terminal (indicatif): a byte bar for reading large files
-//! and a live counter for captures. Both draw to stderr and stay silent when
+//! Progress on a terminal (indicatif): a byte bar for reading large files,
+//! a live counter for captures and a window bar for live verifies. Both draw to stderr and stay silent when
 //! stderr is not a terminal, so pipes and tests see only the output proper.
 
 use std::time::Duration;
@@ -31,5 +31,16 @@ pub(crate) fn counter(label: &str) -> ProgressBar {
     }
     bar.set_prefix(label.to_owned());
     bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// A bar over a live window of `duration`: elapsed and remaining time, and
+/// a message the caller keeps up to date (the running counts).
+pub(crate) fn window_bar(duration: Duration, label: &str) -> ProgressBar {
+    let bar = ProgressBar::new(u64::try_from(duration.as_millis()).unwrap_or(u64::MAX).max(1));
+    if let Ok(style) = ProgressStyle::with_template("{prefix} [{bar:30}] {msg}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_prefix(label.to_owned());
     bar
 }

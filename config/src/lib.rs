@@ -23,6 +23,7 @@ pub use schema::{
     GuardSettings, MetricsSettings, NatsSettings, Ratio, RelayPaths, RelayServerSettings, RolloutSettings,
     ServiceSettings, Settings, ShadowSettings, Stage, Topics, socket_mode,
 };
+pub use validate::check_service_name;
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};
 
 /// The one error type of the config crate.

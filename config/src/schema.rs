@@ -436,11 +436,14 @@ pub struct GateSettings {
     pub min_messages: u64,
     /// The report's `generated_at` at most this old.
     pub max_age: Span,
+    /// The report's `window` at least this long (evidence gathered over a
+    /// real stretch of traffic, not a blink).
+    pub min_duration: Span,
 }
 
 impl Default for GateSettings {
     fn default() -> Self {
-        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600) }
+        GateSettings { min_messages: 10_000, max_age: Span::from_secs(3600), min_duration: Span::from_secs(60) }
     }
 }
 
@@ -483,7 +486,7 @@ impl Default for Settings {
 }
 
 /// A feed adapter's live connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FeedSettings {
     /// Messages sent after each connect, in order (`${VAR}` is taken from
@@ -494,6 +497,15 @@ pub struct FeedSettings {
     pub resubscribe: String,
     /// Order-book depth kept per symbol (Kraken).
     pub book_depth: usize,
+    /// Order books kept at most (Kraken); an update for a new symbol over
+    /// it is dropped and counted `book_limit`.
+    pub max_books: usize,
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings { subscribe: Vec::new(), resubscribe: String::new(), book_depth: 10, max_books: 1024 }
+    }
 }
 
 impl FeedSettings {
@@ -504,8 +516,7 @@ impl FeedSettings {
                 r#"{"action":"auth","params":"${POLYGON_API_KEY}"}"#.to_owned(),
                 r#"{"action":"subscribe","params":"XT.*,XQ.*"}"#.to_owned(),
             ],
-            resubscribe: String::new(),
-            book_depth: 10,
+            ..FeedSettings::default()
         };
         let kraken = FeedSettings {
             subscribe: vec![
@@ -516,7 +527,7 @@ impl FeedSettings {
             ],
             resubscribe: r#"{"method":"subscribe","params":{"channel":"book","depth":10,"symbol":["{symbol}"]}}"#
                 .to_owned(),
-            book_depth: 10,
+            ..FeedSettings::default()
         };
         BTreeMap::from([("kraken".to_owned(), kraken), ("polygon".to_owned(), polygon)])
     }
@@ -553,7 +564,9 @@ impl AclSettings {
     }
 }
 
-/// One client's rule.
+/// One client's rule, and what proves a HELLO may claim its name: a
+/// `token` the HELLO must carry, and/or the `uids` a Unix-socket peer must
+/// run as. A rule with neither can be claimed by any client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct AclRule {
@@ -561,6 +574,21 @@ pub struct AclRule {
     pub publish: Vec<String>,
     /// Topics it may subscribe to.
     pub subscribe: Vec<String>,
+    /// Token a HELLO under this name must carry (instead of `broker.token`);
+    /// empty: none.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub token: String,
+    /// Uids a HELLO under this name must come from, over a Unix socket;
+    /// empty: any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uids: Vec<u32>,
+}
+
+impl AclRule {
+    /// Whether a HELLO must prove something to claim this name.
+    pub fn is_bound(&self) -> bool {
+        !self.token.is_empty() || !self.uids.is_empty()
+    }
 }
 
 /// The rollout console.
@@ -575,11 +603,20 @@ pub struct ConsoleSettings {
     /// Token required on every request (`Authorization: Bearer …`); needed
     /// for a non-loopback listener. Empty: none.
     pub token: String,
+    /// Host names (or `name:port`) the console answers to besides its
+    /// listen address and loopback; any other `Host` gets 421, so a web
+    /// page cannot reach the console through DNS rebinding.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ConsoleSettings {
     fn default() -> Self {
-        ConsoleSettings { reports_dir: "reports".into(), scrape: Vec::new(), token: String::new() }
+        ConsoleSettings {
+            reports_dir: "reports".into(),
+            scrape: Vec::new(),
+            token: String::new(),
+            allowed_hosts: Vec::new(),
+        }
     }
 }
 

@@ -117,6 +117,9 @@ impl Settings {
             }
         }
         for (name, service) in &self.services {
+            if let Err(why) = check_service_name(name) {
+                problem(&format!("services.{name}"), why);
+            }
             if service.source == Some(0) {
                 problem(&format!("services.{name}.source"), "source 0 is not a Protocol V2 source id".to_owned());
             }
@@ -150,6 +153,23 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// What these settings allow that an operator probably did not mean:
+    /// not errors (the toolkit runs), but worth a line in `myc config check`.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        for (name, rule) in &self.acl.clients {
+            if !rule.is_bound() {
+                warnings.push(format!(
+                    "`acl.clients.{name}`: has neither `token` nor `uids`, so any client that says it is \
+                     {name:?} in its HELLO gets these permissions"
+                ));
+            }
+        }
+        warnings
+    }
+}
+
 fn check_endpoint(text: &str, key: &str, problem: &mut impl FnMut(&str, String)) {
     let valid = match text.split_once(':') {
         Some(("unix", path)) => !path.is_empty(),
@@ -160,6 +180,24 @@ fn check_endpoint(text: &str, key: &str, problem: &mut impl FnMut(&str, String))
     };
     if !valid {
         problem(key, format!("{text:?} is not an endpoint like unix:/path or tcp:host:port"));
+    }
+}
+
+/// Service names as the rollout plan, the audit log, the console's URLs and
+/// metric labels carry them: `[a-z0-9][a-z0-9_-]{0,63}`. Nothing that could
+/// be markup, a path, a quote or a label separator.
+///
+/// # Errors
+/// Why `name` is not a service name, in an operator's words.
+pub fn check_service_name(name: &str) -> Result<(), String> {
+    let rule = "a service name is 1 to 64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit";
+    let first_ok = name.bytes().next().is_some_and(|first| first.is_ascii_lowercase() || first.is_ascii_digit());
+    let rest_ok =
+        name.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-');
+    if first_ok && rest_ok && name.len() <= 64 {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a service name ({rule})"))
     }
 }
 

@@ -1,8 +1,9 @@
 //! Hot reload: a file is watched (notify, on its directory, so editors that
 //! replace the file by renaming are seen), changes are debounced, the file
 //! is re-loaded and validated, and good settings are published on a
-//! `tokio::sync::watch` channel. A bad edit is logged with its reason and
-//! counted, and the last good settings stay.
+//! `tokio::sync::watch` channel. A bad edit is logged with its reason (once
+//! while the problem stays the same) and counted, and the last good settings
+//! stay.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -91,6 +92,9 @@ impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
         let task_counts = Arc::clone(&counts);
         let shown = path.display().to_string();
         let task = tokio::spawn(async move {
+            // The last refusal logged: one burst of writes is often seen as
+            // two changes, and the same problem is worth one WARN, not two.
+            let mut last_refusal: Option<String> = None;
             while changes.recv().await.is_some() {
                 // Debounce: gather the burst for DEBOUNCE after its first
                 // event, then re-read once. (Not "wait for quiet": a file
@@ -99,6 +103,7 @@ impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
                 while changes.try_recv().is_ok() {}
                 match load() {
                     Ok(value) => {
+                        last_refusal = None;
                         if **publish.borrow() != value {
                             task_counts.applied.inc();
                             tracing::info!(file = %shown, "settings reloaded");
@@ -107,7 +112,13 @@ impl<T: Send + Sync + PartialEq + 'static> Watched<T> {
                     }
                     Err(error) => {
                         task_counts.rejected.inc();
-                        tracing::warn!(file = %shown, %error, "edit refused; keeping the last good settings");
+                        let text = error.to_string();
+                        if last_refusal.as_deref() == Some(text.as_str()) {
+                            tracing::debug!(file = %shown, %error, "edit still refused");
+                        } else {
+                            tracing::warn!(file = %shown, %error, "edit refused; keeping the last good settings");
+                        }
+                        last_refusal = Some(text);
                     }
                 }
             }

@@ -115,15 +115,22 @@ fn validation_reports_every_problem_with_its_key() {
     std::fs::write(
         &file,
         "[broker]\nendpoint = \"mycelium.sock\"\nbuffer_policy = \"sometimes\"\n\
-         [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n",
+         [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n\
+         [services.\"a');alert(1);('\"]\nsource = 7\n",
     )
     .unwrap();
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
     let all = problems.join("\n");
-    for key in ["broker.endpoint", "broker.buffer_policy", "topics.market_data", "services.feed.source"] {
+    for key in [
+        "broker.endpoint",
+        "broker.buffer_policy",
+        "topics.market_data",
+        "services.feed.source",
+        "is not a service name",
+    ] {
         assert!(all.contains(key), "{key} missing from:\n{all}");
     }
-    assert_eq!(problems.len(), 4, "{all}");
+    assert_eq!(problems.len(), 5, "{all}");
     // Parsing alone accepts it: validation is a separate step.
     assert!(myc_config::parse(&Sources::file_only(&file)).is_ok());
 }
@@ -245,4 +252,30 @@ fn guard_settings_default_as_documented_and_nonsense_is_refused_by_key() {
     std::fs::write(&file, "[guard]\ninterval = \"10s\"\nwindow = \"5s\"\n").unwrap();
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
     assert!(problems.join("\n").contains("`guard.window`: 5s is shorter than guard.interval (10s)"), "{problems:?}");
+}
+
+#[test]
+fn an_acl_name_without_token_or_uids_is_warned_about_and_bound_ones_are_not() {
+    let settings = myc_config::load_str(
+        r#"
+        [acl.clients.open_feed]
+        publish = ["market_data"]
+        [acl.clients.trusted_feed]
+        publish = ["market_data"]
+        token = "s3cret"
+        [acl.clients.ops_tool]
+        subscribe = ["*"]
+        uids = [1001, 1002]
+        [feeds.kraken]
+        max_books = 50
+        "#,
+    )
+    .unwrap();
+    let warnings = settings.warnings();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("acl.clients.open_feed") && warnings[0].contains("any client"), "{warnings:?}");
+    assert_eq!(settings.acl.clients["ops_tool"].uids, [1001, 1002]);
+    assert_eq!(settings.feeds["kraken"].max_books, 50);
+    assert_eq!(settings.feeds["kraken"].book_depth, 10, "unset keys of a feed keep their defaults");
+    assert_eq!(Settings::default().feeds["kraken"].max_books, 1024);
 }

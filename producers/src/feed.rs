@@ -75,6 +75,15 @@ pub struct Options {
     pub repeat: bool,
 }
 
+/// The resubscribe message for `symbol`: `template` with `{symbol}`
+/// replaced by the symbol JSON-escaped (without its quotes), so that feed
+/// text with quotes or backslashes cannot change the message's shape.
+pub fn resubscribe_message(template: &str, symbol: &str) -> String {
+    let quoted = serde_json::Value::String(symbol.to_owned()).to_string();
+    let escaped = quoted.get(1..quoted.len() - 1).unwrap_or_default();
+    template.replace("{symbol}", escaped)
+}
+
 /// Where messages go.
 pub trait Sink {
     /// Delivers the messages of `out` (in order).
@@ -239,7 +248,7 @@ impl Driver<'_> {
                     }
                     Some(Control::Resubscribe(symbol)) => {
                         if let Some(template) = &self.options.resubscribe {
-                            let message = template.replace("{symbol}", &symbol);
+                            let message = resubscribe_message(template, &symbol);
                             sent_ok = writer.send(WsMessage::text(message)).await.is_ok();
                         }
                     }

@@ -22,6 +22,9 @@ pub enum Drop {
     BadTimestamp,
     /// A symbol that cannot be mapped.
     BadSymbol,
+    /// A Kraken book update for a new symbol while `max_books` books are
+    /// kept already (not in [`Drop::ALL`]: only Kraken keeps books).
+    BookLimit,
 }
 
 impl Drop {
@@ -38,6 +41,7 @@ impl Drop {
             Drop::Overflow => "overflow",
             Drop::BadTimestamp => "bad_timestamp",
             Drop::BadSymbol => "bad_symbol",
+            Drop::BookLimit => "book_limit",
         }
     }
 }

@@ -16,6 +16,9 @@ use crate::book::{Book, Level};
 use crate::fields::{self, Drop};
 use crate::{Adapter, Control, FeedCounters, Outbox, Stamper};
 
+/// Books kept at most unless [`Kraken::max_books`] says otherwise.
+pub const DEFAULT_MAX_BOOKS: usize = 1024;
+
 const KRAKEN: u16 = 101;
 const COIN: u8 = 51;
 
@@ -90,7 +93,11 @@ pub struct Kraken {
     stamper: Stamper,
     counters: FeedCounters,
     depth: usize,
+    /// Books by symbol; never more than `max_books` entries (a new symbol
+    /// over the limit is dropped and counted `book_limit`).
     books: HashMap<String, Book>,
+    /// The most books kept at once.
+    max_books: usize,
     /// Book checksums verified so far.
     pub checksums_verified: u64,
 }
@@ -101,7 +108,28 @@ impl Kraken {
     pub fn new(stamper: Stamper, depth: usize) -> Kraken {
         let mut counters = FeedCounters::new(&Drop::ALL);
         counters.events_ignored.insert("subscribe_failed".to_owned(), 0);
-        Kraken { stamper, counters, depth: depth.max(10), books: HashMap::new(), checksums_verified: 0 }
+        counters.events_dropped.insert(Drop::BookLimit.name().to_owned(), 0);
+        Kraken {
+            stamper,
+            counters,
+            depth: depth.max(10),
+            books: HashMap::new(),
+            max_books: DEFAULT_MAX_BOOKS,
+            checksums_verified: 0,
+        }
+    }
+
+    /// Keeps at most `max_books` books (at least one): a feed that names a
+    /// new symbol per frame must not grow the producer's memory.
+    #[must_use]
+    pub fn max_books(mut self, max_books: usize) -> Kraken {
+        self.max_books = max_books.max(1);
+        self
+    }
+
+    /// How many books are kept now.
+    pub fn books_kept(&self) -> usize {
+        self.books.len()
     }
 
     fn trade(&mut self, raw: &RawValue, now_ns: u64, out: &mut Outbox) -> Result<(), Drop> {
@@ -154,6 +182,11 @@ impl Kraken {
             self.counters.dropped(Drop::BadField);
             return self.resync(symbol, "a level is not a price and a quantity");
         };
+        if !self.books.contains_key(&symbol) && self.books.len() >= self.max_books {
+            // No resubscribe either: its snapshot would be dropped the same way.
+            self.counters.dropped(Drop::BookLimit);
+            return None;
+        }
         if snapshot {
             self.books.insert(symbol.clone(), Book::new(self.depth));
         }

@@ -20,10 +20,10 @@ pub mod synthetic;
 
 pub use book::{Book, Level};
 pub use build::{Outbox, Stamper};
-pub use feed::{FeedError, Input, Options, Pace, Sink, expand, run};
-pub use kraken::Kraken;
+pub use feed::{FeedError, Input, Options, Pace, Sink, expand, resubscribe_message, run};
+pub use kraken::{DEFAULT_MAX_BOOKS, Kraken};
 pub use polygon::Polygon;
-pub use summary::{FeedCounters, Paths, Summary};
+pub use summary::{FeedCounters, MAX_IGNORED_KINDS, MAX_KIND_LEN, OTHER_KIND, Paths, Summary};
 pub use synthetic::Synthetic;
 
 /// What a frame asks of a live connection (replays only count it).

@@ -7,6 +7,17 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+/// Distinct ignored-event kinds counted by name; later kinds go to
+/// [`OTHER_KIND`], so a feed that invents a kind per event cannot grow the
+/// producer's memory.
+pub const MAX_IGNORED_KINDS: usize = 64;
+
+/// Longer kinds are counted under [`OTHER_KIND`] too.
+pub const MAX_KIND_LEN: usize = 64;
+
+/// The `events_ignored` key of kinds over the limits.
+pub const OTHER_KIND: &str = "other";
+
 /// A feed adapter's counters.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct FeedCounters {
@@ -20,7 +31,8 @@ pub struct FeedCounters {
     pub events_published: u64,
     /// Events dropped, by reason.
     pub events_dropped: BTreeMap<String, u64>,
-    /// Events of kinds the adapter does not map, by kind.
+    /// Events of kinds the adapter does not map, by kind: at most
+    /// [`MAX_IGNORED_KINDS`] named kinds plus [`OTHER_KIND`].
     pub events_ignored: BTreeMap<String, u64>,
     /// Kraken books discarded and resubscribed.
     pub book_resyncs: u64,
@@ -39,9 +51,18 @@ impl FeedCounters {
         *self.events_dropped.entry(reason.name().to_owned()).or_default() += 1;
     }
 
-    /// Counts one event of `kind` ignored.
+    /// Counts one event of `kind` ignored. The kind is feed text, so the
+    /// map is bounded: at most [`MAX_IGNORED_KINDS`] distinct kinds of at
+    /// most [`MAX_KIND_LEN`] bytes are named, every other event is counted
+    /// under [`OTHER_KIND`].
     pub fn ignored(&mut self, kind: &str) {
-        *self.events_ignored.entry(kind.to_owned()).or_default() += 1;
+        if let Some(count) = self.events_ignored.get_mut(kind) {
+            *count += 1;
+            return;
+        }
+        let named = self.events_ignored.len() - usize::from(self.events_ignored.contains_key(OTHER_KIND));
+        let key = if named < MAX_IGNORED_KINDS && kind.len() <= MAX_KIND_LEN { kind } else { OTHER_KIND };
+        *self.events_ignored.entry(key.to_owned()).or_default() += 1;
     }
 }
 

@@ -162,3 +162,76 @@ fn the_sample_streams_canonical_json_is_pinned() {
     insta::assert_snapshot!("polygon_bad", canonical(&replay(&mut polygon(), &sample("polygon-bad.jsonl")).0));
     insta::assert_snapshot!("kraken_bad", canonical(&replay(&mut kraken(), &sample("kraken-bad.jsonl")).0));
 }
+
+/// Hostile feed input: a kind per event, a symbol per book, and symbols
+/// made to break out of the resubscribe message.
+mod hostile_feed {
+    use super::*;
+    use myc_producers::{Book, MAX_IGNORED_KINDS, OTHER_KIND};
+
+    #[test]
+    fn a_million_distinct_unknown_kinds_keep_the_ignored_counts_bounded() {
+        let mut polygon = polygon();
+        let mut kraken = kraken();
+        let mut out = Outbox::default();
+        for n in 0..1_000_000u32 {
+            polygon.frame(&format!(r#"[{{"ev":"K{n}"}}]"#), 0, 0, &mut out).unwrap();
+            kraken.frame(&format!(r#"{{"channel":"c{n}"}}"#), 0, 0, &mut out).unwrap();
+        }
+        // A kind far longer than any real one is not kept either.
+        let long = "x".repeat(100_000);
+        polygon.frame(&format!(r#"[{{"ev":"{long}"}}]"#), 0, 0, &mut out).unwrap();
+        for (adapter, counters) in [("polygon", polygon.counters()), ("kraken", kraken.counters())] {
+            let ignored = &counters.events_ignored;
+            assert!(ignored.len() <= MAX_IGNORED_KINDS + 1, "{adapter}: {} kinds kept", ignored.len());
+            assert!(ignored.keys().all(|kind| kind.len() <= 64), "{adapter}");
+            let total: u64 = ignored.values().sum();
+            let expected = if adapter == "polygon" { 1_000_001 } else { 1_000_000 };
+            assert_eq!(total, expected, "{adapter}: every event is still counted");
+            assert!(ignored[OTHER_KIND] > 999_000, "{adapter}: {:?}", ignored.get(OTHER_KIND));
+        }
+        // A kind seen before the limit keeps its own count.
+        polygon.frame(r#"[{"ev":"K0"}]"#, 0, 0, &mut out).unwrap();
+        assert_eq!(polygon.counters().events_ignored["K0"], 2);
+    }
+
+    #[test]
+    fn a_hundred_thousand_kraken_symbols_keep_at_most_max_books_books() {
+        let mut kraken = kraken().max_books(1024);
+        let empty_checksum = Book::new(10).checksum();
+        let mut out = Outbox::default();
+        let mut resubscribes = 0u64;
+        for n in 0..100_000u32 {
+            let snapshot = format!(
+                r#"{{"channel":"book","type":"snapshot","data":[{{"symbol":"S{n}/USD","bids":[],"asks":[],"checksum":{empty_checksum}}}]}}"#
+            );
+            let update = format!(
+                r#"{{"channel":"book","type":"update","data":[{{"symbol":"U{n}/USD","bids":[],"asks":[],"checksum":1}}]}}"#
+            );
+            for text in [snapshot, update] {
+                if let Ok(Some(Control::Resubscribe(_))) = kraken.frame(&text, 0, 0, &mut out) {
+                    resubscribes += 1;
+                }
+            }
+        }
+        assert_eq!(kraken.books_kept(), 1024);
+        let counters = kraken.counters();
+        // Every frame past the limit is dropped and counted, and asks for no
+        // resubscribe (its snapshot would be dropped too).
+        assert_eq!(dropped(counters, "book_limit"), 200_000 - 1024 - resubscribes);
+        assert!(resubscribes <= 1024, "{resubscribes}");
+        assert_eq!(kraken.checksums_verified, 1024);
+    }
+
+    #[test]
+    fn a_symbol_with_quotes_and_backslashes_gives_a_valid_resubscribe_message() {
+        let template = r#"{"method":"subscribe","params":{"channel":"book","depth":10,"symbol":["{symbol}"]}}"#;
+        for symbol in [r#"BTC"]},"x":{"y":"#, r"ETH\", "\\\"", "\u{0}\n\u{7f}é", "{symbol}"] {
+            let message = myc_producers::resubscribe_message(template, symbol);
+            let parsed: serde_json::Value = serde_json::from_str(&message).unwrap();
+            assert_eq!(parsed["params"]["symbol"][0], symbol, "{message}");
+            assert_eq!(parsed["params"]["channel"], "book", "{message}");
+            assert_eq!(parsed.as_object().unwrap().len(), 2, "{message}");
+        }
+    }
+}

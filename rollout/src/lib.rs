@@ -3,7 +3,9 @@
 //! function, the [`gate`] that demands verify evidence before a stage
 //! advances, the append-only [`audit`] log, and the [`guard`]'s rules that
 //! roll a service back when its broker path regresses. [`Rollout`] ties them to
-//! the files the settings name.
+//! the files the settings name, one change at a time across processes
+//! (a lock beside the plan), so that replaying the audit log always gives
+//! the plan.
 //!
 //! It deliberately never moves messages and never reads the clock on its own:
 //! callers pass `now`, so every decision can be replayed in a test.
@@ -11,6 +13,7 @@
 pub mod audit;
 pub mod gate;
 pub mod guard;
+mod lock;
 mod plan;
 
 use std::collections::BTreeMap;
@@ -19,7 +22,7 @@ use std::time::SystemTime;
 
 pub use myc_config::Stage;
 use myc_config::{GateSettings, ServiceSettings, Settings};
-pub use plan::{Plan, Role, Route, ServiceStage, decide};
+pub use plan::{Plan, PlanFollower, Role, Route, ServiceStage, decide};
 
 /// The one error type of the rollout crate.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,12 +34,19 @@ pub enum Error {
     /// The plan file is not a plan.
     #[error("{path}: not a rollout plan: {1}", path = .0.display())]
     BadPlan(PathBuf, String),
-    /// A line of the audit log is not an entry.
-    #[error("{path}:{1}: not an audit entry: {2}", path = .0.display())]
-    BadAudit(PathBuf, usize, String),
+    /// The plan file is gone although a plan existed: not an empty plan.
+    #[error("{path}: the rollout plan is missing: {1}", path = .0.display())]
+    PlanMissing(PathBuf, String),
     /// A stage name that does not exist.
     #[error("{0:?} is not a stage (relay, dual_relay_primary, dual_broker_primary, broker)")]
     UnknownStage(String),
+    /// A name that cannot be a service's (the reason says the rule).
+    #[error("{0}")]
+    BadServiceName(String),
+    /// Advance or rollback of a service neither the plan nor the settings
+    /// know: a typo never creates a service.
+    #[error("no service {0:?}: it is neither in the rollout plan nor in [services] (`myc rollout status` lists them)")]
+    UnknownService(String),
     /// A file could not be read or written.
     #[error("{path}: {1}", path = .0.display())]
     Io(PathBuf, String),
@@ -46,6 +56,14 @@ impl Error {
     pub(crate) fn io(path: &Path, error: &std::io::Error) -> Error {
         Error::Io(path.to_path_buf(), error.to_string())
     }
+}
+
+/// Checks a service name: `[a-z0-9][a-z0-9_-]{0,63}`.
+///
+/// # Errors
+/// [`Error::BadServiceName`].
+pub fn check_service_name(name: &str) -> Result<(), Error> {
+    myc_config::check_service_name(name).map_err(Error::BadServiceName)
 }
 
 /// Parses a stage name.
@@ -111,12 +129,35 @@ impl Rollout {
         }
     }
 
-    /// The current plan.
+    /// The current plan. A missing plan file is an empty plan only while
+    /// the audit log is empty too: once changes have been made, a missing
+    /// plan was deleted, and acting on "every service at the default stage"
+    /// would move services behind the operator's back.
     ///
     /// # Errors
-    /// An unreadable or malformed plan file.
+    /// An unreadable or malformed plan file; [`Error::PlanMissing`].
     pub fn plan(&self) -> Result<Plan, Error> {
-        Plan::read(&self.plan_file, self.default_stage)
+        // Shared: never between a change's audit entry and its plan (the
+        // first change of all would look like a deleted plan).
+        let _lock = lock::PlanLock::shared(&self.plan_file);
+        self.plan_unlocked()
+    }
+
+    fn plan_unlocked(&self) -> Result<Plan, Error> {
+        if let Some(plan) = Plan::read_existing(&self.plan_file)? {
+            return Ok(plan);
+        }
+        match std::fs::metadata(&self.audit_log) {
+            Ok(log) if log.len() > 0 => Err(Error::PlanMissing(
+                self.plan_file.clone(),
+                format!(
+                    "the audit log {} records changes, so the plan existed and was deleted \
+                     (restore it; only a plan that never existed means default_stage)",
+                    self.audit_log.display()
+                ),
+            )),
+            _ => Ok(Plan::new(self.default_stage)),
+        }
     }
 
     /// Every service the plan or the settings know, with its stage.
@@ -136,7 +177,7 @@ impl Rollout {
     /// Sets `service` to `stage`: an operator override, not gated, audited.
     ///
     /// # Errors
-    /// The plan or the log cannot be read or written.
+    /// [`Error::BadServiceName`]; the plan or the log cannot be read or written.
     pub fn set(
         &self,
         service: &str,
@@ -145,15 +186,18 @@ impl Rollout {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<audit::Entry, Error> {
-        self.change(service, "set", |_| Ok(stage), reason, false, None, actor, now)
+        check_service_name(service)?;
+        self.change(service, "set", false, |_, _| Ok((stage, None)), reason, false, actor, now)
     }
 
     /// Moves `service` one stage forward if `evidence` (a verify JSON
-    /// report's bytes) passes the gate, or with `force` (recorded).
+    /// report's bytes) passes the gate, or with `force` (recorded). The gate
+    /// is judged under the plan lock, against the audit log as it is then,
+    /// so two advances with one report cannot both pass.
     ///
     /// # Errors
     /// [`Error::Refused`] with the gate's reason (also at the last stage),
-    /// or a file error.
+    /// [`Error::UnknownService`], [`Error::BadServiceName`], or a file error.
     #[allow(clippy::too_many_arguments, reason = "each is one fact of the audit entry")]
     pub fn advance(
         &self,
@@ -164,32 +208,38 @@ impl Rollout {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<audit::Entry, Error> {
+        check_service_name(service)?;
         let evidence = evidence.map(gate::Evidence::from_json).transpose();
         let evidence = match evidence {
             Ok(evidence) => evidence,
             Err(why) if !force => return Err(Error::Refused(why)),
             Err(_) => None,
         };
-        if !force {
-            let Some(evidence) = &evidence else {
-                return Err(Error::Refused(
-                    "no evidence: give --evidence REPORT.json (a verify report for this service), or --force"
-                        .to_owned(),
-                ));
-            };
-            let source = self.services.get(service).and_then(|service| service.source);
-            gate::check(evidence, &self.gate, source, now).map_err(Error::Refused)?;
-        }
-        let digest = evidence.map(|evidence| evidence.sha256);
-        let next = |from: Stage| from.next().ok_or_else(|| Error::Refused(format!("{service} is already at broker")));
-        self.change(service, "advance", next, reason, force, digest, actor, now)
+        let source = self.services.get(service).and_then(|service| service.source);
+        let decide = |from: Stage, log: &audit::Log| {
+            if !force {
+                let Some(evidence) = &evidence else {
+                    return Err(Error::Refused(
+                        "no evidence: give --evidence REPORT.json (a verify report for this service), or --force"
+                            .to_owned(),
+                    ));
+                };
+                let facts = gate::AuditFacts::of(log, service);
+                let who = gate::ServiceFacts { name: service, source };
+                gate::check(evidence, &self.gate, who, &facts, now).map_err(Error::Refused)?;
+            }
+            let to = from.next().ok_or_else(|| Error::Refused(format!("{service} is already at broker")))?;
+            Ok((to, evidence.as_ref().map(|evidence| evidence.sha256.clone())))
+        };
+        self.change(service, "advance", true, decide, reason, force, actor, now)
     }
 
     /// Moves `service` back: one stage toward relay, or straight to `to`.
     /// Never gated.
     ///
     /// # Errors
-    /// [`Error::Refused`] when `to` is ahead of the current stage; a file error.
+    /// [`Error::Refused`] when `to` is ahead of the current stage;
+    /// [`Error::UnknownService`], [`Error::BadServiceName`]; a file error.
     pub fn rollback(
         &self,
         service: &str,
@@ -198,42 +248,53 @@ impl Rollout {
         actor: &Actor,
         now: SystemTime,
     ) -> Result<audit::Entry, Error> {
-        let back = |from: Stage| match to {
+        check_service_name(service)?;
+        let back = |from: Stage, _: &audit::Log| match to {
             Some(to) if to > from => Err(Error::Refused(format!("{to} is ahead of {from}: roll back, not forward"))),
-            Some(to) => Ok(to),
-            None => Ok(from.previous().unwrap_or(Stage::Relay)),
+            Some(to) => Ok((to, None)),
+            None => Ok((from.previous().unwrap_or(Stage::Relay), None)),
         };
-        self.change(service, "rollback", back, reason, false, None, actor, now)
+        self.change(service, "rollback", true, back, reason, false, actor, now)
     }
 
-    /// The audit log, oldest first.
+    /// The audit log, oldest first, with the lines that could not be read.
     ///
     /// # Errors
-    /// An unreadable log.
-    pub fn history(&self, service: Option<&str>) -> Result<Vec<audit::Entry>, Error> {
+    /// An unreadable log, or a bad service name.
+    pub fn history(&self, service: Option<&str>) -> Result<audit::Log, Error> {
+        if let Some(service) = service {
+            check_service_name(service)?;
+        }
         audit::read(&self.audit_log, service)
     }
 
+    /// One change, under the plan lock: read the plan, decide the new stage
+    /// (`decide` sees the current stage and the audit log), append the audit
+    /// entry, write the plan. An entry whose plan could not be written is
+    /// taken back, so the log never records a change that did not happen.
     #[allow(clippy::too_many_arguments, reason = "each is one fact of the audit entry")]
     fn change(
         &self,
         service: &str,
         action: &str,
-        to: impl FnOnce(Stage) -> Result<Stage, Error>,
+        must_exist: bool,
+        decide: impl FnOnce(Stage, &audit::Log) -> Result<(Stage, Option<String>), Error>,
         reason: &str,
         forced: bool,
-        evidence_sha256: Option<String>,
         actor: &Actor,
         now: SystemTime,
     ) -> Result<audit::Entry, Error> {
-        let mut plan = self.plan()?;
+        let _lock = lock::PlanLock::acquire(&self.plan_file)?;
+        let mut plan = self.plan_unlocked()?;
+        if must_exist && !plan.services.contains_key(service) && !self.services.contains_key(service) {
+            return Err(Error::UnknownService(service.to_owned()));
+        }
+        let log = audit::read(&self.audit_log, None)?;
         let from = plan.stage_of(service);
-        let to = to(from)?;
-        let previous = std::fs::read(&self.plan_file).ok();
+        let (to, evidence_sha256) = decide(from, &log)?;
         plan.services.insert(service.to_owned(), ServiceStage { stage: to });
-        plan.write(&self.plan_file)?;
         let entry = audit::Entry {
-            time: humantime::format_rfc3339_millis(now).to_string(),
+            time: humantime::format_rfc3339_micros(now).to_string(),
             user: actor.user.clone(),
             host: actor.host.clone(),
             service: service.to_owned(),
@@ -244,16 +305,13 @@ impl Rollout {
             forced,
             evidence_sha256,
         };
-        if let Err(error) = audit::append(&self.audit_log, &entry) {
-            // No change without its audit entry: put the plan back as it was.
-            let restored = match &previous {
-                Some(bytes) => plan::write_atomically(&self.plan_file, bytes),
-                None => std::fs::remove_file(&self.plan_file).map_err(|error| Error::io(&self.plan_file, &error)),
-            };
-            if let Err(restore) = restored {
+        let before = audit::append(&self.audit_log, &entry)?;
+        if let Err(error) = plan.write(&self.plan_file) {
+            // No audit entry without its change: take the entry back.
+            if let Err(undo) = audit::truncate(&self.audit_log, before) {
                 return Err(Error::Io(
                     self.plan_file.clone(),
-                    format!("{error}; and restoring the plan failed: {restore}"),
+                    format!("{error}; and taking the audit entry back failed: {undo}"),
                 ));
             }
             return Err(error);

@@ -18,7 +18,7 @@ mod summary;
 pub use link::{DirectionLabels, DomainLabel, DropLabels, LinkMetrics, RelayBridge, RelayLink, SourceStages};
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
 pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
-pub use service::{DualPublisher, ServicePublisher, StageHandle};
+pub use service::{DualPublisher, ServicePublisher, StageHandle, watch_plan, watch_plan_counted};
 pub use summary::{PathSummary, Summary};
 
 /// The one error type of the shim.

@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use myc_config::Stage;
-use myc_rollout::{Plan, Role, Route};
+use myc_rollout::{Plan, PlanFollower, Role, Route};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::path::{GuardedPath, ShadowLimits};
@@ -24,6 +25,9 @@ use crate::{Error, Publisher};
 pub struct StageHandle {
     stage: Arc<AtomicU8>,
     gauge: Gauge,
+    /// Reads of the followed plan that failed (missing after it was read,
+    /// unparsable, unreadable); the stage stayed where it was each time.
+    plan_errors: Counter,
 }
 
 impl StageHandle {
@@ -31,7 +35,7 @@ impl StageHandle {
     pub fn new(stage: Stage) -> StageHandle {
         let gauge = Gauge::default();
         gauge.set(i64::from(stage.index()));
-        StageHandle { stage: Arc::new(AtomicU8::new(stage.index())), gauge }
+        StageHandle { stage: Arc::new(AtomicU8::new(stage.index())), gauge, plan_errors: Counter::default() }
     }
 
     /// The stage now.
@@ -52,9 +56,18 @@ impl StageHandle {
         &self.gauge
     }
 
+    /// Problems met reading the followed plan (`myc_rollout_plan_errors_total`):
+    /// each distinct problem once, however often the file is re-read.
+    pub fn plan_errors(&self) -> &Counter {
+        &self.plan_errors
+    }
+
     /// Keeps the handle at `service`'s stage in the rollout plan at
-    /// `plan_file`, re-read whenever the file changes (hot reload; a bad
-    /// edit keeps the last good plan). Drop the returned watch to stop.
+    /// `plan_file`, re-read whenever the file changes (hot reload). A plan
+    /// that stops parsing, or disappears after it was read, keeps the last
+    /// stages: the reload logs one WARN naming the problem and
+    /// [`StageHandle::plan_errors`] counts it. Only a plan that never
+    /// existed means `default_stage`. Drop the returned watch to stop.
     ///
     /// # Errors
     /// The plan cannot be read now, or its directory cannot be watched.
@@ -63,8 +76,10 @@ impl StageHandle {
         default_stage: Stage,
         service: &str,
     ) -> Result<(StageHandle, myc_config::Watched<Plan>), Error> {
-        let watched = watch_plan(plan_file, default_stage)?;
-        let handle = StageHandle::new(watched.current().stage_of(service));
+        let plan_errors = Counter::default();
+        let watched = watch_plan_counted(plan_file, default_stage, plan_errors.clone())?;
+        let mut handle = StageHandle::new(watched.current().stage_of(service));
+        handle.plan_errors = plan_errors;
         let mut changes = watched.subscribe();
         let (follower, service) = (handle.clone(), service.to_owned());
         tokio::spawn(async move {
@@ -80,12 +95,41 @@ impl StageHandle {
     }
 }
 
-/// The rollout plan at `plan_file`, re-read whenever the file changes (a
-/// bad edit keeps the last good plan).
-pub(crate) fn watch_plan(plan_file: PathBuf, default_stage: Stage) -> Result<myc_config::Watched<Plan>, Error> {
-    let path = plan_file.clone();
+/// The rollout plan at `plan_file`, re-read whenever the file changes, for
+/// a follower: a plan that stops parsing, or disappears after it was read,
+/// keeps the last good plan (one WARN per problem). Only a plan that never
+/// existed is every service at `default_stage`.
+///
+/// # Errors
+/// The plan cannot be read now, or its directory cannot be watched.
+pub fn watch_plan(plan_file: PathBuf, default_stage: Stage) -> Result<myc_config::Watched<Plan>, Error> {
+    watch_plan_counted(plan_file, default_stage, Counter::default())
+}
+
+/// [`watch_plan`], counting each distinct problem in `plan_errors`
+/// (`myc_rollout_plan_errors_total`).
+///
+/// # Errors
+/// As [`watch_plan`].
+pub fn watch_plan_counted(
+    plan_file: PathBuf,
+    default_stage: Stage,
+    plan_errors: Counter,
+) -> Result<myc_config::Watched<Plan>, Error> {
+    let follower = PlanFollower::new(plan_file.clone(), default_stage);
+    // One problem, one count: a burst of writes can be read twice.
+    let last_problem = std::sync::Mutex::new(None::<String>);
     myc_config::Watched::start(&plan_file, move || {
-        Plan::read(&path, default_stage).map_err(|error| myc_config::Error::Parse(error.to_string()))
+        let read = follower.read();
+        let mut last = last_problem.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        read.inspect(|_| *last = None).map_err(|error| {
+            let text = error.to_string();
+            if last.as_deref() != Some(text.as_str()) {
+                plan_errors.inc();
+            }
+            *last = Some(text.clone());
+            myc_config::Error::Parse(text)
+        })
     })
     .map_err(|error| Error::Settings(error.to_string()))
 }

@@ -254,6 +254,38 @@ async fn a_stage_change_in_the_rollout_file_reaches_the_publisher_within_a_secon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_deleted_then_replaced_by_garbage_keeps_the_stage_and_is_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan_file = dir.path().join("rollout.toml");
+    std::fs::write(&plan_file, "[services.feed]\nstage = \"dual_broker_primary\"\n").unwrap();
+    let (stage, _watch) = StageHandle::follow(plan_file.clone(), Stage::Relay, "feed").unwrap();
+    assert_eq!(stage.get(), Stage::DualBrokerPrimary);
+    let wait_for_errors = |n: u64| {
+        let stage = stage.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while stage.plan_errors().get() < n {
+                assert!(Instant::now() < deadline, "{} plan errors counted, not {n}", stage.plan_errors().get());
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    std::fs::remove_file(&plan_file).unwrap();
+    wait_for_errors(1).await;
+    assert_eq!(stage.get(), Stage::DualBrokerPrimary, "a deleted plan is not the default stage");
+    std::fs::write(&plan_file, "\u{0}\u{7f}<html>garbage").unwrap();
+    wait_for_errors(2).await;
+    assert_eq!(stage.get(), Stage::DualBrokerPrimary, "garbage is not a plan");
+    // A good plan again is followed again.
+    std::fs::write(&plan_file, "[services.feed]\nstage = \"broker\"\n").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while stage.get() != Stage::Broker {
+        assert!(Instant::now() < deadline, "the restored plan was not followed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_during_dual_broker_primary_leaves_the_broker_path_whole_and_its_loss_visible() {
     const N: u64 = 60_000;
     let dir = tempfile::tempdir().unwrap();

@@ -1,14 +1,13 @@
 //! Endpoints (`unix:PATH`, `tcp:HOST:PORT`), listeners and streams, so that
 //! code above this module never branches on the socket kind.
 //!
-//! Unix socket files get the server treatment the specs ask for: the parent
-//! directory is created, a stale file from a dead server is replaced, a live
-//! one (connect succeeds) is an error naming the path, and the file mode is
-//! set (default `0660`). It deliberately does no framing.
+//! Unix socket files get the careful treatment of `socket_file`: a checked
+//! parent directory, only a stale socket ever replaced, the mode set before
+//! the socket appears, and only our own socket removed at drop. It
+//! deliberately does no framing.
 
 use std::fmt;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -18,6 +17,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::error::Error;
+pub use crate::socket_file::SocketOptions;
+use crate::socket_file::{self, FileIdentity};
 
 /// Where a server listens or a client connects, parsed once.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -86,22 +87,6 @@ impl std::str::FromStr for Endpoint {
     }
 }
 
-/// How a listener's Unix socket file is created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SocketOptions {
-    /// File mode of the socket (default `0o660`; world-writable bits are
-    /// always removed).
-    pub mode: u32,
-    /// Group id to give the socket (its users' group), if any.
-    pub group: Option<u32>,
-}
-
-impl Default for SocketOptions {
-    fn default() -> Self {
-        SocketOptions { mode: 0o660, group: None }
-    }
-}
-
 /// A bound listener of either kind. Dropping a Unix listener removes its
 /// socket file.
 #[derive(Debug)]
@@ -109,7 +94,7 @@ pub enum Listener {
     /// A Unix listener, the path it owns, and the `(dev, inode)` of the
     /// socket file it created, so that dropping it never removes a file a
     /// later server created at the same path.
-    Unix(UnixListener, PathBuf, (u64, u64)),
+    Unix(UnixListener, PathBuf, FileIdentity),
     /// A TCP listener.
     Tcp(TcpListener),
 }
@@ -184,58 +169,28 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path, identity) = self {
-            if file_identity(path).is_some_and(|found| found == *identity) {
-                let _ = std::fs::remove_file(path);
-            }
+        if let Listener::Unix(_, path, identity) = self
+            && socket_file::file_identity(path) == Some(*identity)
+        {
+            let _ = std::fs::remove_file(path);
         }
     }
 }
 
 async fn bind_unix(path: &Path, options: SocketOptions) -> Result<Listener, Error> {
-    let context = |what: &str| format!("cannot {what} {}", path.display());
-    if let Some(parent) = path.parent().filter(|parent| !parent.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|source| Error::io(context("create the directory of"), source))?;
-        // Anyone could replace the socket in a world-writable directory
-        // without the sticky bit (which /tmp has): refuse to serve there.
-        let mode =
-            std::fs::metadata(parent).map_err(|source| Error::io(context("inspect the directory of"), source))?;
-        let mode = std::os::unix::fs::PermissionsExt::mode(&mode.permissions());
-        if mode & 0o002 != 0 && mode & 0o1000 == 0 {
-            return Err(Error::io(
-                context("serve"),
-                io::Error::new(
-                    io::ErrorKind::PermissionDenied,
-                    format!("{} is world-writable without the sticky bit", parent.display()),
-                ),
-            ));
-        }
-    }
-    if path.exists() {
+    socket_file::prepare_parent(path)?;
+    if let socket_file::Existing::Socket(identity) = socket_file::existing(path)? {
         if UnixStream::connect(path).await.is_ok() {
             return Err(Error::SocketInUse { path: path.to_owned() });
         }
-        match std::fs::remove_file(path) {
-            Err(source) if source.kind() != io::ErrorKind::NotFound => {
-                return Err(Error::io(context("remove the stale socket"), source));
-            }
-            _ => {}
-        }
+        socket_file::remove_stale(path, identity)?;
     }
-    let listener = UnixListener::bind(path).map_err(|source| Error::io(context("bind"), source))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(options.mode & !0o002))
-        .map_err(|source| Error::io(context("set the mode of"), source))?;
-    if let Some(group) = options.group {
-        std::os::unix::fs::chown(path, None, Some(group))
-            .map_err(|source| Error::io(context("set the group of"), source))?;
-    }
-    let identity = file_identity(path).unwrap_or_default();
+    let (listener, identity) = socket_file::bind_private(path, options)?;
+    let listener = listener
+        .set_nonblocking(true)
+        .and_then(|()| UnixListener::from_std(listener))
+        .map_err(|source| Error::io(format!("cannot listen on {}", path.display()), source))?;
     Ok(Listener::Unix(listener, path.to_owned(), identity))
-}
-
-fn file_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path).ok().map(|metadata| (metadata.dev(), metadata.ino()))
 }
 
 /// A connected stream of either kind.
@@ -280,6 +235,15 @@ impl AsyncWrite for Stream {
 }
 
 impl Stream {
+    /// The uid the peer process runs as, as the kernel reports it
+    /// (`SO_PEERCRED`); `None` for TCP, where nothing vouches for it.
+    pub fn peer_uid(&self) -> Option<u32> {
+        match self {
+            Stream::Unix(stream) => stream.peer_cred().ok().map(|credentials| credentials.uid()),
+            Stream::Tcp(_) => None,
+        }
+    }
+
     /// Splits into owned read and write halves usable from two tasks.
     pub fn into_split(self) -> (Box<dyn AsyncRead + Send + Unpin>, Box<dyn AsyncWrite + Send + Unpin>) {
         match self {
@@ -297,6 +261,8 @@ impl Stream {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -321,7 +287,7 @@ mod tests {
         std::fs::create_dir(&open).unwrap();
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
         let refused = Listener::bind(&Endpoint::Unix(open.join("b.sock")), SocketOptions::default()).await;
-        assert!(refused.unwrap_err().to_string().contains("world-writable"));
+        assert!(refused.unwrap_err().to_string().contains("writable by group or others"));
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o1777)).unwrap();
         assert!(Listener::bind(&Endpoint::Unix(open.join("b.sock")), SocketOptions::default()).await.is_ok());
     }

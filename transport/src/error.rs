@@ -22,6 +22,23 @@ pub enum Error {
         /// The socket path.
         path: PathBuf,
     },
+    /// Something other than a socket is at the path a server would bind;
+    /// it is left as it is.
+    #[error("{} exists and is {kind}, not a socket; refusing to replace it", path.display())]
+    NotASocket {
+        /// The path.
+        path: PathBuf,
+        /// What is there ("a regular file", "a directory", "a symlink", …).
+        kind: &'static str,
+    },
+    /// The directory a socket would live in lets others replace it.
+    #[error("refusing to serve a socket in {}: {reason}", path.display())]
+    UnsafeDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Why it is unsafe.
+        reason: String,
+    },
     /// A frame announced a length over the limit; nothing was buffered.
     #[error("frame of {len} bytes exceeds the limit of {max}")]
     FrameTooLarge {

@@ -20,6 +20,7 @@ mod framed;
 mod hold;
 mod limits;
 mod once_a_second;
+mod socket_file;
 mod task;
 
 pub use accept::accept_until;

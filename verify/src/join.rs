@@ -10,8 +10,15 @@
 //! keeps one bit per sequence for the last [`DUPLICATE_WINDOW`] sequences
 //! per source and side (a repeat older than that is not recognised). It deliberately knows nothing of
 //! files or sockets: callers feed [`Captured`] messages.
+//!
+//! For captures of a running system the join can keep only some sources
+//! ([`Options::sources`]) and trim the edges ([`Options::trim_edges`]):
+//! per `(relay_domain, source)` only the common span of the two streams is
+//! compared, and what lies outside it is counted as `edge` (docs/capture.md
+//! §4). Trimming needs nothing beyond the end of the streams: every message
+//! outside the span is still waiting for its twin when they end.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use foldhash::HashMap;
 
@@ -41,6 +48,34 @@ pub struct Ignore {
     pub checksum: bool,
     /// `--ignore sequence` (the key then uses arrival order per source).
     pub sequence: bool,
+}
+
+/// How to compare: ignored fields, examples, edge trimming, source filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Header fields compared as if equal.
+    pub ignore: Ignore,
+    /// Examples kept per kind.
+    pub examples: usize,
+    /// Compare only the common span of each `(relay_domain, source)`;
+    /// messages outside it count as `edge`, not missing or extra.
+    pub trim_edges: bool,
+    /// Keep only these sources on both sides (`None`: all). Messages of
+    /// other sources are skipped before anything is counted.
+    pub sources: Option<BTreeSet<u8>>,
+}
+
+/// The join counts of one source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SourceCounts {
+    /// Keys with identical bytes.
+    pub matched: u64,
+    /// Keys with different bytes.
+    pub mismatched: u64,
+    /// Keys only in the reference (inside the common span when trimming).
+    pub missing: u64,
+    /// Keys only in the candidate (inside the common span when trimming).
+    pub extra: u64,
 }
 
 /// The join key.
@@ -116,6 +151,13 @@ pub struct Counts {
     pub unreadable: [u64; 2],
     /// Source ids seen in either stream.
     pub sources: BTreeSet<u8>,
+    /// Messages outside the common span, per side (0 unless trimming).
+    pub edge: [u64; 2],
+    /// The four join counts per source id; they sum to the top-level ones.
+    pub per_source: BTreeMap<u8, SourceCounts>,
+    /// First and last arrival time (ns since the epoch) of a compared
+    /// message in either stream; `None` when no message carried one.
+    pub window_ns: Option<(u64, u64)>,
 }
 
 /// The outcome: counts, skew percentiles and up to `examples` findings per kind.
@@ -128,31 +170,58 @@ pub struct Comparison {
     pub skew_ns: Option<(i64, i64, i64)>,
     /// Examples, at most `examples` of each kind, in the order found.
     pub findings: Vec<Finding>,
+    /// Whether edges were trimmed ([`Options::trim_edges`]).
+    pub trimmed: bool,
+    /// The source filter applied ([`Options::sources`]).
+    pub filter: Option<BTreeSet<u8>>,
 }
 
 impl Comparison {
-    /// Whether the streams are identical: matched only.
+    /// Whether the streams are identical: something matched, and nothing
+    /// else (edges aside) was counted.
     pub fn identical(&self) -> bool {
         let counts = &self.counts;
-        counts.mismatched == 0
+        counts.matched >= 1
+            && counts.mismatched == 0
             && counts.missing == 0
             && counts.extra == 0
             && counts.duplicates == [0, 0]
             && counts.reordered == [0, 0]
             && counts.unreadable == [0, 0]
     }
+
+    /// Whether both streams were empty (after the source filter).
+    pub fn empty(&self) -> bool {
+        self.counts.reference_messages == 0 && self.counts.candidate_messages == 0
+    }
 }
 
-/// Compares two streams, each in arrival order.
+/// Compares two streams, each in arrival order: every source, edges counted.
 pub fn compare(
     reference: impl IntoIterator<Item = Captured>,
     candidate: impl IntoIterator<Item = Captured>,
     ignore: Ignore,
     examples: usize,
 ) -> Comparison {
-    let mut join = Join::new(ignore, examples);
-    let mut reference = reference.into_iter().peekable();
-    let mut candidate = candidate.into_iter().peekable();
+    compare_with(reference, candidate, &Options { ignore, examples, ..Options::default() })
+}
+
+/// Compares two streams, each in arrival order, as `options` say.
+pub fn compare_with(
+    reference: impl IntoIterator<Item = Captured>,
+    candidate: impl IntoIterator<Item = Captured>,
+    options: &Options,
+) -> Comparison {
+    let mut join = Join::new(options);
+    let kept = |message: &Captured| match &options.sources {
+        None => true,
+        // An unreadable message cannot be attributed; it is kept and counted.
+        Some(sources) => {
+            myc_codec::Header::decode(&message.bytes).map_or(true, |header| sources.contains(&header.source.as_u8()))
+        }
+    };
+    let mut reference = reference.into_iter().filter(kept).peekable();
+    let mut candidate = candidate.into_iter().filter(kept).peekable();
     // Consume in arrival order so that twins meet soon and pending stays
     // small; when both heads carry the same key (aligned streams, the usual
     // case) they are joined at once, without a trip through the pending maps.
@@ -182,6 +251,15 @@ pub fn compare(
     join.finish()
 }
 
+/// Whether a source filter keeps this message: all when there is no
+/// filter, and one too short for a header (it cannot be attributed, so it is
+/// kept and counted as unreadable).
+pub fn kept_by(sources: Option<&BTreeSet<u8>>, bytes: &[u8]) -> bool {
+    sources.is_none_or(|sources| {
+        myc_codec::Header::decode(bytes).map_or(true, |header| sources.contains(&header.source.as_u8()))
+    })
+}
+
 /// Per-side bookkeeping.
 #[derive(Default)]
 struct SideState {
@@ -192,19 +270,28 @@ struct SideState {
 }
 
 /// Per-source bookkeeping of one side.
-#[derive(Default)]
 struct SourceState {
     /// Recent sequences, for spotting repeats.
     recent: SeenWindow,
     /// Highest sequence seen.
     highest: u64,
+    /// Lowest non-zero sequence seen (`u64::MAX` before any).
+    lowest: u64,
     /// Arrival counter (sequence-0 messages, or all under ignore).
     arrivals: u64,
+}
+
+impl Default for SourceState {
+    fn default() -> Self {
+        SourceState { recent: SeenWindow::default(), highest: 0, lowest: u64::MAX, arrivals: 0 }
+    }
 }
 
 struct Join {
     ignore: Ignore,
     examples: usize,
+    trim_edges: bool,
+    filter: Option<BTreeSet<u8>>,
     sides: [SideState; 2],
     counts: Counts,
     skew: Skew,
@@ -213,10 +300,12 @@ struct Join {
 }
 
 impl Join {
-    fn new(ignore: Ignore, examples: usize) -> Join {
+    fn new(options: &Options) -> Join {
         Join {
-            ignore,
-            examples,
+            ignore: options.ignore,
+            examples: options.examples,
+            trim_edges: options.trim_edges,
+            filter: options.sources.clone(),
             sides: [SideState::default(), SideState::default()],
             counts: Counts::default(),
             skew: Skew::default(),
@@ -271,6 +360,10 @@ impl Join {
             Side::Reference => self.counts.reference_messages += 1,
             Side::Candidate => self.counts.candidate_messages += 1,
         }
+        if message.arrival_ns != 0 {
+            let (first, last) = self.counts.window_ns.unwrap_or((message.arrival_ns, message.arrival_ns));
+            self.counts.window_ns = Some((first.min(message.arrival_ns), last.max(message.arrival_ns)));
+        }
         let Ok(header) = myc_codec::Header::decode(&message.bytes) else {
             self.counts.unreadable[index] += 1;
             return None;
@@ -294,6 +387,7 @@ impl Join {
                 self.counts.reordered[index] += 1;
             }
             state.highest = state.highest.max(sequence);
+            state.lowest = state.lowest.min(sequence);
         }
         Some(Key { relay_domain, source, number, by_arrival })
     }
@@ -317,10 +411,13 @@ impl Join {
             let skew = i128::from(candidate.arrival_ns) - i128::from(reference.arrival_ns);
             self.skew.record(i64::try_from(skew).unwrap_or(i64::MAX));
         }
+        let per_source = self.counts.per_source.entry(key.source).or_default();
         if same(&reference.bytes, &candidate.bytes, self.ignore) {
             self.counts.matched += 1;
+            per_source.matched += 1;
         } else {
             self.counts.mismatched += 1;
+            per_source.mismatched += 1;
             self.example(0, Finding::Mismatched { key, reference: reference.bytes, candidate: candidate.bytes });
         }
     }
@@ -334,20 +431,81 @@ impl Join {
 
     fn finish(mut self) -> Comparison {
         let [reference, candidate] = std::mem::take(&mut self.sides);
+        let spans = if self.trim_edges { Spans::new(&reference.sources, &candidate.sources) } else { Spans::default() };
         let mut missing: Vec<_> = reference.pending.into_iter().collect();
         let mut extra: Vec<_> = candidate.pending.into_iter().collect();
+        let pending = [missing.len(), extra.len()];
+        missing.retain(|(key, _)| spans.inside(key));
+        extra.retain(|(key, _)| spans.inside(key));
+        self.counts.edge = [(pending[0] - missing.len()) as u64, (pending[1] - extra.len()) as u64];
         missing.sort_by_key(|(key, _)| *key);
         extra.sort_by_key(|(key, _)| *key);
         self.counts.missing = missing.len() as u64;
         self.counts.extra = extra.len() as u64;
         for (key, message) in missing {
+            self.counts.per_source.entry(key.source).or_default().missing += 1;
             self.example(1, Finding::Missing { key, reference: message.bytes });
         }
         for (key, message) in extra {
+            self.counts.per_source.entry(key.source).or_default().extra += 1;
             self.example(2, Finding::Extra { key, candidate: message.bytes });
         }
-        let skew_ns = self.skew.max.map(|max| (self.skew.quantile(0.5), self.skew.quantile(0.99), max));
-        Comparison { counts: self.counts, skew_ns, findings: self.findings }
+        for source in &self.counts.sources {
+            self.counts.per_source.entry(*source).or_default();
+        }
+        let skew_ns = self.skew.max.map(|max| {
+            // Percentiles from the histogram are rounded down to a recorded
+            // value's bucket floor, and never above the exact max.
+            let p50 = self.skew.quantile(0.5).min(max);
+            (p50, self.skew.quantile(0.99).clamp(p50, max), max)
+        });
+        Comparison {
+            counts: self.counts,
+            skew_ns,
+            findings: self.findings,
+            trimmed: self.trim_edges,
+            filter: self.filter,
+        }
+    }
+}
+
+/// The common span of each `(relay_domain, source)` (docs/capture.md §4):
+/// sequences between the later first and the earlier last sequence of the
+/// two streams, and arrival indices up to the smaller arrival count. A
+/// source seen on one side only, or whose two spans do not overlap, has no
+/// entry and nothing of it is trimmed.
+#[derive(Default)]
+struct Spans {
+    /// `(relay_domain, source)` → inclusive sequence span.
+    sequences: HashMap<(u8, u8), (u64, u64)>,
+    /// `(relay_domain, source)` → arrival indices `1..=n` in common.
+    arrivals: HashMap<(u8, u8), u64>,
+}
+
+impl Spans {
+    fn new(reference: &HashMap<(u8, u8), SourceState>, candidate: &HashMap<(u8, u8), SourceState>) -> Spans {
+        let mut spans = Spans::default();
+        for (id, left) in reference {
+            let Some(right) = candidate.get(id) else { continue };
+            let (first, last) = (left.lowest.max(right.lowest), left.highest.min(right.highest));
+            if left.lowest != u64::MAX && right.lowest != u64::MAX && first <= last {
+                spans.sequences.insert(*id, (first, last));
+            }
+            if left.arrivals > 0 && right.arrivals > 0 {
+                spans.arrivals.insert(*id, left.arrivals.min(right.arrivals));
+            }
+        }
+        spans
+    }
+
+    /// Whether `key` lies inside its common span (or nothing is trimmed).
+    fn inside(&self, key: &Key) -> bool {
+        let id = (key.relay_domain, key.source);
+        if key.by_arrival {
+            self.arrivals.get(&id).is_none_or(|common| key.number <= *common)
+        } else {
+            self.sequences.get(&id).is_none_or(|(first, last)| (*first..=*last).contains(&key.number))
+        }
     }
 }
 
@@ -433,12 +591,15 @@ impl Skew {
         let signed = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
         #[allow(clippy::cast_precision_loss, reason = "quantiles")]
         if rank <= n_negative {
-            // The rank-th smallest overall is among the largest negative magnitudes.
+            // The rank-th smallest overall is among the largest negative
+            // magnitudes; a bucket's top magnitude rounds the value down.
             let within = (n_negative - rank + 1) as f64 / n_negative as f64;
             -signed(self.negative.value_at_quantile(within))
         } else {
             let within = (rank - n_negative) as f64 / n_positive.max(1) as f64;
-            signed(self.positive.value_at_quantile(within))
+            // The histogram answers a bucket's top; its floor never exceeds
+            // the value recorded, so percentiles round down.
+            signed(self.positive.lowest_equivalent(self.positive.value_at_quantile(within)))
         }
     }
 }

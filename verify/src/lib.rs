@@ -7,11 +7,13 @@
 //!
 //! The parts: capture files ([`pcapng`]), one stream of a file read ahead
 //! on a thread ([`stream`]), the join ([`join`]) and the report
-//! ([`report`]); `myc verify` and `myc capture` drive them.
+//! ([`report`]), and the settle time of live taps ([`settle`]); `myc verify`
+//! and `myc capture` drive them.
 
 pub mod join;
 pub mod pcapng;
 pub mod report;
+pub mod settle;
 pub mod stream;
 
 /// The one error type of the verify crate.

@@ -23,6 +23,8 @@ pub struct StreamInfo {
     /// The file's size when opened.
     pub total_bytes: u64,
     interface: Mutex<Option<String>>,
+    /// Every interface the file declared, once it has been read to its end.
+    interfaces: Mutex<Vec<String>>,
     error: Mutex<Option<ReadError>>,
 }
 
@@ -31,6 +33,12 @@ impl StreamInfo {
     /// the first one seen when none was named.
     pub fn interface(&self) -> Option<String> {
         self.interface.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The names of every interface of the file (known once the stream has
+    /// been read to its end).
+    pub fn interfaces(&self) -> Vec<String> {
+        self.interfaces.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Where and why the file stopped being readable, if it did.
@@ -117,6 +125,22 @@ impl Iterator for CaptureStream {
             }
         }
         self.info.bytes_read.store(self.reader.offset(), Ordering::Relaxed);
+        *self.info.interfaces.lock().unwrap_or_else(PoisonError::into_inner) =
+            self.reader.interfaces().iter().map(|interface| interface.name.clone()).collect();
         None
     }
+}
+
+/// SHA-256 of a file's bytes, hex: ties a report to the capture it read.
+///
+/// # Errors
+/// [`crate::Error::Io`] when the file cannot be read.
+pub fn file_sha256(path: &Path) -> Result<String, crate::Error> {
+    use sha2::Digest;
+
+    let io_error = |source| crate::Error::Io { path: path.display().to_string(), source };
+    let mut file = File::open(path).map_err(io_error)?;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io_error)?;
+    Ok(hex::encode(hasher.finalize()))
 }

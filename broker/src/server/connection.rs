@@ -15,14 +15,16 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
+use super::hello::{Admitted, check_hello};
 use super::outbound::{AckState, Outbound, Positions, ack_loop, record, write_loop};
-use super::{Group, Settings, Shared, Subscriber, TopicEntry};
+use super::{Group, Shared, Subscriber, TopicEntry};
 use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, ServerOp, Topic};
 
 /// How long a new connection has to send its HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
+    let peer_uid = stream.peer_uid();
     let (read_half, mut write_half) = stream.into_split();
     let Ok(_permit) = Arc::clone(&shared.connection_slots).try_acquire_owned() else {
         refuse(&shared, read_half, &mut write_half, ErrorCode::Protocol, "too many connections").await;
@@ -37,23 +39,19 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         Ok(Err(error)) => Err(fatal_framing(error)),
         Err(_) => Err((ErrorCode::HelloRequired, "no HELLO within 10 s".to_owned())),
     };
-    let client_name = match &hello {
-        Ok(ClientOp::Hello { client_name, .. }) => client_name.clone(),
-        _ => String::new(),
-    };
-    let welcome = hello.and_then(|hello| check_hello(&shared.settings, &hello));
-    match welcome {
-        Ok(welcome) => {
+    let permissions = match hello.and_then(|hello| check_hello(&shared.settings, &hello, peer_uid)) {
+        Ok(Admitted { welcome, permissions }) => {
             shared.metrics.frames_out.inc();
             if write_half.write_all(&welcome).await.is_err() {
                 return;
             }
+            permissions
         }
         Err((code, message)) => {
             refuse(&shared, reader.into_inner(), &mut write_half, code, &message).await;
             return;
         }
-    }
+    };
     let (tx, rx) = mpsc::unbounded_channel();
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
     let outbound = Arc::new(Outbound {
@@ -83,7 +81,7 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         shared.settings.ack_interval,
     ));
     let mut connection = Connection {
-        permissions: shared.settings.acl.as_ref().map(|acl| acl.permissions(&client_name)),
+        permissions,
         shared: Arc::clone(&shared),
         connection_id,
         outbound: Arc::clone(&outbound),
@@ -127,26 +125,6 @@ async fn refuse(
         while matches!(read_half.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;
-}
-
-/// Checks the first frame; returns the encoded WELCOME.
-fn check_hello(settings: &Settings, op: &ClientOp) -> Result<BytesMut, Fatal> {
-    let ClientOp::Hello { version, token, .. } = op else {
-        return Err((ErrorCode::HelloRequired, "the first frame must be HELLO".to_owned()));
-    };
-    if *version != protocol::VERSION {
-        return Err((ErrorCode::UnsupportedVersion, format!("version {version} is not supported (1 is)")));
-    }
-    if let Some(expected) = &settings.token {
-        if !bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), token.as_bytes())) {
-            return Err((ErrorCode::Unauthorized, "wrong or missing token".to_owned()));
-        }
-    }
-    let max_frame = u32::try_from(settings.max_frame).unwrap_or(u32::MAX);
-    let mut welcome = BytesMut::new();
-    ServerOp::Welcome { version: protocol::VERSION, server_id: settings.server_id.clone(), max_frame }
-        .encode(&mut welcome);
-    Ok(welcome)
 }
 
 struct Connection {
@@ -327,7 +305,7 @@ impl Connection {
         if let Some(permissions) = &self.permissions
             && !permissions.may_publish(topic_bytes)
         {
-            self.outbound.send_error(ErrorCode::Unauthorized, "this client may not publish to that topic".to_owned());
+            self.outbound.send_error(ErrorCode::Unauthorized, protocol::PUBLISH_REFUSED.to_owned());
             return;
         }
         let Some(entry) = router.get(topic_bytes) else {

@@ -12,6 +12,7 @@
 
 pub mod acl;
 mod connection;
+pub mod hello;
 mod outbound;
 
 use std::collections::HashMap;

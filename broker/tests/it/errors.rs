@@ -13,7 +13,7 @@ use super::{TestBroker, client, fast_settings};
 
 /// Sends `bytes` on a fresh raw connection and returns every frame the broker
 /// sends back until it closes the connection.
-async fn exchange(path: &std::path::Path, bytes: &[u8]) -> Vec<ServerOp> {
+pub(crate) async fn exchange(path: &std::path::Path, bytes: &[u8]) -> Vec<ServerOp> {
     let mut stream = UnixStream::connect(path).await.unwrap();
     stream.write_all(bytes).await.unwrap();
     let mut received = Vec::new();
@@ -23,7 +23,7 @@ async fn exchange(path: &std::path::Path, bytes: &[u8]) -> Vec<ServerOp> {
 
 /// Reads what the broker sends on a still-open connection up to the PONG
 /// with `nonce`, and decodes it.
-async fn read_through_pong(stream: &mut UnixStream, nonce: u64) -> Vec<ServerOp> {
+pub(crate) async fn read_through_pong(stream: &mut UnixStream, nonce: u64) -> Vec<ServerOp> {
     let mut pong = vec![0x85];
     pong.extend_from_slice(&nonce.to_le_bytes());
     let mut received = vec![0u8; 4096];
@@ -37,7 +37,7 @@ async fn read_through_pong(stream: &mut UnixStream, nonce: u64) -> Vec<ServerOp>
 }
 
 /// Every server frame in `bytes`, in order.
-fn decode_all(bytes: &[u8]) -> Vec<ServerOp> {
+pub(crate) fn decode_all(bytes: &[u8]) -> Vec<ServerOp> {
     let mut ops = Vec::new();
     let mut rest = bytes;
     while rest.len() >= 4 {
@@ -48,7 +48,7 @@ fn decode_all(bytes: &[u8]) -> Vec<ServerOp> {
     ops
 }
 
-fn frame(op: &ClientOp) -> Vec<u8> {
+pub(crate) fn frame(op: &ClientOp) -> Vec<u8> {
     let mut out = BytesMut::new();
     op.encode(&mut out);
     out.to_vec()
@@ -219,6 +219,7 @@ async fn the_acl_refuses_unlisted_topics_with_unauthorized_and_keeps_the_connect
     let acl = Acl {
         clients: [("polygon_adapter".to_owned(), feed)].into(),
         default: Permissions { publish: Topics::from_rules::<&str>(&[]), subscribe: Topics::from_rules(&["*"]) },
+        ..Acl::default()
     };
     let broker = TestBroker::start(&path, myc_broker::Settings { acl: Some(acl), ..fast_settings() }).await;
     let publish = |topic: &'static [u8]| {

@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod errors;
+mod identity;
 mod pubsub;
+mod refused;
 mod restart;
 mod slow;
 

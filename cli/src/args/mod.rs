@@ -15,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 pub(crate) use bench::BenchArgs;
 pub(crate) use other::{
     BrokerArgs, CaptureArgs, ConfigCommand, ConsoleArgs, DemoArgs, ProduceArgs, RelayArgs, RolloutArgs, RolloutCommand,
-    VerifyCommand,
+    SourceFilter, VerifyCommand, VerifyLiveArgs,
 };
 pub(crate) use tlv::{TlvCommand, TlvDecodeArgs, TlvEncodeArgs};
 

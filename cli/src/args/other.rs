@@ -111,6 +111,21 @@ pub(crate) struct CaptureArgs {
     /// Stop after this many messages.
     #[arg(long)]
     pub(crate) count: Option<u64>,
+    /// After --duration, keep reading this long for what was in flight
+    /// (only messages another tap has already shown).
+    #[arg(long, default_value = "500ms")]
+    pub(crate) settle: String,
+}
+
+/// Which sources a verify keeps, on both sides.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct SourceFilter {
+    /// Keep only this Protocol V2 source id (repeatable).
+    #[arg(long = "source", value_name = "N")]
+    pub(crate) sources: Vec<u8>,
+    /// Keep only this service's source (its `[services.NAME] source`).
+    #[arg(long, value_name = "NAME")]
+    pub(crate) service: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -133,34 +148,52 @@ pub(crate) enum VerifyCommand {
         /// Examples per kind in the report.
         #[arg(long, default_value_t = 5)]
         examples: usize,
+        /// Compare only each source's common span: captures taken from a
+        /// running system, whose first and last messages were in flight.
+        #[arg(long)]
+        trim_edges: bool,
+        #[command(flatten)]
+        filter: SourceFilter,
     },
-    /// Tap both streams now for a while, then report.
-    Live {
-        /// The reference: this relay socket.
-        #[arg(long)]
-        relay: PathBuf,
-        /// The candidate: this broker endpoint (with --topic)…
-        #[arg(long, requires = "topic", conflicts_with = "nats")]
-        broker: Option<String>,
-        /// …and topic.
-        #[arg(long)]
-        topic: Option<String>,
-        /// Or the candidate: this NATS server (with --subject)…
-        #[arg(long, requires = "subject")]
-        nats: Option<String>,
-        /// …and subject.
-        #[arg(long)]
-        subject: Option<String>,
-        /// How long to tap (e.g. 10s).
-        #[arg(long, default_value = "10s")]
-        duration: String,
-        /// Compare as if this header field were equal (timestamp, checksum, sequence; repeatable).
-        #[arg(long)]
-        ignore: Vec<String>,
-        /// Examples per kind in the report.
-        #[arg(long, default_value_t = 5)]
-        examples: usize,
-    },
+    /// Tap both streams now for a while, then report (streams from the settings unless named).
+    Live(VerifyLiveArgs),
+}
+
+/// `myc verify live`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct VerifyLiveArgs {
+    /// The reference: this relay socket (default: the `[relay]` socket of --domain).
+    #[arg(long)]
+    pub(crate) relay: Option<PathBuf>,
+    /// The domain whose streams are tapped when not named.
+    #[arg(long, default_value = "market_data", value_parser = ["market_data", "signal", "execution", "system"])]
+    pub(crate) domain: String,
+    /// The candidate: this broker endpoint (with --topic)…
+    #[arg(long, requires = "topic", conflicts_with = "nats")]
+    pub(crate) broker: Option<String>,
+    /// …and topic.
+    #[arg(long, requires = "broker")]
+    pub(crate) topic: Option<String>,
+    /// Or the candidate: this NATS server (with --subject)…
+    #[arg(long, requires = "subject")]
+    pub(crate) nats: Option<String>,
+    /// …and subject.
+    #[arg(long, requires = "nats")]
+    pub(crate) subject: Option<String>,
+    /// How long to tap (e.g. 10s).
+    #[arg(long, default_value = "10s")]
+    pub(crate) duration: String,
+    /// After --duration, keep reading this long for what was in flight.
+    #[arg(long, default_value = "500ms")]
+    pub(crate) settle: String,
+    /// Compare as if this header field were equal (timestamp, checksum, sequence; repeatable).
+    #[arg(long)]
+    pub(crate) ignore: Vec<String>,
+    /// Examples per kind in the report.
+    #[arg(long, default_value_t = 5)]
+    pub(crate) examples: usize,
+    #[command(flatten)]
+    pub(crate) filter: SourceFilter,
 }
 
 #[derive(Debug, clap::Args)]

@@ -61,7 +61,7 @@ pub(crate) fn server_settings(
     broker: &myc_config::BrokerSettings,
     acl: &myc_config::AclSettings,
 ) -> myc_broker::Settings {
-    use myc_broker::server::acl::{Acl, Permissions, Topics};
+    use myc_broker::server::acl::{Acl, Identity, Permissions, Topics};
     let server = &broker.server;
     myc_broker::Settings {
         max_frame: server.max_frame,
@@ -91,6 +91,18 @@ pub(crate) fn server_settings(
                 publish: Topics::from_rules(&acl.default_publish),
                 subscribe: Topics::from_rules(&acl.default_subscribe),
             },
+            identities: acl
+                .clients
+                .iter()
+                .filter(|(_, rule)| rule.is_bound())
+                .map(|(name, rule)| {
+                    let identity = Identity {
+                        token: Some(rule.token.clone()).filter(|token| !token.is_empty()),
+                        uids: rule.uids.clone(),
+                    };
+                    (name.clone(), identity)
+                })
+                .collect(),
         }),
         ..myc_broker::Settings::default()
     }

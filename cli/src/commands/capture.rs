@@ -1,10 +1,14 @@
 //! `myc capture`: taps relay sockets and broker topics into one pcapng file
 //! (one interface per stream, named `relay:<path>` / `broker:<topic>`) until
 //! `--duration`, `--count` or SIGINT/SIGTERM, then closes the file cleanly.
-//! A path that cannot be written is an error naming it (exit 2). The taps
-//! themselves live here, so `myc verify live` shares them.
+//! A path that cannot be written is an error naming it (exit 2). After
+//! `--duration` it keeps reading for `--settle`, taking only messages another
+//! tap has already shown ([`myc_verify::settle::Settle`]), so what was in
+//! flight is not cut off. The taps and that window live here, so
+//! `myc verify live` shares them.
 
 use std::fs::File;
+use std::future::Future;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,8 +27,8 @@ use crate::progress;
 pub(crate) enum Tap {
     /// A relay socket.
     Relay(PathBuf),
-    /// A topic on a broker.
-    Broker(Endpoint, String),
+    /// A topic on a broker, with the HELLO token (empty: none).
+    Broker(Endpoint, String, String),
     /// A subject on a NATS server.
     Nats(String, String),
 }
@@ -34,7 +38,7 @@ impl Tap {
     pub(crate) fn name(&self) -> String {
         match self {
             Tap::Relay(path) => format!("relay:{}", path.display()),
-            Tap::Broker(_, topic) => format!("broker:{topic}"),
+            Tap::Broker(_, topic, _) => format!("broker:{topic}"),
             Tap::Nats(_, subject) => format!("nats:{subject}"),
         }
     }
@@ -55,6 +59,7 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         bail!("say where to write the capture: --out FILE.pcapng");
     };
     let duration = args.duration.as_deref().map(humantime::parse_duration).transpose().context("bad --duration")?;
+    let settle = humantime::parse_duration(&args.settle).context("bad --settle")?;
     let file = File::create(out).with_context(|| format!("cannot write the capture {}", out.display()))?;
     let mut writer =
         myc_verify::pcapng::Writer::new(file).with_context(|| format!("cannot write {}", out.display()))?;
@@ -68,36 +73,96 @@ pub(crate) fn run(args: &CaptureArgs) -> anyhow::Result<Outcome> {
         drop(tx);
         let stop = async {
             match duration {
-                Some(duration) => tokio::select! { () = tokio::time::sleep(duration) => {}, () = shutdown_signal() => {} },
+                Some(duration) => {
+                    tokio::select! { () = tokio::time::sleep(duration) => {}, () = shutdown_signal() => {} }
+                }
                 None => shutdown_signal().await,
             }
         };
-        tokio::pin!(stop);
         let counter = progress::counter(&format!("capturing to {}", out.display()));
-        let mut written = 0u64;
+        let written = std::cell::Cell::new(0u64);
+        let window =
+            Window { taps: taps.len(), settle, sources: None, on_tick: || counter.set_position(written.get()) };
+        window
+            .run(&mut rx, stop, |index, bytes, arrival_ns| {
+                let interface = u32::try_from(index).unwrap_or(u32::MAX);
+                writer
+                    .packet(interface, arrival_ns, &bytes)
+                    .with_context(|| format!("cannot write {}", out.display()))?;
+                written.set(written.get() + 1);
+                Ok(args.count.is_some_and(|count| written.get() >= count))
+            })
+            .await?;
+        counter.finish_and_clear();
+        anyhow::Ok(written.get())
+    })?;
+    writer.finish().with_context(|| format!("cannot write {}", out.display()))?;
+    tracing::info!(messages = written, file = %out.display(), "capture written");
+    Ok(Outcome::Success)
+}
+
+/// A tapping window: messages until `stop`, then for at most `settle` only
+/// those another tap has already shown.
+pub(crate) struct Window<T> {
+    /// How many taps feed the channel.
+    pub(crate) taps: usize,
+    /// The settle time after `stop`.
+    pub(crate) settle: Duration,
+    /// Only these sources are taken (`None`: all); the others are not
+    /// waited for either.
+    pub(crate) sources: Option<std::collections::BTreeSet<u8>>,
+    /// Called a few times a second (progress).
+    pub(crate) on_tick: T,
+}
+
+impl<T: FnMut()> Window<T> {
+    /// Feeds every kept message to `keep` (which answers whether to stop
+    /// at once) until the window and its settle time are over.
+    pub(crate) async fn run(
+        mut self,
+        rx: &mut mpsc::Receiver<Tapped>,
+        stop: impl Future<Output = ()>,
+        mut keep: impl FnMut(usize, Bytes, u64) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        let mut settle = myc_verify::settle::Settle::new(self.taps);
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 () = &mut stop => break,
+                _ = tick.tick() => (self.on_tick)(),
+                tapped = rx.recv() => {
+                    let Some((index, bytes, arrival_ns)) = tapped else { return Ok(()) };
+                    if !myc_verify::join::kept_by(self.sources.as_ref(), &bytes) {
+                        continue;
+                    }
+                    settle.take(index, &bytes);
+                    if keep(index, bytes, arrival_ns)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+        let deadline = tokio::time::sleep(self.settle);
+        tokio::pin!(deadline);
+        while !settle.caught_up() {
+            tokio::select! {
+                () = &mut deadline => break,
+                _ = tick.tick() => (self.on_tick)(),
                 tapped = rx.recv() => {
                     let Some((index, bytes, arrival_ns)) = tapped else { break };
-                    let interface = u32::try_from(index).unwrap_or(u32::MAX);
-                    writer.packet(interface, arrival_ns, &bytes).with_context(|| format!("cannot write {}", out.display()))?;
-                    written += 1;
-                    if written % 1024 == 0 {
-                        counter.set_position(written);
+                    if !myc_verify::join::kept_by(self.sources.as_ref(), &bytes) {
+                        continue;
                     }
-                    if args.count.is_some_and(|count| written >= count) {
+                    if settle.admit(index, &bytes) && keep(index, bytes, arrival_ns)? {
                         break;
                     }
                 }
             }
         }
-        counter.finish_and_clear();
-        anyhow::Ok(written)
-    })?;
-    writer.finish().with_context(|| format!("cannot write {}", out.display()))?;
-    tracing::info!(messages = written, file = %out.display(), "capture written");
-    Ok(Outcome::Success)
+        (self.on_tick)();
+        Ok(())
+    }
 }
 
 /// The streams the flags name.
@@ -115,7 +180,7 @@ pub(crate) struct Streams<'a> {
 pub(crate) fn plan(streams: &Streams<'_>) -> anyhow::Result<Vec<Tap>> {
     let mut taps: Vec<Tap> = streams.relays.iter().cloned().map(Tap::Relay).collect();
     for (server, name) in pairs(streams.brokers, streams.topics, "--broker", "--topic")? {
-        taps.push(Tap::Broker(Endpoint::parse(server)?, name.to_owned()));
+        taps.push(Tap::Broker(Endpoint::parse(server)?, name.to_owned(), String::new()));
     }
     for (server, name) in pairs(streams.nats, streams.subjects, "--nats", "--subject")? {
         taps.push(Tap::Nats(server.to_owned(), name.to_owned()));
@@ -169,9 +234,10 @@ pub(crate) async fn start_taps(taps: &[Tap], tx: &mpsc::Sender<Tapped>) -> anyho
                     }
                 }));
             }
-            Tap::Broker(endpoint, topic) => {
+            Tap::Broker(endpoint, topic, token) => {
                 let mut options = myc_broker::ClientOptions::new(endpoint.clone());
                 options.client_name = "myc-capture".to_owned();
+                token.clone_into(&mut options.token);
                 let client = myc_broker::Client::start(options);
                 let mut subscription = client.subscribe(topic, "")?;
                 subscription

@@ -11,7 +11,7 @@
 //! decided in the rollout crate, from the figures gathered here. It never
 //! advances anything.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -23,7 +23,7 @@ use myc_rollout::guard::{
     Decision, Input, PathCounts, Sample, Sampled, State, Thresholds, Verdict, VerifySample, evaluate,
 };
 use myc_rollout::{Actor, Rollout};
-use myc_verify::join::{Captured, Ignore};
+use myc_verify::join::{Captured, Options};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
@@ -334,9 +334,13 @@ async fn sample_all(settings: &Settings, rollout: &Rollout, verifies: &Verifies)
     }
 }
 
-/// Taps every relay whose socket exists and its broker topic for `duration`,
-/// keeps the messages of `source`, and compares them. None when neither
-/// side carried any.
+/// How long a live verify sample keeps reading after its window for what
+/// was in flight, as `myc verify live --settle` does by default.
+const SAMPLE_SETTLE: Duration = Duration::from_millis(500);
+
+/// Taps every relay whose socket exists and its broker topic for `duration`
+/// (then [`SAMPLE_SETTLE`]), keeps the messages of `source`, and compares
+/// them. None when neither side carried any.
 async fn sample_one(settings: &Settings, source: u8, duration: Duration) -> anyhow::Result<Option<Sampled>> {
     let mut relays = Vec::new();
     let mut brokers = Vec::new();
@@ -352,11 +356,11 @@ async fn sample_one(settings: &Settings, source: u8, duration: Duration) -> anyh
             Backend::Mycelium => Tap::Broker(
                 myc_transport::Endpoint::parse(&settings.broker.endpoint).context("broker.endpoint")?,
                 topic.to_owned(),
+                settings.broker.token.clone(),
             ),
-            Backend::Nats => Tap::Nats(
-                settings.nats.urls.first().cloned().unwrap_or_default(),
-                format!("{}{topic}", settings.nats.subject_prefix),
-            ),
+            Backend::Nats => {
+                Tap::Nats(settings.nats.urls.join(","), format!("{}{topic}", settings.nats.subject_prefix))
+            }
         });
     }
     let n_relays = relays.len();
@@ -364,39 +368,23 @@ async fn sample_one(settings: &Settings, source: u8, duration: Duration) -> anyh
     if n_relays == 0 {
         return Ok(None);
     }
-    let (reference, candidate) = super::verify::tap_live(&relays, duration, |index| index < n_relays).await?;
-    Ok(judge(reference, candidate, source))
+    let sources = BTreeSet::from([source]);
+    let tapped =
+        super::verify::tap_live(&relays, duration, SAMPLE_SETTLE, Some(&sources), |index| index < n_relays, |_, _| {})
+            .await?;
+    Ok(judge(tapped.streams.0, tapped.streams.1, source))
 }
 
-/// The verdict on two live streams, keeping `source`'s messages and only
-/// the stretch both taps were listening to: the taps start and stop a few
-/// messages apart, which is no difference.
+/// The verdict on two live streams, keeping `source`'s messages and, as
+/// `myc verify live` does, only the stretch both taps saw (the taps start
+/// and stop a few messages apart, which is no difference). A side that
+/// carried nothing while the other carried something differs.
 fn judge(reference: Vec<Captured>, candidate: Vec<Captured>, source: u8) -> Option<Sampled> {
-    let of_source = |stream: Vec<Captured>| -> Vec<Captured> {
-        stream.into_iter().filter(|m| m.bytes.get(6) == Some(&source)).collect()
-    };
-    let (reference, candidate) = (of_source(reference), of_source(candidate));
-    match (reference.is_empty(), candidate.is_empty()) {
-        (true, true) => return None,
-        (false, true) | (true, false) => return Some(Sampled::Differs),
-        (false, false) => {}
+    let options = Options { trim_edges: true, sources: Some(BTreeSet::from([source])), ..Options::default() };
+    let comparison = myc_verify::join::compare_with(reference, candidate, &options);
+    if comparison.empty() {
+        return None;
     }
-    let sequence = |message: &Captured| {
-        message.bytes.get(8..16).and_then(|bytes| bytes.try_into().ok()).map_or(0, u64::from_le_bytes)
-    };
-    let span = |stream: &[Captured]| {
-        let sequences = stream.iter().map(sequence);
-        (sequences.clone().min().unwrap_or(0), sequences.max().unwrap_or(0))
-    };
-    let ((ref_low, ref_high), (cand_low, cand_high)) = (span(&reference), span(&candidate));
-    let (low, high) = (ref_low.max(cand_low), ref_high.min(cand_high));
-    if low > high {
-        return Some(Sampled::Differs);
-    }
-    let within = |stream: Vec<Captured>| -> Vec<Captured> {
-        stream.into_iter().filter(|message| (low..=high).contains(&sequence(message))).collect()
-    };
-    let comparison = myc_verify::join::compare(within(reference), within(candidate), Ignore::default(), 1);
     Some(if comparison.identical() { Sampled::Identical } else { Sampled::Differs })
 }
 

@@ -40,7 +40,7 @@ pub(crate) fn run(cli: &Cli) -> anyhow::Result<Outcome> {
         Command::Relay(args) => relay::run(args, &cli.global),
         Command::Produce(args) => produce::run(args, &cli.global),
         Command::Capture(args) => capture::run(args),
-        Command::Verify(command) => verify::run(command, cli.global.format),
+        Command::Verify(command) => verify::run(command, &cli.global),
         Command::Rollout(args) => rollout::run(args, &cli.global),
         Command::Config(command) => settings::run(command, &cli.global),
         Command::Console(args) => console::run(args, &cli.global),

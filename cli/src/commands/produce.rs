@@ -77,6 +77,8 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
         bail!("a synthetic dry run needs --count N");
     }
     let service = args.service.clone().unwrap_or_else(|| default_service.to_owned());
+    // The name reaches metric labels, the plan and the console: the same rule.
+    myc_config::check_service_name(&service).map_err(anyhow::Error::msg)?;
     let source = settings.services.get(&service).and_then(|service| service.source).unwrap_or(default_source);
     let stamper = Stamper::new(Source::from_u8(source), args.deterministic);
     let feed_settings = settings.feeds.get(&args.feed).cloned().unwrap_or_default();
@@ -111,7 +113,14 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
             }
             (Feed::Polygon, Some(input)) => drive(Polygon::new(stamper), input, &options, &mut sink, &stop).await?,
             (Feed::Kraken, Some(input)) => {
-                drive(Kraken::new(stamper, feed_settings.book_depth), input, &options, &mut sink, &stop).await?
+                drive(
+                    Kraken::new(stamper, feed_settings.book_depth).max_books(feed_settings.max_books),
+                    input,
+                    &options,
+                    &mut sink,
+                    &stop,
+                )
+                .await?
             }
             (_, None) => bail!("no input"),
         };

@@ -2,7 +2,8 @@
 //! `rollback` (never gated), `history` and `guard` (the loop lives in
 //! `commands::guard`), on the plan and audit log the
 //! settings name (`--file` overrides the plan). A refused gate prints its
-//! reason and exits 1.
+//! reason and exits 1; a bad or unknown service name, or a plan that is
+//! missing or unparsable after changes were made, is an error (exit 2).
 
 use std::io::Write;
 use std::time::SystemTime;
@@ -39,14 +40,23 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
             return Ok(Outcome::Success);
         }
         RolloutCommand::History { service } => {
-            let entries = rollout.history(service.as_deref())?;
+            let log = rollout.history(service.as_deref())?;
             match global.format {
-                Format::Json => writeln!(out, "{}", serde_json::to_string(&entries)?)?,
+                Format::Json => writeln!(out, "{}", serde_json::to_string(&log.entries)?)?,
                 Format::Human => {
-                    for entry in &entries {
+                    for entry in &log.entries {
                         writeln!(out, "{}", describe(entry))?;
                     }
                 }
+            }
+            // A corrupt line hides only itself; the operator is told which.
+            for unreadable in &log.unreadable {
+                tracing::warn!(
+                    log = %rollout.audit_log.display(),
+                    line = unreadable.line,
+                    error = %unreadable.error,
+                    "an audit log line is not an entry; skipped"
+                );
             }
             return Ok(Outcome::Success);
         }

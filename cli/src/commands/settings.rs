@@ -69,7 +69,11 @@ pub(crate) fn run(command: &ConfigCommand, global: &GlobalArgs) -> anyhow::Resul
             write!(out, "{BUNDLED_SERVICES}")?;
         }
         ConfigCommand::Check { file } => {
-            myc_config::load(&Sources::file_only(file)).with_context(|| format!("{} is refused", file.display()))?;
+            let settings = myc_config::load(&Sources::file_only(file))
+                .with_context(|| format!("{} is refused", file.display()))?;
+            for warning in settings.warnings() {
+                writeln!(out, "{}: warning: {warning}", file.display())?;
+            }
             writeln!(out, "{}: ok", file.display())?;
         }
         ConfigCommand::Show { show_secrets } => {

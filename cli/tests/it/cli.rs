@@ -272,3 +272,34 @@ fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the
     }
     drain.join().unwrap();
 }
+
+#[test]
+fn broker_refuses_to_bind_over_a_regular_file_and_leaves_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let important = dir.path().join("important.txt");
+    std::fs::write(&important, "keep me").unwrap();
+    let listen = format!("unix:{}", important.display());
+    let refused = myc(&["broker", "--listen", &listen, "--metrics", ""], b"");
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8(refused.stderr).unwrap();
+    assert!(stderr.contains(&important.display().to_string()) && stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&important).unwrap(), "keep me");
+}
+
+#[test]
+fn config_check_warns_about_an_acl_name_anyone_can_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    std::fs::write(
+        &file,
+        "[acl.clients.open_feed]\npublish = [\"market_data\"]\n\n[acl.clients.bound]\npublish = [\"market_data\"]\nuids = [1001]\n",
+    )
+    .unwrap();
+    let checked = myc(&["config", "check", &file.display().to_string()], b"");
+    assert_eq!(checked.status.code(), Some(0));
+    let stdout = String::from_utf8(checked.stdout).unwrap();
+    let warnings: Vec<_> = stdout.lines().filter(|line| line.contains("warning")).collect();
+    assert_eq!(warnings.len(), 1, "{stdout}");
+    assert!(warnings[0].contains("acl.clients.open_feed") && warnings[0].contains("any client"), "{stdout}");
+    assert!(stdout.trim_end().ends_with(": ok"), "{stdout}");
+}

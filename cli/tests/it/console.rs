@@ -2,8 +2,10 @@
 //! producer run as `myc` processes; headless Chromium (driven by
 //! playwright-core, `cli/tests/browser/console.mjs`) loads the console,
 //! sees the live stage and rates, clicks "roll back", and the stage changes
-//! in the rollout file and the audit log. The screenshot is kept in the
-//! target directory. Skips, saying so, where Chromium, Node.js or
+//! in the rollout file and the audit log. The service's latest verify
+//! report is hostile — markup and script in its fields — and the page shows
+//! it as text with no script run. The screenshot is kept in the target
+//! directory. Skips, saying so, where Chromium, Node.js or
 //! playwright-core is missing; `.ci/run` installs them.
 
 use std::path::Path;
@@ -40,6 +42,25 @@ fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
         ),
     )
     .unwrap();
+    // A report whose fields carry markup that would run script if it were
+    // ever rendered as HTML.
+    let markup = "<img src=x onerror=\"window.__pwned=1\">";
+    std::fs::create_dir_all(dir.path().join("reports")).unwrap();
+    let generated_at = humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string();
+    let hostile = serde_json::json!({
+        "generated_at": generated_at,
+        "sources": [99],
+        "reference": {"name": format!("relay:{markup}"), "messages": 10, "file": markup, "file_sha256": "<b>x</b>"},
+        "candidate": {"name": "<script>window.__pwned=2</script>", "messages": 10},
+        "matched": 10, "mismatched": 0, "missing": 0, "extra": 0,
+        "per_source": {"99": {"matched": 10, "mismatched": 0, "missing": 0, "extra": 0}},
+        "window": {"start": generated_at, "end": "<svg onload=window.__pwned=3>"},
+        "skew_ns": null,
+        "verdict": "identical",
+        "examples": [{"kind": "<i>mismatched</i>", "key": {"relay_domain": 1, "source": 99, "sequence": 1},
+                      "diff": format!("--- a\n+++ b\n@@ -1 +1 @@\n-{markup}\n+<script>window.__pwned=4</script>\n")}],
+    });
+    std::fs::write(dir.path().join("reports/hostile.json"), hostile.to_string()).unwrap();
     let set = myc(&config, &["rollout", "set", "synth", "dual_relay_primary", "--reason", "start"]).status().unwrap();
     assert!(set.success());
     let mut processes = Processes(Vec::new());
@@ -68,6 +89,7 @@ fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
         .arg(format!("http://{listen}/"))
         .arg("synth")
         .arg(&screenshot)
+        .arg(markup)
         .env("CHROMIUM", &chromium)
         .output()
         .unwrap();
@@ -78,6 +100,17 @@ fn an_operator_rolls_a_service_back_from_the_console_in_a_browser() {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(screenshot.is_file(), "the screenshot is kept at {}", screenshot.display());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let seen: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(seen["injected"]["pwned"], serde_json::Value::Null, "no script ran: {seen}");
+    assert_eq!(
+        (seen["injected"]["images"].as_u64(), seen["injected"]["scripts"].as_u64()),
+        (Some(0), Some(0)),
+        "{seen}"
+    );
+    assert_eq!(seen["dialogs"], serde_json::json!(["Why roll synth back?"]), "only the reason prompt: {seen}");
+    // The gate's refusal quotes the hostile field: as text too.
+    assert!(seen["gateReason"].as_str().unwrap().contains("<svg onload=window.__pwned=3>"), "{seen}");
 
     let status = myc(&config, &["rollout", "status", "--format", "json"]).stdout(Stdio::piped()).output().unwrap();
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();

@@ -15,7 +15,9 @@ mod produce;
 mod rollout;
 mod tidy;
 mod tlv;
+mod trust;
 mod verify;
+mod verify_live;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,7 @@
 //! `myc verify files` on captures written with the capture writer: identical
 //! streams, a one-byte difference, two interfaces of one file, a truncated
-//! file, bad arguments.
+//! file, bad arguments, edges counted or trimmed, and each error an operator
+//! can make in naming the streams; `myc capture` into files.
 
 use std::path::Path;
 
@@ -9,7 +10,7 @@ use myc_verify::pcapng::Writer;
 
 use super::myc;
 
-fn message(sequence: u64, price: i64) -> Vec<u8> {
+pub(super) fn message(sequence: u64, price: i64) -> Vec<u8> {
     let header = Header::new(Domain::MarketData, Source::KrakenCollector, sequence, 1_000 + sequence);
     let trade = Trade {
         asset_id: 7,
@@ -25,7 +26,7 @@ fn message(sequence: u64, price: i64) -> Vec<u8> {
 }
 
 /// Writes `streams` (name, messages) into one capture file.
-fn capture(path: &Path, streams: &[(&str, Vec<Vec<u8>>)]) {
+pub(super) fn capture(path: &Path, streams: &[(&str, Vec<Vec<u8>>)]) {
     let mut writer = Writer::new(std::fs::File::create(path).unwrap()).unwrap();
     for (index, (name, messages)) in streams.iter().enumerate() {
         let interface = writer.interface(name).unwrap();
@@ -38,11 +39,11 @@ fn capture(path: &Path, streams: &[(&str, Vec<Vec<u8>>)]) {
     writer.finish().unwrap();
 }
 
-fn stream(n: u64) -> Vec<Vec<u8>> {
+pub(super) fn stream(n: u64) -> Vec<Vec<u8>> {
     (1..=n).map(|sequence| message(sequence, 100 + sequence as i64)).collect()
 }
 
-fn arg(path: &Path) -> &str {
+pub(super) fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
@@ -167,7 +168,7 @@ fn a_truncated_capture_is_an_error_naming_the_offset() {
 }
 
 /// Starts `myc <args>` and waits until `socket` accepts connections.
-fn server(args: &[&str], socket: &Path) -> std::process::Child {
+pub(super) fn server(args: &[&str], socket: &Path) -> std::process::Child {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
         .args(args)
         .stderr(std::process::Stdio::null())
@@ -181,7 +182,7 @@ fn server(args: &[&str], socket: &Path) -> std::process::Child {
     child
 }
 
-fn stop(mut child: std::process::Child) {
+pub(super) fn stop(mut child: std::process::Child) {
     let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
 }
@@ -380,10 +381,144 @@ fn capture_taps_a_nats_subject() {
     let _ = server.kill();
     let _ = server.wait();
     assert!(status.success());
-    let output = myc(&["verify", "files", arg(&out), arg(&out), "--format", "json"], b"");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(
-        (report["matched"].as_u64(), report["reference"]["name"].as_str()),
-        (Some(5), Some("nats:myc.market_data"))
+    let mut reader = myc_verify::pcapng::Reader::new(std::fs::File::open(&out).unwrap());
+    let mut packets = 0;
+    while let Some(packet) = reader.next_packet().unwrap() {
+        assert!(myc_codec::Message::parse(&packet.data).is_ok());
+        packets += 1;
+    }
+    assert_eq!((packets, reader.interfaces()[0].name.as_str()), (5, "nats:myc.market_data"));
+}
+
+fn report_of(output: &std::process::Output) -> serde_json::Value {
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|error| {
+        panic!("{error}: {}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    })
+}
+
+#[test]
+fn verify_files_counts_a_lost_last_message_as_missing_and_with_trim_edges_as_edge() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate) = (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"));
+    capture(&reference, &[("relay:/r.sock", stream(10))]);
+    capture(&candidate, &[("broker:md", stream(9))]);
+    let counted = myc(&["verify", "files", arg(&reference), arg(&candidate), "--format", "json"], b"");
+    assert_eq!(counted.status.code(), Some(1));
+    let report = report_of(&counted);
+    assert_eq!((report["missing"].as_u64(), report["edges"].as_str()), (Some(1), Some("counted")));
+    assert_eq!(report["edge"], serde_json::json!({"reference": 0, "candidate": 0}));
+    assert_eq!(report["verdict"], "differs");
+
+    let trimmed = myc(&["verify", "files", arg(&reference), arg(&candidate), "--trim-edges", "--format", "json"], b"");
+    assert_eq!(trimmed.status.code(), Some(0));
+    let report = report_of(&trimmed);
+    assert_eq!((report["missing"].as_u64(), report["edges"].as_str()), (Some(0), Some("trimmed")));
+    assert_eq!(report["edge"], serde_json::json!({"reference": 1, "candidate": 0}));
+    assert_eq!((report["matched"].as_u64(), report["verdict"].as_str()), (Some(9), Some("identical")));
+}
+
+#[test]
+fn an_interface_the_file_lacks_is_an_error_listing_the_ones_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = dir.path().join("both.pcapng");
+    capture(&both, &[("relay:/r.sock", stream(5)), ("broker:md", stream(5))]);
+    let output = myc(&["verify", "files", arg(&both), "--reference-if", "typo-a", "--candidate-if", "broker:md"], b"");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(output.stdout.is_empty(), "no report about nothing");
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("has no interface \"typo-a\"; its interfaces: relay:/r.sock, broker:md"), "{stderr}");
+}
+
+#[test]
+fn comparing_a_stream_with_itself_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let both = dir.path().join("both.pcapng");
+    capture(&both, &[("relay:/r.sock", stream(5)), ("broker:md", stream(5))]);
+    let same_interface = myc(
+        &["verify", "files", arg(&both), "--reference-if", "relay:/r.sock", "--candidate-if", "relay:/r.sock"],
+        b"",
     );
+    let same_file = myc(&["verify", "files", arg(&both), arg(&both)], b"");
+    let respelled = dir.path().join(".").join("both.pcapng");
+    let respelled = myc(&["verify", "files", arg(&both), arg(&respelled), "--reference-if", "relay:/r.sock"], b"");
+    for output in [same_interface, same_file, respelled] {
+        assert_eq!(output.status.code(), Some(2));
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert!(
+            stderr.contains("the reference and the candidate are the same stream")
+                && stderr.contains("comparing a stream with itself proves nothing"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn two_empty_streams_give_the_empty_verdict_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate) = (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"));
+    capture(&reference, &[("relay:/r.sock", Vec::new())]);
+    capture(&candidate, &[("broker:md", Vec::new())]);
+    let output = myc(&["verify", "files", arg(&reference), arg(&candidate), "--format", "json"], b"");
+    assert_eq!(output.status.code(), Some(1));
+    let report = report_of(&output);
+    assert_eq!((report["verdict"].as_str(), report["matched"].as_u64()), (Some("empty"), Some(0)));
+    let human = myc(&["verify", "files", arg(&reference), arg(&candidate)], b"");
+    assert!(String::from_utf8(human.stdout).unwrap().starts_with("verify: EMPTY"));
+}
+
+#[test]
+fn the_report_names_its_files_digests_window_and_per_source_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate) = (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"));
+    capture(&reference, &[("relay:/r.sock", stream(10))]);
+    capture(&candidate, &[("broker:md", stream(10))]);
+    let output = myc(&["verify", "files", arg(&reference), arg(&candidate), "--format", "json"], b"");
+    assert_eq!(output.status.code(), Some(0));
+    let report = report_of(&output);
+    for (side, path) in [("reference", &reference), ("candidate", &candidate)] {
+        assert_eq!(report[side]["file"].as_str(), Some(arg(path)));
+        let digest = report[side]["file_sha256"].as_str().unwrap();
+        if let Ok(sha256sum) = std::process::Command::new("sha256sum").arg(path).output() {
+            assert!(String::from_utf8(sha256sum.stdout).unwrap().starts_with(digest), "{digest}");
+        }
+        assert_eq!(digest.len(), 64);
+    }
+    // Source 2 (Kraken) only; its counts sum to the totals.
+    assert_eq!(
+        report["per_source"],
+        serde_json::json!({"2": {"matched": 10, "mismatched": 0, "missing": 0, "extra": 0}})
+    );
+    // Microseconds: the capture's first and last arrival, and when the report was made.
+    assert_eq!(report["window"]["start"], "2023-11-14T22:13:20.000000Z");
+    assert_eq!(report["window"]["end"], "2023-11-14T22:13:20.000000Z");
+    let generated_at = report["generated_at"].as_str().unwrap();
+    assert!(
+        generated_at.len() == 27 && generated_at.as_bytes()[19] == b'.' && generated_at.ends_with('Z'),
+        "{generated_at}"
+    );
+    assert!(report.get("filter").is_none());
+    let skew = &report["skew_ns"];
+    assert!(skew["p50"].as_i64() <= skew["p99"].as_i64() && skew["p99"].as_i64() <= skew["max"].as_i64(), "{skew}");
+}
+
+#[test]
+fn a_source_filter_is_recorded_and_an_unknown_service_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (reference, candidate) = (dir.path().join("relay.pcapng"), dir.path().join("broker.pcapng"));
+    capture(&reference, &[("relay:/r.sock", stream(10))]);
+    capture(&candidate, &[("broker:md", stream(10))]);
+    let config = dir.path().join("myc.toml");
+    std::fs::write(&config, "[services.kraken_adapter]\nsource = 2\n[services.unnumbered]\n").unwrap();
+    let files = ["verify", "files", arg(&reference), arg(&candidate), "--format", "json", "--config", arg(&config)];
+    let by_service = myc(&[&files[..], &["--service", "kraken_adapter"]].concat(), b"");
+    assert_eq!(by_service.status.code(), Some(0));
+    assert_eq!(report_of(&by_service)["filter"], serde_json::json!({"sources": [2]}));
+    let other_source = myc(&[&files[..], &["--source", "4"]].concat(), b"");
+    assert_eq!(report_of(&other_source)["verdict"], "empty", "nothing of source 4 in either stream");
+    let typo = myc(&[&files[..], &["--service", "kraken_adaptr"]].concat(), b"");
+    assert_eq!(typo.status.code(), Some(2));
+    assert!(String::from_utf8(typo.stderr).unwrap().contains("no service \"kraken_adaptr\" in the settings"));
+    let unnumbered = myc(&[&files[..], &["--service", "unnumbered"]].concat(), b"");
+    assert_eq!(unnumbered.status.code(), Some(2));
+    assert!(String::from_utf8(unnumbered.stderr).unwrap().contains("has no source id"));
 }

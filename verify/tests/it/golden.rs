@@ -8,7 +8,7 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use myc_verify::join::{Ignore, compare};
 use myc_verify::report::Report;
-use myc_verify::stream::CaptureStream;
+use myc_verify::stream::{CaptureStream, file_sha256};
 
 fn data(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)
@@ -23,12 +23,14 @@ fn report(reference: (&str, Option<&str>), candidate: (&str, Option<&str>), igno
     assert_eq!(reference_info.error(), None);
     assert_eq!(candidate_info.error(), None);
     let generated_at = UNIX_EPOCH + Duration::from_secs(1_764_180_000);
+    let file = |name: &str| (name.to_owned(), file_sha256(&data(name)).unwrap());
     let report = Report::new(
         &comparison,
         &reference_info.interface().unwrap(),
         &candidate_info.interface().unwrap(),
         generated_at,
-    );
+    )
+    .with_files(file(reference.0), file(candidate.0));
     let (mut human, mut json) = (Vec::new(), Vec::new());
     report.render_human(&mut human).unwrap();
     report.render_json(&mut json).unwrap();
@@ -57,5 +59,10 @@ fn two_interfaces_of_one_file() {
     let candidate = ("both.pcapng", Some("broker:market_data"));
     let (human, json) = report(reference, candidate, Ignore::default());
     let (same_human, same_json) = report(("relay.pcapng", None), ("broker-same.pcapng", None), Ignore::default());
-    assert_eq!((human, json), (same_human, same_json));
+    // The same report, but for the files it names.
+    let without_files = |text: &str| -> String {
+        text.lines().filter(|line| !line.contains("file")).map(|line| line.trim_end_matches(',')).collect()
+    };
+    assert!(json.contains("\"file\": \"both.pcapng\""), "{json}");
+    assert_eq!((without_files(&human), without_files(&json)), (without_files(&same_human), without_files(&same_json)));
 }

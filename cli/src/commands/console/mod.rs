@@ -4,35 +4,46 @@
 //! side) and the audit history; advance (enabled only when the gate would
 //! pass, else the page says why) and roll back (with a reason). It reads
 //! and writes the same settings, rollout plan, audit log and verify reports
-//! as the CLI, through the same code. With `[guard] enabled` it runs the
-//! guard (`commands::guard`) and shows each service's latest decision.
+//! as the CLI, through the same code (`myc_rollout::Rollout`, whose lock
+//! orders the console's changes with everyone else's). With `[guard] enabled`
+//! it runs the guard (`commands::guard`) and shows each service's latest
+//! decision.
 //!
-//! Safety: loopback by default; any other address needs a token (compared
-//! in constant time). State-changing requests are POSTs carrying the page's
-//! CSRF token; every change is audited with the client's address.
+//! Safety, applied to every request before any handler ([`guard`]): a
+//! `Host` that is not this console gets 421 (DNS rebinding), a POST from
+//! another `Origin` 403, a request without the token (when one is set) 401.
+//! `/?token=…` trades the token for an `HttpOnly` cookie and a redirect to
+//! the same URL without it. State-changing requests are POSTs carrying the
+//! page's CSRF token; every change is audited with the client's address.
+//! Everything from files or requests reaches the page as text.
+//!
+//! It deliberately logs no URL and no header, so the token never lands in
+//! a log.
 
+mod access;
 #[cfg(test)]
 mod guard_tests;
 mod page;
+mod reports;
 pub(crate) mod scrape;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use anyhow::{Context, bail};
-use axum::extract::{ConnectInfo, Path as UrlPath, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{ConnectInfo, Path as UrlPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use myc_config::{Settings, Stage};
-use myc_rollout::{Actor, Rollout};
+use myc_rollout::{Actor, Rollout, gate};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{ConsoleArgs, GlobalArgs};
@@ -41,11 +52,13 @@ use crate::args::{ConsoleArgs, GlobalArgs};
 pub(crate) struct Console {
     settings: Settings,
     rollout: Rollout,
-    reports_dir: PathBuf,
+    reports: reports::Reports,
     /// Required on every request when set.
     token: Option<String>,
     /// Required on every POST (`X-CSRF-Token`), embedded in the page.
     csrf: String,
+    /// The `Host` values answered.
+    hosts: access::Hosts,
     live: scrape::Live,
     /// The guard's latest decision per service (empty unless `[guard] enabled`).
     guard: super::guard::Latest,
@@ -61,17 +74,21 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
             "refusing to serve the console on {address} without a token: anyone who can reach it could change stages (set --token or console.token)"
         );
     }
-    let mut console = Console::new(settings, token);
-    let guard = if console.settings.guard.enabled {
-        let guard = super::guard::Guard::new(&console.settings, console.rollout.clone(), false)?;
-        console.guard = Arc::clone(&guard.latest);
-        Some(guard)
-    } else {
-        None
-    };
-    let console = Arc::new(console);
     let runtime = super::runtime()?;
     runtime.block_on(async move {
+        let listener =
+            tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
+        let bound = listener.local_addr()?;
+        tracing::info!(address = %bound, "console listening");
+        let mut console = Console::new(settings, token, bound);
+        let guard = if console.settings.guard.enabled {
+            let guard = super::guard::Guard::new(&console.settings, console.rollout.clone(), false)?;
+            console.guard = Arc::clone(&guard.latest);
+            Some(guard)
+        } else {
+            None
+        };
+        let console = Arc::new(console);
         // The guard's decisions are logged and shown on the page; its
         // counters are served on `[metrics] listen` when that is set.
         let metrics_address = Some(console.settings.metrics.listen.as_str()).filter(|address| !address.is_empty());
@@ -92,13 +109,7 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
                 );
             }))
         });
-        let listener =
-            tokio::net::TcpListener::bind(address).await.with_context(|| format!("cannot listen on {address}"))?;
-        tracing::info!(address = %listener.local_addr()?, "console listening");
-        let _scraper = myc_transport::AbortOnDrop::spawn(scrape::run(
-            console.settings.console.scrape.clone(),
-            Arc::clone(&console.live),
-        ));
+        let _scrapers = scrape::run(console.settings.console.scrape.clone(), &console.live);
         let app = router(Arc::clone(&console)).into_make_service_with_connect_info::<SocketAddr>();
         axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
         anyhow::Ok(Outcome::Success)
@@ -106,103 +117,90 @@ pub(crate) fn run(args: &ConsoleArgs, global: &GlobalArgs) -> anyhow::Result<Out
 }
 
 impl Console {
-    pub(crate) fn new(settings: Settings, token: Option<String>) -> Console {
+    pub(crate) fn new(settings: Settings, token: Option<String>, listen: SocketAddr) -> Console {
         let rollout = Rollout::from_settings(&settings);
-        let reports_dir = settings.console.reports_dir.clone();
+        let reports = reports::Reports::new(settings.console.reports_dir.clone());
         let csrf = format!("{:032x}", rand::random::<u128>());
+        let hosts = access::Hosts::new(listen, &settings.console.allowed_hosts);
         Console {
             settings,
             rollout,
-            reports_dir,
+            reports,
             token,
             csrf,
+            hosts,
             live: scrape::Live::default(),
             guard: super::guard::Latest::default(),
         }
     }
 
-    fn authorized(&self, headers: &HeaderMap) -> bool {
-        let Some(expected) = &self.token else { return true };
-        let bearer = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let cookie = headers
-            .get(header::COOKIE)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|cookies| cookies.split(';').find_map(|cookie| cookie.trim().strip_prefix("myc_console_token=")));
-        [bearer, cookie]
-            .into_iter()
-            .flatten()
-            .any(|given| bool::from(subtle::ConstantTimeEq::ct_eq(expected.as_bytes(), given.as_bytes())))
-    }
-
-    /// Every verify report in the reports directory: (id, parsed JSON, raw bytes).
-    fn reports(&self) -> Vec<(String, Value, Vec<u8>)> {
-        let Ok(entries) = std::fs::read_dir(&self.reports_dir) else { return Vec::new() };
-        let mut reports: Vec<_> = entries
-            .filter_map(Result::ok)
-            .map(|entry| entry.path())
-            .filter(|path| path.extension().is_some_and(|extension| extension == "json"))
-            .filter_map(|path| {
-                let bytes = std::fs::read(&path).ok()?;
-                let value: Value = serde_json::from_slice(&bytes).ok()?;
-                value.get("verdict")?;
-                let id = path.file_stem()?.to_string_lossy().into_owned();
-                Some((id, value, bytes))
-            })
-            .collect();
-        reports.sort_by(|a, b| a.1["generated_at"].as_str().cmp(&b.1["generated_at"].as_str()));
-        reports
-    }
-
-    /// The newest report about `source`'s stream (any report when the
-    /// service has no source id).
-    fn latest_report(&self, source: Option<u8>) -> Option<(String, Value, Vec<u8>)> {
-        self.reports().into_iter().rev().find(|(_, value, _)| {
-            source.is_none_or(|source| {
-                value["sources"]
-                    .as_array()
-                    .is_some_and(|sources| sources.iter().any(|id| id.as_u64() == Some(u64::from(source))))
-            })
-        })
+    fn source_of(&self, service: &str) -> Option<u8> {
+        self.settings.services.get(service).and_then(|service| service.source)
     }
 
     /// Whether an advance would pass the gate now, and why not.
-    fn gate(&self, stage: Stage, source: Option<u8>, report: Option<&[u8]>) -> (bool, String) {
+    fn gate(
+        &self,
+        name: &str,
+        stage: Stage,
+        source: Option<u8>,
+        report: Option<&reports::Report>,
+        audit: &myc_rollout::audit::Log,
+        now: SystemTime,
+    ) -> (bool, String) {
         if stage == Stage::Broker {
             return (false, "already at broker".to_owned());
         }
         let Some(report) = report else {
-            return (false, format!("no verify report for this service in {}", self.reports_dir.display()));
+            return (false, self.no_report(name, source));
         };
-        match myc_rollout::gate::Evidence::from_json(report)
-            .and_then(|evidence| myc_rollout::gate::check(&evidence, &self.settings.gate, source, SystemTime::now()))
-        {
+        let facts = gate::AuditFacts::of(audit, name);
+        match gate::Evidence::from_json(&report.bytes).and_then(|evidence| {
+            gate::check(&evidence, &self.settings.gate, gate::ServiceFacts { name, source }, &facts, now)
+        }) {
             Ok(()) => (true, "the latest report passes the gate".to_owned()),
             Err(why) => (false, why),
         }
     }
 
-    fn service_view(&self, name: &str, stage: Stage, source: Option<u8>) -> ServiceView {
-        let report = self.latest_report(source);
-        let (advance_allowed, gate_reason) =
-            self.gate(stage, source, report.as_ref().map(|(_, _, bytes)| bytes.as_slice()));
-        let paths =
-            self.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned().unwrap_or_default();
-        let age_seconds = report.as_ref().and_then(|(_, value, _)| {
-            let at = humantime::parse_rfc3339_weak(value["generated_at"].as_str()?).ok()?;
-            SystemTime::now().duration_since(at).ok().map(|age| age.as_secs())
-        });
+    fn no_report(&self, name: &str, source: Option<u8>) -> String {
+        match source {
+            Some(source) => {
+                format!("no verify report about source {source} in {}", self.reports.dir().display())
+            }
+            None => format!("{name} has no source id ([services.{name}] source = N), so no report can be about it"),
+        }
+    }
+
+    fn service_view(
+        &self,
+        name: &str,
+        stage: Stage,
+        source: Option<u8>,
+        audit: &myc_rollout::audit::Log,
+        now: SystemTime,
+    ) -> ServiceView {
+        let report = self.reports.latest(source, now);
+        let (advance_allowed, gate_reason) = self.gate(name, stage, source, report.as_ref(), audit, now);
+        let paths = self
+            .live
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .services
+            .get(name)
+            .cloned()
+            .unwrap_or_default();
         ServiceView {
             name: name.to_owned(),
             stage,
             stage_index: stage.index(),
             source,
             paths,
-            verdict: report.as_ref().and_then(|(_, value, _)| value["verdict"].as_str().map(str::to_owned)),
-            report_id: report.map(|(id, _, _)| id),
-            report_age_seconds: age_seconds,
+            verdict: report.as_ref().and_then(|report| report.value["verdict"].as_str().map(str::to_owned)),
+            report_age_seconds: report
+                .as_ref()
+                .map(|report| now.duration_since(report.generated_at).map_or(0, |age| age.as_secs())),
+            report_id: report.map(|report| report.id),
             advance_allowed,
             gate_reason,
             guard: self.guard.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned(),
@@ -211,10 +209,12 @@ impl Console {
 
     fn services(&self) -> anyhow::Result<Vec<ServiceView>> {
         let status = self.rollout.status()?;
+        let audit = self.rollout.history(None)?;
+        let now = SystemTime::now();
         Ok(status
             .services
             .iter()
-            .map(|(name, service)| self.service_view(name, service.stage, service.source))
+            .map(|(name, service)| self.service_view(name, service.stage, service.source, &audit, now))
             .collect())
     }
 }
@@ -240,9 +240,11 @@ pub(crate) fn router(console: Arc<Console>) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/api/services", get(list))
+        .route("/api/overview", get(overview))
         .route("/api/services/{name}", get(detail))
         .route("/api/services/{name}/{action}", post(change))
         .route("/api/reports/{id}", get(report))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&console), guard))
         .with_state(console)
 }
 
@@ -252,69 +254,172 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({ "error": message.into() }))).into_response()
 }
 
-#[derive(Deserialize)]
-struct PageQuery {
-    token: Option<String>,
+/// Host, Origin and token, for every request, before its handler; and the
+/// headers every answer carries.
+async fn guard(State(console): Shared, request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let host = headers.get(header::HOST).and_then(|host| host.to_str().ok()).unwrap_or_default();
+    if !console.hosts.allows(host) {
+        return error(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this console does not answer to that Host (add it to [console] allowed_hosts if it is yours)",
+        );
+    }
+    if request.method() == Method::POST && !access::same_origin(headers) {
+        return error(StatusCode::FORBIDDEN, "a change must come from the console's own page (Origin differs)");
+    }
+    // `/?token=` is the one way in without the token already in hand; the
+    // page handler checks it and trades it for the cookie.
+    let trading = request.uri().path() == "/" && request.uri().query().is_some_and(has_token_param);
+    if let Some(expected) = &console.token
+        && !trading
+        && !access::has_token(headers, expected)
+    {
+        return error(StatusCode::UNAUTHORIZED, "a token is required");
+    }
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
-async fn index(State(console): Shared, headers: HeaderMap, Query(query): Query<PageQuery>) -> Response {
-    // Opening the page with ?token=… once sets a cookie for the rest.
-    let mut headers = headers;
-    if let Some(token) = &query.token
-        && let Ok(value) = format!("myc_console_token={token}").parse()
-    {
-        headers.insert(header::COOKIE, value);
-    }
-    if !console.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "a token is required");
+fn has_token_param(query: &str) -> bool {
+    query.split('&').any(|pair| pair.split('=').next() == Some("token"))
+}
+
+async fn index(State(console): Shared, request: Request) -> Response {
+    let query = request.uri().query().unwrap_or_default();
+    if has_token_param(query) {
+        return trade_token(&console, query);
     }
     let services = match console.services() {
         Ok(services) => services,
-        Err(error_text) => return error(StatusCode::INTERNAL_SERVER_ERROR, error_text.to_string()),
+        Err(error_text) => return error(StatusCode::INTERNAL_SERVER_ERROR, format!("{error_text:#}")),
     };
-    let page = Html(page::render(&services, &console.csrf));
-    match &query.token {
-        Some(token) => {
-            let cookie = format!("myc_console_token={token}; HttpOnly; SameSite=Strict; Path=/");
-            ([(header::SET_COOKIE, cookie)], page).into_response()
-        }
-        None => page.into_response(),
+    let nonce = format!("{:032x}", rand::random::<u128>());
+    let csp = format!(
+        "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; connect-src 'self'; \
+         img-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    );
+    let mut response = Html(page::render(&services, &console.csrf, &nonce)).into_response();
+    if let Ok(csp) = HeaderValue::from_str(&csp) {
+        response.headers_mut().insert(header::CONTENT_SECURITY_POLICY, csp);
     }
+    response
 }
 
-async fn list(State(console): Shared, headers: HeaderMap) -> Response {
-    if !console.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "a token is required");
+/// `/?token=…`: 303 to the same URL without the token, with the cookie when
+/// the token is right. The token itself is never echoed.
+fn trade_token(console: &Console, query: &str) -> Response {
+    let given = query.split('&').find_map(|pair| pair.strip_prefix("token=")).map(percent_decode).unwrap_or_default();
+    let rest = access::without_token(query);
+    let location = if rest.is_empty() { "/".to_owned() } else { format!("/?{rest}") };
+    let mut response = (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response();
+    match &console.token {
+        Some(expected) if access::token_matches(expected, &given) => {
+            let cookie = format!("{}={given}; HttpOnly; SameSite=Strict; Path=/", access::TOKEN_COOKIE);
+            match HeaderValue::from_str(&cookie) {
+                Ok(cookie) => {
+                    response.headers_mut().insert(header::SET_COOKIE, cookie);
+                }
+                Err(_) => return error(StatusCode::BAD_REQUEST, "the token cannot be a cookie"),
+            }
+        }
+        Some(_) => return error(StatusCode::UNAUTHORIZED, "wrong token"),
+        None => {}
     }
+    response
+}
+
+/// `%XX` and `+` decoded; anything malformed left as written (it then
+/// simply does not match the token).
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' if index + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[index + 1..index + 3]).unwrap_or("zz"), 16) {
+                    Ok(byte) => {
+                        out.push(byte);
+                        index += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            byte => out.push(byte),
+        }
+        index += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn list(State(console): Shared) -> Response {
     match console.services() {
         Ok(services) => Json(services).into_response(),
-        Err(error_text) => error(StatusCode::INTERNAL_SERVER_ERROR, error_text.to_string()),
+        Err(error_text) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("{error_text:#}")),
     }
 }
 
-async fn detail(State(console): Shared, headers: HeaderMap, UrlPath(name): UrlPath<String>) -> Response {
-    if !console.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "a token is required");
+/// What is not about one service: invalid reports, scrape targets, and
+/// unreadable audit lines.
+async fn overview(State(console): Shared) -> Response {
+    let (_, invalid) = console.reports.scan(SystemTime::now());
+    let targets = console.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).targets.clone();
+    let audit_unreadable = console.rollout.history(None).map(|log| log.unreadable).unwrap_or_default();
+    Json(json!({ "invalid_reports": invalid, "targets": targets, "audit_unreadable": audit_unreadable }))
+        .into_response()
+}
+
+/// A rollout error as an HTTP answer: refused 409, unknown service 404, bad
+/// name 400, anything else 500.
+fn rollout_error(failure: &myc_rollout::Error) -> Response {
+    match failure {
+        myc_rollout::Error::Refused(reason) => error(StatusCode::CONFLICT, format!("refused: {reason}")),
+        myc_rollout::Error::UnknownService(_) => error(StatusCode::NOT_FOUND, failure.to_string()),
+        myc_rollout::Error::BadServiceName(_) => error(StatusCode::BAD_REQUEST, failure.to_string()),
+        other => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
-    let Ok(status) = console.rollout.status() else {
-        return error(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the plan");
+}
+
+async fn detail(State(console): Shared, UrlPath(name): UrlPath<String>) -> Response {
+    if let Err(bad) = myc_rollout::check_service_name(&name) {
+        return rollout_error(&bad);
+    }
+    let status = match console.rollout.status() {
+        Ok(status) => status,
+        Err(failure) => return rollout_error(&failure),
     };
     let Some(service) = status.services.get(&name) else {
-        return error(StatusCode::NOT_FOUND, format!("no service {name}"));
+        return rollout_error(&myc_rollout::Error::UnknownService(name));
     };
-    let view = console.service_view(&name, service.stage, service.source);
-    let report = console.latest_report(service.source).map(|(_, value, _)| value);
-    let history = console.rollout.history(Some(&name)).unwrap_or_default();
-    Json(json!({ "service": view, "report": report, "history": history })).into_response()
+    let audit = match console.rollout.history(None) {
+        Ok(audit) => audit,
+        Err(failure) => return rollout_error(&failure),
+    };
+    let now = SystemTime::now();
+    let view = console.service_view(&name, service.stage, service.source, &audit, now);
+    let report = console.reports.latest(service.source, now).map(|report| report.value);
+    let history: Vec<_> = audit.entries.iter().filter(|entry| entry.service == name).collect();
+    Json(json!({
+        "service": view,
+        "report": report,
+        "history": history,
+        "history_unreadable": audit.unreadable,
+    }))
+    .into_response()
 }
 
-async fn report(State(console): Shared, headers: HeaderMap, UrlPath(id): UrlPath<String>) -> Response {
-    if !console.authorized(&headers) {
-        return error(StatusCode::UNAUTHORIZED, "a token is required");
-    }
-    match console.reports().into_iter().find(|(report_id, _, _)| *report_id == id) {
-        Some((_, value, _)) => Json(value).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("no report {id}")),
+async fn report(State(console): Shared, UrlPath(id): UrlPath<String>) -> Response {
+    match console.reports.get(&id) {
+        Some(value) => Json(value).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no such report"),
     }
 }
 
@@ -324,26 +429,15 @@ struct ChangeRequest {
     reason: String,
 }
 
-/// Checks token and CSRF for a POST; the actor to audit.
+/// Checks the CSRF token of a POST; the actor to audit.
 #[allow(clippy::result_large_err, reason = "the error is the response to send, built once per refused request")]
 fn change_actor(console: &Console, headers: &HeaderMap, client: SocketAddr) -> Result<Actor, Response> {
-    if !console.authorized(headers) {
-        return Err(error(StatusCode::UNAUTHORIZED, "a token is required"));
-    }
     let csrf = headers.get("x-csrf-token").and_then(|value| value.to_str().ok()).unwrap_or_default();
-    if !bool::from(subtle::ConstantTimeEq::ct_eq(console.csrf.as_bytes(), csrf.as_bytes())) {
+    if !access::token_matches(&console.csrf, csrf) {
         return Err(error(StatusCode::FORBIDDEN, "missing or wrong X-CSRF-Token"));
     }
     let user = std::env::var("USER").unwrap_or_else(|_| "console".to_owned());
     Ok(Actor { user: format!("{user} (console)"), host: client.to_string() })
-}
-
-fn changed(result: Result<myc_rollout::audit::Entry, myc_rollout::Error>) -> Response {
-    match result {
-        Ok(entry) => Json(entry).into_response(),
-        Err(myc_rollout::Error::Refused(reason)) => error(StatusCode::CONFLICT, format!("refused: {reason}")),
-        Err(other) => error(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
-    }
 }
 
 /// `POST /api/services/{name}/advance` (gated on the latest report about
@@ -359,15 +453,41 @@ async fn change(
         Ok(actor) => actor,
         Err(response) => return response,
     };
+    if let Err(bad) = myc_rollout::check_service_name(&name) {
+        return rollout_error(&bad);
+    }
     let reason = body.map(|Json(body)| body.reason).unwrap_or_default();
-    match action.as_str() {
-        "advance" => {
-            let source = console.settings.services.get(&name).and_then(|service| service.source);
-            let evidence = console.latest_report(source).map(|(_, _, bytes)| bytes);
-            changed(console.rollout.advance(&name, evidence.as_deref(), false, &reason, &actor, SystemTime::now()))
+    if action == "rollback" && reason.trim().is_empty() {
+        return error(StatusCode::BAD_REQUEST, "a rollback needs a reason");
+    }
+    if action != "advance" && action != "rollback" {
+        return error(StatusCode::NOT_FOUND, "no such action (advance or rollback)");
+    }
+    // The change waits for the plan lock: off the async workers.
+    let worker = Arc::clone(&console);
+    let changed = tokio::task::spawn_blocking(move || {
+        let now = SystemTime::now();
+        if action == "rollback" {
+            return worker.rollout.rollback(&name, None, &reason, &actor, now);
         }
-        "rollback" if reason.trim().is_empty() => error(StatusCode::BAD_REQUEST, "a rollback needs a reason"),
-        "rollback" => changed(console.rollout.rollback(&name, None, &reason, &actor, SystemTime::now())),
-        other => error(StatusCode::NOT_FOUND, format!("no action {other:?} (advance or rollback)")),
+        let source = worker.source_of(&name);
+        match worker.reports.latest(source, now) {
+            Some(report) => worker.rollout.advance(&name, Some(&report.bytes), false, &reason, &actor, now),
+            None => {
+                // An unknown service is a 404 before it is a missing report.
+                let known = worker.rollout.status()?.services.contains_key(&name);
+                if known {
+                    Err(myc_rollout::Error::Refused(worker.no_report(&name, source)))
+                } else {
+                    Err(myc_rollout::Error::UnknownService(name))
+                }
+            }
+        }
+    })
+    .await;
+    match changed {
+        Ok(Ok(entry)) => Json(entry).into_response(),
+        Ok(Err(failure)) => rollout_error(&failure),
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "the change did not complete"),
     }
 }

@@ -2,22 +2,56 @@
 //! binary (no build step, no CDN). The services table is rendered on the
 //! server, so it reads without JavaScript; the script refreshes it every
 //! second and adds the details, the chart and the buttons' actions.
+//!
+//! Everything that comes from files or requests is escaped here and set as
+//! `textContent` in the script; no handler is ever written into markup (the
+//! page's Content-Security-Policy would refuse it anyway).
 
 use super::ServiceView;
 
 const TEMPLATE: &str = include_str!("page.html");
 const STAGES: [&str; 4] = ["relay", "dual_relay_primary", "dual_broker_primary", "broker"];
 
-/// The page with `services` in its table and the CSRF token in its head.
-pub(crate) fn render(services: &[ServiceView], csrf: &str) -> String {
+/// The page with `services` in its table, the CSRF token in its head, and
+/// `nonce` on its script and style (the only ones the page's policy runs).
+pub(crate) fn render(services: &[ServiceView], csrf: &str, nonce: &str) -> String {
     let rows: String = services.iter().map(row).collect();
     let guard: String = services.iter().filter_map(guard_row).collect();
     let hidden = if guard.is_empty() { " hidden" } else { "" };
-    TEMPLATE
-        .replace("{{CSRF}}", &escape(csrf))
-        .replace("{{ROWS}}", &rows)
-        .replace("{{GUARD_HIDDEN}}", hidden)
-        .replace("{{GUARD}}", &guard)
+    fill(
+        TEMPLATE,
+        &[
+            ("{{CSRF}}", &escape(csrf)),
+            ("{{NONCE}}", &escape(nonce)),
+            ("{{ROWS}}", &rows),
+            ("{{GUARD_HIDDEN}}", hidden),
+            ("{{GUARD}}", &guard),
+        ],
+    )
+}
+
+/// `template` with each placeholder replaced, in one pass: text put in is
+/// never searched for placeholders again (a reason that reads `{{GUARD}}`
+/// stays text).
+fn fill(template: &str, values: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len() + values.iter().map(|(_, value)| value.len()).sum::<usize>());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        rest = &rest[at..];
+        match values.iter().find(|(key, _)| rest.starts_with(key)) {
+            Some((key, value)) => {
+                out.push_str(value);
+                rest = &rest[key.len()..];
+            }
+            None => {
+                out.push_str("{{");
+                rest = &rest[2..];
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The guard's latest decision about `service`, with the figures behind it.
@@ -67,7 +101,7 @@ fn row(service: &ServiceView) -> String {
     let rate = |path: &str| service.paths.get(path).map_or_else(|| "–".to_owned(), |live| format!("{:.0}", live.rate));
     let verify = service.verdict.as_deref().map_or_else(
         || "<span class=\"why\">no report</span>".to_owned(),
-        |verdict| format!("<span class=\"{0}\">{0}</span>", escape(verdict)),
+        |verdict| format!("<span class=\"verdict\">{}</span>", escape(verdict)),
     );
     format!(
         "<tr data-service=\"{name}\"><td>{name}</td><td><div class=\"track\" data-stage=\"{stage}\">{track}</div></td>\
@@ -82,6 +116,7 @@ fn row(service: &ServiceView) -> String {
     )
 }
 
-fn escape(text: &str) -> String {
+/// `text` safe in HTML text and in a quoted attribute.
+pub(crate) fn escape(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }

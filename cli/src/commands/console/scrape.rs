@@ -3,6 +3,9 @@
 //! `myc_shim_*` counters turned into per-service, per-path rates, with five
 //! minutes of history for the page's chart. The guard reads the same
 //! endpoints through [`fetch`] and [`parse_line`].
+//!
+//! Each target has its own task and a 2 s deadline for the whole request,
+//! so a target that hangs is shown as stale and never delays the others.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -13,6 +16,9 @@ use serde::Serialize;
 
 /// Seconds of history kept per path.
 const HISTORY: usize = 300;
+
+/// How long one scrape may take before its target counts as stale.
+pub(crate) const SCRAPE_DEADLINE: Duration = Duration::from_secs(2);
 
 /// What is known of one service's path.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -27,23 +33,73 @@ pub(crate) struct PathLive {
     pub(crate) breaker: &'static str,
     /// (unix seconds, rate) points, oldest first.
     pub(crate) history: VecDeque<(u64, f64)>,
+    /// The target these figures come from.
+    pub(crate) target: String,
+    /// Whether that target's last scrape failed: the figures are old.
+    pub(crate) stale: bool,
     #[serde(skip)]
     last: Option<(Instant, f64)>,
 }
 
-/// service → path → live figures.
-pub(crate) type Live = Arc<Mutex<BTreeMap<String, BTreeMap<String, PathLive>>>>;
+/// How one scrape target is doing.
+#[derive(Debug, Clone, Default, Serialize)]
+pub(crate) struct TargetStatus {
+    /// Whether its last scrape failed or took longer than 2 s.
+    pub(crate) stale: bool,
+    /// Why, when it did.
+    pub(crate) error: Option<String>,
+    /// Scrapes that failed so far.
+    pub(crate) failures: u64,
+    /// Scrapes that succeeded so far.
+    pub(crate) successes: u64,
+}
 
-/// Scrapes `urls` every second into `live`, for ever.
-pub(crate) async fn run(urls: Vec<String>, live: Live) {
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        tick.tick().await;
-        for url in &urls {
-            match fetch(url).await {
-                Ok(text) => absorb(&text, &live),
-                Err(error) => tracing::debug!(url, %error, "cannot scrape"),
-            }
+/// Everything scraped.
+#[derive(Debug, Default)]
+pub(crate) struct LiveState {
+    /// service → path → live figures.
+    pub(crate) services: BTreeMap<String, BTreeMap<String, PathLive>>,
+    /// target URL → its status.
+    pub(crate) targets: BTreeMap<String, TargetStatus>,
+}
+
+/// Shared between the scrape tasks and the request handlers.
+pub(crate) type Live = Arc<Mutex<LiveState>>;
+
+/// Scrapes each of `urls` every second into `live`, each in its own task,
+/// for ever (until the returned guards are dropped).
+pub(crate) fn run(urls: Vec<String>, live: &Live) -> Vec<myc_transport::AbortOnDrop> {
+    urls.into_iter()
+        .map(|url| {
+            let live = Arc::clone(live);
+            myc_transport::AbortOnDrop::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    match fetch(&url).await {
+                        Ok(text) => absorb(&text, &url, &live),
+                        Err(error) => {
+                            tracing::debug!(url, %error, "cannot scrape");
+                            mark_stale(&url, &error.to_string(), &live);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// Marks `url` and every figure it feeds as stale.
+fn mark_stale(url: &str, error: &str, live: &Live) {
+    let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+    let target = live.targets.entry(url.to_owned()).or_default();
+    target.stale = true;
+    target.failures += 1;
+    target.error = Some(error.to_owned());
+    for path in live.services.values_mut().flat_map(BTreeMap::values_mut) {
+        if path.target == url {
+            path.stale = true;
         }
     }
 }
@@ -53,20 +109,20 @@ pub(crate) async fn run(urls: Vec<String>, live: Live) {
 const MAX_BODY: usize = 4 * 1024 * 1024;
 
 /// GETs `url` (`http://host:port/path`) and returns the body: all of it
-/// within 2 s, and at most [`MAX_BODY`] bytes, so a hostile or broken
-/// endpoint can neither stall the scraper nor fill its memory.
+/// within [`SCRAPE_DEADLINE`], and at most [`MAX_BODY`] bytes, so a hostile
+/// or broken endpoint can neither stall the scraper nor fill its memory.
 pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
-    tokio::time::timeout(Duration::from_secs(2), fetch_unbounded(url))
-        .await
-        .map_err(|_| anyhow::anyhow!("{url} did not answer within 2 s"))?
+    match tokio::time::timeout(SCRAPE_DEADLINE, fetch_unbounded(url)).await {
+        Ok(result) => result,
+        Err(_) => Err(anyhow::anyhow!("no answer within {SCRAPE_DEADLINE:?}")),
+    }
 }
 
 async fn fetch_unbounded(url: &str) -> anyhow::Result<String> {
     let uri: hyper::Uri = url.parse()?;
     let host = uri.host().ok_or_else(|| anyhow::anyhow!("no host in {url}"))?.to_owned();
     let port = uri.port_u16().unwrap_or(80);
-    let stream =
-        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port))).await??;
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
     let (mut sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
     tokio::spawn(connection);
     let request =
@@ -80,15 +136,21 @@ async fn fetch_unbounded(url: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// Folds one scrape into `live`.
-fn absorb(text: &str, live: &Live) {
+/// Folds one scrape of `url` into `live`.
+fn absorb(text: &str, url: &str, live: &Live) {
     let now = Instant::now();
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
+    let target = live.targets.entry(url.to_owned()).or_default();
+    target.stale = false;
+    target.error = None;
+    target.successes += 1;
     for line in text.lines().filter(|line| line.starts_with("myc_shim_")) {
         let Some((name, labels, value)) = parse_line(line) else { continue };
         let (Some(service), Some(path)) = (labels.get("service"), labels.get("path")) else { continue };
-        let entry = live.entry(service.clone()).or_default().entry(path.clone()).or_default();
+        let entry = live.services.entry(service.clone()).or_default().entry(path.clone()).or_default();
+        url.clone_into(&mut entry.target);
+        entry.stale = false;
         match name {
             "myc_shim_published_total" => {
                 if let Some((at, before)) = entry.last {
@@ -140,16 +202,85 @@ mod tests {
     #[test]
     fn shim_counters_become_rates_per_service_and_path() {
         let live = Live::default();
-        absorb("myc_shim_published_total{service=\"feed\",path=\"relay\"} 100\n", &live);
+        absorb("myc_shim_published_total{service=\"feed\",path=\"relay\"} 100\n", "t", &live);
         std::thread::sleep(Duration::from_millis(20));
         absorb(
             "myc_shim_published_total{service=\"feed\",path=\"relay\"} 300\nmyc_shim_shadow_breaker{service=\"feed\",path=\"broker\"} 1\n",
+            "t",
             &live,
         );
-        let live = live.lock().unwrap();
+        let live = &live.lock().unwrap().services;
         let relay = &live["feed"]["relay"];
         assert_eq!(relay.published, 300.0);
         assert!(relay.rate > 1_000.0, "200 messages in about 20 ms: {}", relay.rate);
         assert_eq!(live["feed"]["broker"].breaker, "open");
+    }
+
+    /// A metrics endpoint on 127.0.0.1:0 that answers (`Some(body)`) or
+    /// accepts and never says a word (`None`).
+    async fn target(body: Option<&'static str>) -> (String, myc_transport::AbortOnDrop) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/metrics", listener.local_addr().unwrap());
+        let task = myc_transport::AbortOnDrop::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else { return };
+                match body {
+                    Some(body) => {
+                        tokio::spawn(async move {
+                            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                            let mut request = [0u8; 1024];
+                            let _ = stream.read(&mut request).await;
+                            let response = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                body.len()
+                            );
+                            let _ = stream.write_all(response.as_bytes()).await;
+                        });
+                    }
+                    None => held.push(stream),
+                }
+            }
+        });
+        (url, task)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_target_is_shown_stale_without_delaying_the_others() {
+        let (silent, _silent_task) = target(None).await;
+        let (good, _good_task) = target(Some("myc_shim_published_total{service=\"feed\",path=\"relay\"} 100\n")).await;
+        let live = Live::default();
+        let started = Instant::now();
+        // The silent target first: a sequential scraper would wait on it.
+        let _tasks = run(vec![silent.clone(), good.clone()], &live);
+        let deadline = Duration::from_secs(20);
+        loop {
+            {
+                let live = live.lock().unwrap();
+                if live.targets.get(&good).is_some_and(|target| target.successes >= 1) {
+                    assert!(
+                        live.targets.get(&silent).is_none_or(|target| target.failures == 0),
+                        "the good target was scraped only after the silent one timed out"
+                    );
+                    assert!(!live.services["feed"]["relay"].stale);
+                    break;
+                }
+            }
+            assert!(started.elapsed() < deadline, "the good target was never scraped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        loop {
+            {
+                let live = live.lock().unwrap();
+                if let Some(target) = live.targets.get(&silent).filter(|target| target.stale) {
+                    assert!(target.error.as_deref().unwrap().contains("no answer within 2s"), "{target:?}");
+                    assert!(started.elapsed() >= SCRAPE_DEADLINE);
+                    assert!(!live.targets[&good].stale);
+                    break;
+                }
+            }
+            assert!(started.elapsed() < deadline, "the silent target was never marked stale");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

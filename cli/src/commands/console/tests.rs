@@ -1,36 +1,60 @@
-//! The console's API in-process (axum router, tower `oneshot`): listing,
-//! advance refused with the gate's reason and accepted with a good report,
-//! rollback with a reason, audit entries naming the client, and token and
-//! CSRF enforcement.
+//! The console's API in-process (axum router, tower `oneshot`), as a
+//! browser, a careless operator and a hostile page use it: listing, advance
+//! refused with the gate's reason and accepted with a good report, rollback
+//! with a reason, audit entries naming the client; the Host, Origin, token
+//! and CSRF rules; names and services that do not exist; reports picked by
+//! `generated_at` and re-read only when they change; a corrupt audit line.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use http_body_util::BodyExt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use super::{Console, router};
+
+const LISTEN: &str = "127.0.0.1:8080";
 
 fn settings(dir: &std::path::Path) -> myc_config::Settings {
     let mut settings = myc_config::Settings::default();
     settings.rollout.file = dir.join("rollout.toml");
     settings.rollout.audit_log = dir.join("audit.jsonl");
     settings.console.reports_dir = dir.join("reports");
+    settings.console.allowed_hosts = vec!["console.example.net".to_owned()];
     settings.gate.min_messages = 5;
+    settings.gate.min_duration = myc_config::Span::from_secs(1);
     settings.services.insert("polygon_adapter".to_owned(), myc_config::ServiceSettings { source: Some(4) });
     settings
 }
 
-async fn call(console: &Arc<Console>, request: Request<Body>) -> (StatusCode, Value) {
+fn console(dir: &std::path::Path, token: Option<&str>) -> Arc<Console> {
+    std::fs::create_dir_all(dir.join("reports")).unwrap();
+    Arc::new(Console::new(settings(dir), token.map(str::to_owned), LISTEN.parse().unwrap()))
+}
+
+/// Sends `request` (with `Host: 127.0.0.1:8080` unless it names one).
+async fn send(console: &Arc<Console>, mut request: Request<Body>) -> axum::response::Response {
+    if !request.headers().contains_key(header::HOST) {
+        request.headers_mut().insert(header::HOST, LISTEN.parse().unwrap());
+    }
     let client: SocketAddr = "127.0.0.1:40000".parse().unwrap();
-    let response = router(Arc::clone(console)).layer(MockConnectInfo(client)).oneshot(request).await.unwrap();
+    router(Arc::clone(console)).layer(MockConnectInfo(client)).oneshot(request).await.unwrap()
+}
+
+async fn call(console: &Arc<Console>, request: Request<Body>) -> (StatusCode, Value) {
+    let response = send(console, request).await;
     let status = response.status();
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+fn get(path: &str) -> Request<Body> {
+    Request::get(path).body(Body::empty()).unwrap()
 }
 
 fn post(console: &Console, path: &str, body: &str) -> Request<Body> {
@@ -41,73 +65,178 @@ fn post(console: &Console, path: &str, body: &str) -> Request<Body> {
         .unwrap()
 }
 
-/// A verify report made `age_seconds` ago.
-fn report(verdict: &str, sources: &[u8], age_seconds: u64) -> String {
-    let now =
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now() - std::time::Duration::from_secs(age_seconds));
-    format!(
-        r#"{{"generated_at":"{now}","sources":{sources:?},"reference":{{"name":"relay:x","messages":10}},"candidate":{{"name":"broker:market_data","messages":10}},"matched":10,"mismatched":0,"missing":0,"extra":0,"duplicates":{{"reference":0,"candidate":0}},"reordered":{{"reference":0,"candidate":0}},"skew_ns":null,"verdict":"{verdict}","examples":[]}}"#
-    )
+/// A verify report made `age_seconds` ago (negative: in the future), whose
+/// window closed a second before and lasted 2 s; `per_source` as given.
+fn report(verdict: &str, per_source: &[(u8, [u64; 4])], age_seconds: i64) -> String {
+    let at = |seconds: i64| {
+        let now = SystemTime::now();
+        let time = if seconds >= 0 {
+            now - Duration::from_secs(seconds.unsigned_abs())
+        } else {
+            now + Duration::from_secs(seconds.unsigned_abs())
+        };
+        humantime::format_rfc3339_micros(time).to_string()
+    };
+    let totals =
+        per_source.iter().fold([0; 4], |sum, (_, c)| [sum[0] + c[0], sum[1] + c[1], sum[2] + c[2], sum[3] + c[3]]);
+    let per_source: serde_json::Map<String, Value> = per_source
+        .iter()
+        .map(|(source, c)| {
+            (source.to_string(), json!({"matched": c[0], "mismatched": c[1], "missing": c[2], "extra": c[3]}))
+        })
+        .collect();
+    json!({
+        "generated_at": at(age_seconds),
+        "sources": per_source.keys().map(|key| key.parse::<u8>().unwrap()).collect::<Vec<_>>(),
+        "reference": {"name": "relay:x", "messages": totals[0] + totals[1] + totals[2]},
+        "candidate": {"name": "broker:market_data", "messages": totals[0] + totals[1] + totals[3]},
+        "matched": totals[0], "mismatched": totals[1], "missing": totals[2], "extra": totals[3],
+        "per_source": per_source,
+        "duplicates": {"reference": 0, "candidate": 0},
+        "reordered": {"reference": 0, "candidate": 0},
+        "window": {"start": at(age_seconds + 3), "end": at(age_seconds + 1)},
+        "skew_ns": null,
+        "verdict": verdict,
+        "examples": [],
+    })
+    .to_string()
+}
+
+fn write_report(dir: &std::path::Path, name: &str, text: &str) {
+    std::fs::write(dir.join("reports").join(name), text).unwrap();
 }
 
 #[tokio::test]
 async fn services_are_listed_with_their_stage_and_gate() {
     let dir = tempfile::tempdir().unwrap();
-    let console = Arc::new(Console::new(settings(dir.path()), None));
-    let (status, body) = call(&console, Request::get("/api/services").body(Body::empty()).unwrap()).await;
+    let console = console(dir.path(), None);
+    let (status, body) = call(&console, get("/api/services")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body[0]["name"], "polygon_adapter");
     assert_eq!(body[0]["stage"], "relay");
     assert_eq!(body[0]["advance_allowed"], false);
-    assert!(body[0]["gate_reason"].as_str().unwrap().contains("no verify report"));
-    let response = router(Arc::clone(&console))
-        .layer(MockConnectInfo("127.0.0.1:1".parse::<SocketAddr>().unwrap()))
-        .oneshot(Request::get("/").body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    assert!(body[0]["gate_reason"].as_str().unwrap().contains("no verify report about source 4"), "{body}");
+    let response = send(&console, get("/")).await;
+    let policy = response.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+    assert!(policy.contains("script-src 'nonce-"), "{policy}");
     let page = String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
     assert!(
         page.contains("data-service=\"polygon_adapter\"") && page.contains(&console.csrf),
         "the table is rendered server-side"
     );
+    assert!(!page.contains("onclick") && !page.contains("innerHTML"), "no inline handlers, no markup from data");
 }
 
 #[tokio::test]
 async fn advance_is_refused_with_the_gates_reason_then_accepted_and_rollback_needs_a_reason() {
     let dir = tempfile::tempdir().unwrap();
-    let console = Arc::new(Console::new(settings(dir.path()), None));
-    std::fs::create_dir_all(dir.path().join("reports")).unwrap();
-    std::fs::write(dir.path().join("reports/old.json"), report("differs", &[4], 60)).unwrap();
+    let console = console(dir.path(), None);
+    write_report(dir.path(), "old.json", &report("differs", &[(4, [10, 0, 1, 0])], 60));
     let (status, body) = call(&console, post(&console, "/api/services/polygon_adapter/advance", "{}")).await;
     assert_eq!(status, StatusCode::CONFLICT);
-    assert!(body["error"].as_str().unwrap().contains("differs"), "{body}");
+    assert!(body["error"].as_str().unwrap().contains("polygon_adapter's source 4 differs"), "{body}");
 
-    std::fs::write(dir.path().join("reports/new.json"), report("identical", &[2, 4], 0)).unwrap();
+    // Kraken's source 2 differing does not hold Polygon back.
+    write_report(dir.path(), "new.json", &report("differs", &[(4, [10, 0, 0, 0]), (2, [0, 0, 7, 0])], 0));
     let (status, body) =
         call(&console, post(&console, "/api/services/polygon_adapter/advance", r#"{"reason":"looks good"}"#)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("relay"), Some("dual_relay_primary")));
     assert_eq!(body["host"], "127.0.0.1:40000", "the client's address is audited");
+    // The same report cannot advance it again.
+    let (status, body) = call(&console, post(&console, "/api/services/polygon_adapter/advance", "{}")).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body["error"].as_str().unwrap().contains("already advanced polygon_adapter once"), "{body}");
 
     let (status, _) = call(&console, post(&console, "/api/services/polygon_adapter/rollback", "{}")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "a rollback needs a reason");
     let (status, body) =
         call(&console, post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"drill"}"#)).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let (_, detail) = call(&console, Request::get("/api/services/polygon_adapter").body(Body::empty()).unwrap()).await;
+    let (_, detail) = call(&console, get("/api/services/polygon_adapter")).await;
     assert_eq!(detail["service"]["stage"], "relay");
     assert_eq!(detail["history"].as_array().unwrap().len(), 2);
-    assert_eq!(detail["report"]["verdict"], "identical");
-    let (status, report) = call(&console, Request::get("/api/reports/new").body(Body::empty()).unwrap()).await;
+    assert_eq!(detail["report"]["per_source"]["2"]["missing"], 7);
+    let (status, report) = call(&console, get("/api/reports/new")).await;
     assert_eq!((status, report["matched"].as_u64()), (StatusCode::OK, Some(10)));
+    let (status, _) = call(&console, get("/api/reports/..%2Faudit")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "no way out of the reports directory");
+}
+
+#[tokio::test]
+async fn a_host_that_is_not_the_console_gets_421() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    for host in ["evil.example.com", "evil.example.com:8080", "127.0.0.1.nip.io:8080", "localhost:9"] {
+        let request = Request::get("/api/services").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(call(&console, request).await.0, StatusCode::MISDIRECTED_REQUEST, "{host}");
+        let change = Request::post("/api/services/polygon_adapter/rollback")
+            .header(header::HOST, host)
+            .header("x-csrf-token", &console.csrf)
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"reason":"rebinding"}"#))
+            .unwrap();
+        assert_eq!(call(&console, change).await.0, StatusCode::MISDIRECTED_REQUEST, "{host}");
+    }
+    for host in ["127.0.0.1:8080", "localhost:8080", "[::1]:8080", "console.example.net"] {
+        let request = Request::get("/api/services").header(header::HOST, host).body(Body::empty()).unwrap();
+        assert_eq!(call(&console, request).await.0, StatusCode::OK, "{host}");
+    }
+    assert!(!dir.path().join("audit.jsonl").exists(), "nothing changed");
+}
+
+#[tokio::test]
+async fn a_post_from_another_origin_gets_403() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    std::fs::write(dir.path().join("rollout.toml"), "[services.polygon_adapter]\nstage = \"broker\"\n").unwrap();
+    for origin in ["http://evil.example.com", "null", "http://127.0.0.1:8081"] {
+        let mut request = post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"csrf"}"#);
+        request.headers_mut().insert(header::ORIGIN, origin.parse().unwrap());
+        assert_eq!(call(&console, request).await.0, StatusCode::FORBIDDEN, "{origin}");
+    }
+    assert!(!dir.path().join("audit.jsonl").exists(), "nothing changed");
+    let mut request = post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"mine"}"#);
+    request.headers_mut().insert(header::ORIGIN, "http://127.0.0.1:8080".parse().unwrap());
+    assert_eq!(call(&console, request).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_token_in_the_url_becomes_an_http_only_cookie_and_leaves_the_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), Some("s3cret+/="));
+    let response = send(&console, get("/?token=s3cret%2B%2F%3D&view=compact")).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()[header::LOCATION], "/?view=compact");
+    let cookie = response.headers()[header::SET_COOKIE].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("myc_console_token=s3cret+/=;"), "{cookie}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute} missing: {cookie}");
+    }
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&body).contains("s3cret"), "the token is not in the answer");
+
+    // The cookie opens the page, which never shows the token.
+    let page = send(
+        &console,
+        Request::get("/").header(header::COOKIE, "myc_console_token=s3cret+/=").body(Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(page.status(), StatusCode::OK);
+    let page = page.into_body().collect().await.unwrap().to_bytes();
+    assert!(!String::from_utf8_lossy(&page).contains("s3cret"));
+    // A wrong token sets nothing.
+    let wrong = send(&console, get("/?token=guess")).await;
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert!(!wrong.headers().contains_key(header::SET_COOKIE));
 }
 
 #[tokio::test]
 async fn the_token_and_the_csrf_token_are_enforced() {
     let dir = tempfile::tempdir().unwrap();
-    let console = Arc::new(Console::new(settings(dir.path()), Some("s3cret".to_owned())));
-    let (status, _) = call(&console, Request::get("/api/services").body(Body::empty()).unwrap()).await;
-    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let console = console(dir.path(), Some("s3cret"));
+    assert_eq!(call(&console, get("/api/services")).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&console, get("/")).await.0, StatusCode::UNAUTHORIZED);
     let with_token =
         Request::get("/api/services").header("authorization", "Bearer s3cret").body(Body::empty()).unwrap();
     assert_eq!(call(&console, with_token).await.0, StatusCode::OK);
@@ -121,4 +250,90 @@ async fn the_token_and_the_csrf_token_are_enforced() {
         .unwrap();
     assert_eq!(call(&console, no_csrf).await.0, StatusCode::FORBIDDEN);
     assert!(!dir.path().join("audit.jsonl").exists(), "nothing changed");
+}
+
+#[tokio::test]
+async fn an_unknown_service_is_404_and_a_hostile_name_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    for action in ["advance", "rollback"] {
+        let (status, body) =
+            call(&console, post(&console, &format!("/api/services/polygon_adaptor/{action}"), r#"{"reason":"typo"}"#))
+                .await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{action}: {body}");
+        assert!(body["error"].as_str().unwrap().contains("no service \"polygon_adaptor\""), "{body}");
+    }
+    assert_eq!(call(&console, get("/api/services/polygon_adaptor")).await.0, StatusCode::NOT_FOUND);
+    let hostile = "a%27)%3Balert(1)%3B(%27";
+    for request in [
+        post(&console, &format!("/api/services/{hostile}/rollback"), r#"{"reason":"x"}"#),
+        post(&console, &format!("/api/services/{hostile}/advance"), "{}"),
+        get(&format!("/api/services/{hostile}")),
+        get("/api/services/%3Cscript%3E"),
+    ] {
+        let (status, body) = call(&console, request).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert!(body["error"].as_str().unwrap().contains("is not a service name"), "{body}");
+    }
+    assert!(!dir.path().join("audit.jsonl").exists() && !dir.path().join("rollout.toml").exists(), "nothing created");
+}
+
+#[tokio::test]
+async fn the_latest_report_is_the_newest_generated_not_one_from_the_future() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    // File names sort the other way round from generated_at.
+    write_report(dir.path(), "a-newest.json", &report("identical", &[(4, [10, 0, 0, 0])], 5));
+    write_report(dir.path(), "b-older.json", &report("differs", &[(4, [10, 1, 0, 0])], 50));
+    write_report(dir.path(), "c-future.json", &report("identical", &[(4, [99, 0, 0, 0])], -3600));
+    write_report(dir.path(), "d-broken.json", "{\"verdict\":");
+    let (_, services) = call(&console, get("/api/services")).await;
+    assert_eq!(services[0]["report_id"], "a-newest");
+    let (_, overview) = call(&console, get("/api/overview")).await;
+    let invalid = overview["invalid_reports"].as_array().unwrap();
+    assert_eq!(invalid.len(), 2, "{overview}");
+    assert_eq!(invalid[0]["file"], "c-future.json");
+    assert!(invalid[0]["reason"].as_str().unwrap().contains("in the future"), "{overview}");
+    assert_eq!(invalid[1]["file"], "d-broken.json");
+}
+
+#[tokio::test]
+async fn reports_are_read_again_only_when_their_files_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    write_report(dir.path(), "one.json", &report("identical", &[(4, [10, 0, 0, 0])], 5));
+    write_report(dir.path(), "two.json", &report("identical", &[(4, [10, 0, 0, 0])], 6));
+    for _ in 0..5 {
+        assert_eq!(call(&console, get("/api/services")).await.0, StatusCode::OK);
+    }
+    assert_eq!(console.reports.reads(), 2, "each file read once");
+    write_report(dir.path(), "two.json", &report("differs", &[(4, [10, 0, 0, 12])], 1));
+    let (_, services) = call(&console, get("/api/services")).await;
+    assert_eq!(services[0]["verdict"], "differs", "the changed file was read again");
+    assert_eq!(console.reports.reads(), 3);
+}
+
+#[tokio::test]
+async fn a_corrupt_audit_line_hides_only_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    std::fs::write(dir.path().join("rollout.toml"), "[services.polygon_adapter]\nstage = \"broker\"\n").unwrap();
+    for reason in ["one", "two"] {
+        let body = format!(r#"{{"reason":"{reason}"}}"#);
+        assert_eq!(
+            call(&console, post(&console, "/api/services/polygon_adapter/rollback", &body)).await.0,
+            StatusCode::OK
+        );
+        if reason == "one" {
+            let mut log = std::fs::OpenOptions::new().append(true).open(dir.path().join("audit.jsonl")).unwrap();
+            std::io::Write::write_all(&mut log, b"{\"time\": <garbage>\n").unwrap();
+        }
+    }
+    let (status, detail) = call(&console, get("/api/services/polygon_adapter")).await;
+    assert_eq!(status, StatusCode::OK);
+    let reasons: Vec<_> = detail["history"].as_array().unwrap().iter().map(|entry| entry["reason"].clone()).collect();
+    assert_eq!(reasons, [json!("one"), json!("two")]);
+    assert_eq!(detail["history_unreadable"][0]["line"], 2, "{detail}");
+    let (_, overview) = call(&console, get("/api/overview")).await;
+    assert_eq!(overview["audit_unreadable"].as_array().unwrap().len(), 1);
 }

@@ -115,22 +115,29 @@ impl LegacyConsumer {
         Ok(LegacyConsumer { received, _task: task })
     }
 
-    /// Waits (10 s at most) until `expected` messages arrived in all, then
-    /// judges: `exactly_once`, or what is missing and repeated.
-    pub(super) async fn judge(&self, expected: u64) -> String {
+    /// Waits (10 s at most) until every message up to each source's last
+    /// sequence in `expected` (`(source, last sequence)`) has arrived, then
+    /// judges: `exactly_once`, or what is missing and repeated. Messages
+    /// produced after the snapshot may arrive meanwhile; they are neither
+    /// missing nor repeats.
+    pub(super) async fn judge(&self, expected: &[(u8, u64)]) -> String {
         let deadline = Instant::now() + Duration::from_secs(10);
         let counts = || {
             let received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            (received.distinct.len() as u64, received.total)
+            let missing: u64 = expected
+                .iter()
+                .map(|&(source, last)| {
+                    (1..=last).filter(|sequence| !received.distinct.contains(&(source, *sequence))).count() as u64
+                })
+                .sum();
+            (missing, received.total - received.distinct.len() as u64)
         };
-        while counts().1 < expected && Instant::now() < deadline {
+        while counts().0 > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let (distinct, total) = counts();
-        if distinct == expected && total == expected {
-            "exactly_once".to_owned()
-        } else {
-            format!("missing {}, repeated {}", expected.saturating_sub(distinct), total - distinct)
+        match counts() {
+            (0, 0) => "exactly_once".to_owned(),
+            (missing, repeated) => format!("missing {missing}, repeated {repeated}"),
         }
     }
 }

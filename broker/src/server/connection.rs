@@ -192,6 +192,11 @@ impl Connection {
                 }
                 Err(error) => return Err(fatal_framing(error)),
             };
+            // A connection closed by the broker (slow consumer, shutdown)
+            // stops reading at once, even while its peer keeps sending.
+            if self.outbound.closed.load(Ordering::Acquire) {
+                return Ok(());
+            }
             self.shared.metrics.bytes_in.inc_by(batch.len() as u64);
             let mut offset = 0;
             loop {
@@ -251,8 +256,7 @@ impl Connection {
                         state.advance();
                         state.acked
                     };
-                    self.outbound.send(&ServerOp::Ack { count });
-                    self.outbound.send(&ServerOp::Pong { nonce });
+                    self.outbound.send_control(&[ServerOp::Ack { count }, ServerOp::Pong { nonce }]);
                 }
                 ClientOp::Subscribe { sub_id, topic, group } => self.subscribe(sub_id, topic, group),
                 ClientOp::Unsubscribe { sub_id } => self.unsubscribe(sub_id),

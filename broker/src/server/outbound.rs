@@ -35,6 +35,11 @@ pub(super) const ACK_HOLD: Duration = Duration::from_millis(100);
 /// under which a lagging subscriber has caught up.
 pub(super) const ACK_HOLD_BACKLOG: usize = 4 * 1024 * 1024;
 
+/// What one queued item costs beyond its bytes (its channel slot and the
+/// buffer's header), counted toward the outbound limit: a flood of tiny
+/// control frames is bounded by the memory it takes, not by its frame bytes.
+const ITEM_COST: usize = 64;
+
 /// An item in the queue: its size in `queued_bytes` and when it was queued.
 pub(super) struct Queued {
     item: Out,
@@ -91,25 +96,13 @@ impl Outbound {
         if self.closed.load(Ordering::Acquire) {
             return None;
         }
-        if self.queued_bytes.load(Ordering::Relaxed) + bytes > self.limit {
-            match self.policy {
-                SlowConsumerPolicy::DropNew => {
-                    self.metrics.drop_deliveries("slow_consumer", frames);
-                    let queued_upto = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
-                    self.abandoned_upto.fetch_max(queued_upto, Ordering::AcqRel);
-                }
-                SlowConsumerPolicy::Disconnect => {
-                    self.metrics.slow_consumers.inc();
-                    tracing::warn!("closing a slow consumer over its outbound limit");
-                    self.send_fatal(ErrorCode::SlowConsumer, "outbound limit exceeded");
-                }
-            }
+        if self.queued_bytes.load(Ordering::Relaxed) + bytes + ITEM_COST > self.limit {
+            self.over_limit(frames);
             return None;
         }
-        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed);
         let mut position = None;
         for chunk in chunks {
-            let size = chunk.len();
+            let size = chunk.len() + ITEM_COST;
             position = self.enqueue(Out::Chunk(chunk), size);
         }
         self.metrics.deliveries.inc_by(frames);
@@ -117,19 +110,74 @@ impl Outbound {
         position
     }
 
-    /// Pushes an item; returns its position (1-based), `None` once the writer is gone.
-    pub(super) fn enqueue(&self, item: Out, size: usize) -> Option<u64> {
+    /// Pushes an item counted as `size` queued bytes until it is written (or
+    /// discarded with the queue); returns its position (1-based), `None`
+    /// once the writer is gone.
+    fn enqueue(&self, item: Out, size: usize) -> Option<u64> {
         let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        queue.0.send(Queued { item, size, at: Instant::now() }).ok()?;
+        // Counted before the writer can see it (it subtracts once written),
+        // and uncounted if the writer is gone: its final drain counts off
+        // only what it received.
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        self.metrics.queued_bytes.inc_by(size as i64);
+        if queue.0.send(Queued { item, size, at: Instant::now() }).is_err() {
+            self.sub_queued(size);
+            return None;
+        }
         queue.1 += 1;
         Some(queue.1)
     }
 
+    /// Queues one control frame (SUBACK, UNSUBACK, ERROR, …).
     pub(super) fn send(&self, op: &ServerOp) {
-        let mut frame = BytesMut::new();
-        op.encode(&mut frame);
-        self.metrics.frames_out.inc();
-        let _ = self.enqueue(Out::Chunk(frame.freeze()), 0);
+        self.send_control(std::slice::from_ref(op));
+    }
+
+    /// Queues control frames as one item. They count toward the outbound
+    /// limit like deliveries do, so a client that sends PINGs (or refused
+    /// publishes) without reading the replies meets the slow-consumer
+    /// policy instead of growing the broker. Under `drop_new` they are
+    /// dropped while over the limit: ACK counts are cumulative and a PING
+    /// is always answered with the current one, so a client that reads again
+    /// recovers the count at its next flush.
+    pub(super) fn send_control(&self, ops: &[ServerOp]) {
+        if self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut frames = BytesMut::new();
+        for op in ops {
+            op.encode(&mut frames);
+        }
+        let size = frames.len() + ITEM_COST;
+        if self.queued_bytes.load(Ordering::Relaxed) + size > self.limit {
+            self.over_limit(ops.len() as u64);
+            return;
+        }
+        self.metrics.frames_out.inc_by(ops.len() as u64);
+        let _ = self.enqueue(Out::Chunk(frames.freeze()), size);
+    }
+
+    /// Applies the slow-consumer policy to `frames` that would take the
+    /// queue over its limit.
+    fn over_limit(&self, frames: u64) {
+        match self.policy {
+            SlowConsumerPolicy::DropNew => {
+                self.metrics.drop_deliveries("slow_consumer", frames);
+                let queued_upto = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1;
+                self.abandoned_upto.fetch_max(queued_upto, Ordering::AcqRel);
+            }
+            SlowConsumerPolicy::Disconnect => {
+                self.metrics.slow_consumers.inc();
+                tracing::warn!("closing a slow consumer over its outbound limit");
+                self.send_fatal(ErrorCode::SlowConsumer, "outbound limit exceeded");
+            }
+        }
+    }
+
+    /// Counts `size` bytes as written (or discarded with the queue).
+    fn sub_queued(&self, size: usize) {
+        self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+        self.metrics.queued_bytes.dec_by(size as i64);
     }
 
     /// Sends a non-fatal ERROR.
@@ -150,7 +198,12 @@ impl Outbound {
             return;
         }
         self.metrics.error_sent(code);
-        self.send(&ServerOp::Error { code, message: message.to_owned() });
+        // The fatal ERROR is queued whatever the limit: it is the last item.
+        let mut frame = BytesMut::new();
+        ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame);
+        let size = frame.len() + ITEM_COST;
+        self.metrics.frames_out.inc();
+        let _ = self.enqueue(Out::Chunk(frame.freeze()), size);
         self.close_after_queued();
         self.closing.notify_one();
     }
@@ -316,42 +369,46 @@ pub(super) async fn write_loop(
             break;
         }
         let oldest = items.first().map(|queued| queued.at);
+        // The whole batch leaves the queue's count once it is written or
+        // discarded, whichever way this loop ends.
+        let batch_size: usize = items.iter().map(|queued| queued.size).sum();
         let mut n_items = 0u64;
-        let mut bytes = 0usize;
         let mut written_bytes = 0u64;
-        for Queued { item, size, .. } in items.drain(..) {
+        for Queued { item, .. } in items.drain(..) {
             let Out::Chunk(chunk) = item else {
-                if !buffer.is_empty() && outbound.write(&mut write_half, &buffer).await.is_err() {
-                    break 'outer;
+                if buffer.is_empty() || outbound.write(&mut write_half, &buffer).await.is_ok() {
+                    outbound.written.fetch_add(n_items, Ordering::AcqRel);
                 }
-                outbound.written.fetch_add(n_items, Ordering::AcqRel);
+                outbound.sub_queued(batch_size);
                 break 'outer;
             };
             let chunk_len = chunk.len();
             if chunk.len() >= WRITE_DIRECT_FROM {
                 if !buffer.is_empty() {
                     if outbound.write(&mut write_half, &buffer).await.is_err() {
+                        outbound.sub_queued(batch_size);
                         break 'outer;
                     }
                     buffer.clear();
                 }
                 if outbound.write(&mut write_half, &chunk).await.is_err() {
+                    outbound.sub_queued(batch_size);
                     break 'outer;
                 }
             } else {
                 buffer.extend_from_slice(&chunk);
             }
             n_items += 1;
-            bytes += size;
             written_bytes += chunk_len as u64;
         }
         if !buffer.is_empty() {
             if outbound.write(&mut write_half, &buffer).await.is_err() {
+                outbound.sub_queued(batch_size);
                 break;
             }
             buffer.clear();
         }
-        outbound.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        outbound.sub_queued(batch_size);
         outbound.written.fetch_add(n_items, Ordering::AcqRel);
         outbound.metrics.bytes_out.inc_by(written_bytes);
         // Deliveries that took ACK_HOLD from queued to written: lagging,
@@ -363,5 +420,14 @@ pub(super) async fn write_loop(
         }
     }
     outbound.closed.store(true, Ordering::Release);
+    // What was never written goes with the connection, memory and count:
+    // closing the channel first means nothing counted can arrive after.
+    rx.close();
+    drop(buffer);
+    let mut unwritten = 0;
+    while let Ok(queued) = rx.try_recv() {
+        unwritten += queued.size;
+    }
+    outbound.sub_queued(unwritten);
     let _ = write_half.shutdown().await;
 }

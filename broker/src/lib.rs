@@ -12,7 +12,7 @@ pub mod nats;
 pub mod protocol;
 pub mod server;
 
-pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, Subscription};
+pub use client::{Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, ReconnectOptions, Subscription};
 pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
 pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve, spawn};
 
@@ -61,9 +61,6 @@ pub enum Error {
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),
-    /// The circuit breaker is open: publishes fail at once.
-    #[error("circuit_open: the broker path failed repeatedly; publishes are refused for now")]
-    CircuitOpen,
     /// The client was closed.
     #[error("client closed")]
     Closed,

@@ -50,9 +50,6 @@ pub enum Error {
         /// Messages not yet written.
         pending: u64,
     },
-    /// The circuit breaker is open: publishes fail at once.
-    #[error("circuit_open: the relay path failed repeatedly; publishes are refused for now")]
-    CircuitOpen,
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),

@@ -5,7 +5,8 @@
 //! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`], the
 //! bounded publish buffer ([`FrameBuffer`]) and the buffered reconnecting
 //! publisher built on it ([`Outbox`], [`reconnect`]) behind the broker, relay
-//! and NATS clients, and the servers' [`HoldBudget`] for slow readers.
+//! and NATS clients, the servers' [`SubscriberFlow`] (whether one reader still holds its writers
+//! back) and [`HoldBudget`] for slow readers.
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
@@ -17,6 +18,7 @@ mod breaker;
 mod buffer;
 mod endpoint;
 mod error;
+mod flow;
 mod framed;
 mod hold;
 mod limits;
@@ -30,6 +32,7 @@ pub use breaker::{BreakerOptions, BreakerState, CircuitBreaker, PublishBreaker};
 pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
+pub use flow::{FlowRules, FlowState, SlowPolicy, SubscriberFlow, Verdict};
 pub use framed::{FrameReader, Framing, LengthPrefixed};
 pub use hold::HoldBudget;
 pub use limits::{RESERVED_DESCRIPTORS, check_open_file_limit, raise_open_file_limit};

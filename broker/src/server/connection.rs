@@ -5,14 +5,14 @@
 //! It deliberately leaves writing to `outbound`: routing only queues.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use myc_transport::{FrameReader, LengthPrefixed, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::hello::{Admitted, check_hello};
@@ -52,23 +52,9 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             return;
         }
     };
-    let (tx, rx) = mpsc::unbounded_channel();
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let outbound = Arc::new(Outbound {
-        queue: Mutex::new((tx, 0)),
-        policy: shared.settings.slow_consumer,
-        limit: shared.settings.outbound_limit,
-        queued_bytes: AtomicUsize::new(0),
-        written: AtomicU64::new(0),
-        closed: AtomicBool::new(false),
-        closing: Notify::new(),
-        abandoned_upto: AtomicU64::new(0),
-        stalled: AtomicBool::new(false),
-        released: AtomicBool::new(false),
-        lagging: AtomicBool::new(false),
-        write_deadline: shared.settings.write_deadline,
-        metrics: Arc::clone(&shared.metrics),
-    });
+    let (outbound, rx) = Outbound::new(&shared.settings, Arc::clone(&shared.metrics));
+    let outbound = Arc::new(outbound);
     // Guards abort the helper tasks if this connection's future is dropped
     // (the broker aborted), so no half of a connection outlives it.
     let mut writer = myc_transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
@@ -93,13 +79,11 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         tracing::debug!(connection_id, code = code.name(), %message, "closing connection");
         outbound.send_fatal(code, &message);
     } else {
-        outbound.closed.store(true, Ordering::Release);
         outbound.close_after_queued();
     }
     connection.remove_subscriptions();
     drop(acker);
     let _ = writer.join().await;
-    outbound.closed.store(true, Ordering::Release);
     shared.lock_connections().remove(&connection_id);
     shared.metrics.connections.dec();
 }
@@ -194,7 +178,7 @@ impl Connection {
             };
             // A connection closed by the broker (slow consumer, shutdown)
             // stops reading at once, even while its peer keeps sending.
-            if self.outbound.closed.load(Ordering::Acquire) {
+            if self.outbound.is_closed() {
                 return Ok(());
             }
             self.shared.metrics.bytes_in.inc_by(batch.len() as u64);

@@ -22,7 +22,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::Error;
-use crate::protocol::{self, ClientOp, ErrorCode, ServerOp, Topic};
+use crate::protocol::{self, ClientOp, DeliverRef, ErrorCode, ServerOp, Topic, TopicRef};
 
 /// Client options.
 #[derive(Debug, Clone)]
@@ -292,8 +292,8 @@ impl Client {
     /// A bad topic, or the buffer's refusal (`buffer_full`, a drop,
     /// `max_reconnects_exceeded`).
     pub async fn publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
-        let len = check_publish(topic, payload)?;
-        Ok(self.inner.outbox.push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload)).await?)
+        let (topic, len) = check_publish(topic, payload)?;
+        Ok(self.inner.outbox.push(len, |dst| protocol::encode_publish(dst, topic, payload)).await?)
     }
 
     /// Publishes without waiting.
@@ -301,8 +301,8 @@ impl Client {
     /// # Errors
     /// As [`Client::publish`], with `buffer_full` at once under `block`.
     pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
-        let len = check_publish(topic, payload)?;
-        Ok(self.inner.outbox.try_push(len, |dst| protocol::encode_publish(dst, topic.as_bytes(), payload))?)
+        let (topic, len) = check_publish(topic, payload)?;
+        Ok(self.inner.outbox.try_push(len, |dst| protocol::encode_publish(dst, topic, payload))?)
     }
 
     /// Where the connection stands.
@@ -351,6 +351,9 @@ impl Client {
     pub fn subscribe(&self, topic: &str, group: &str) -> Result<Subscription, Error> {
         let topic_bytes = Bytes::copy_from_slice(topic.as_bytes());
         Topic::new(topic_bytes.clone()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
+        if !group.is_empty() {
+            Topic::check(group.as_bytes()).map_err(|reason| Error::BadTopic { topic: group.to_owned(), reason })?;
+        }
         let (tx, rx) = mpsc::channel(self.inner.options.subscription_capacity);
         let sub_id = self.inner.next_sub_id.fetch_add(1, Ordering::Relaxed);
         let (on_active, active) = oneshot::channel();
@@ -382,10 +385,11 @@ impl Client {
     }
 }
 
-/// Checks a publish and returns its frame length.
-fn check_publish(topic: &str, payload: &[u8]) -> Result<usize, Error> {
-    Topic::check(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
-    Ok(protocol::publish_frame_len(topic.as_bytes(), payload))
+/// Checks a publish; returns its topic, checked, and its frame length.
+fn check_publish<'a>(topic: &'a str, payload: &[u8]) -> Result<(TopicRef<'a>, usize), Error> {
+    let checked =
+        TopicRef::new(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
+    Ok((checked, protocol::publish_frame_len(checked, payload)))
 }
 
 /// Chunks written on the current connection and not yet acknowledged, oldest
@@ -427,7 +431,7 @@ async fn connect(inner: &Inner) -> Result<Halves, Error> {
         client_name: inner.options.client_name.clone(),
         token: inner.options.token.clone(),
     }
-    .encode(&mut frame);
+    .encode(&mut frame)?;
     write_half
         .write_all(&frame)
         .await
@@ -498,7 +502,11 @@ fn subscribe_new(inner: &Inner, subscribed: &mut Vec<u32>, out: &mut BytesMut) {
     let subscriptions = inner.subscriptions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for (&sub_id, entry) in subscriptions.iter() {
         if !subscribed.contains(&sub_id) {
-            ClientOp::Subscribe { sub_id, topic: entry.topic.clone(), group: entry.group.clone() }.encode(out);
+            // Topic and group were checked by `subscribe`: they fit.
+            let subscribe = ClientOp::Subscribe { sub_id, topic: entry.topic.clone(), group: entry.group.clone() };
+            if let Err(error) = subscribe.encode(out) {
+                tracing::warn!(%error, sub_id, "SUBSCRIBE could not be encoded");
+            }
             subscribed.push(sub_id);
         }
     }
@@ -516,25 +524,23 @@ async fn read_loop(
         let Some(batch) = reader.read_batch().await? else {
             return Err(Error::Protocol("broker closed the connection".to_owned()));
         };
-        let mut offset = 0;
-        while offset < batch.len() {
-            let len = protocol::frame_len(&batch[offset..]);
-            offset += len;
-            if batch.get(offset - len + 4) == Some(&protocol::op::DELIVER) {
-                let (sub_id, _topic, payload) = split_deliver(&batch[offset - len + 4..offset])?;
-                let body_start = offset - len + 4;
+        for frame in protocol::frames(&batch) {
+            let frame = frame.map_err(|error| Error::Protocol(error.to_string()))?;
+            if frame.op() == Some(protocol::op::DELIVER) {
+                let deliver = DeliverRef::parse(frame.body).map_err(|error| Error::Protocol(error.to_string()))?;
+                let payload_at = frame.at + deliver.payload_at;
                 // A batch is at most a few MiB, so offsets fit in u32.
                 let range = (
-                    u32::try_from(body_start + payload.start).unwrap_or(u32::MAX),
-                    u32::try_from(body_start + payload.end).unwrap_or(u32::MAX),
+                    u32::try_from(payload_at).unwrap_or(u32::MAX),
+                    u32::try_from(payload_at + deliver.payload.len()).unwrap_or(u32::MAX),
                 );
-                match deliveries.iter_mut().find(|(id, _)| *id == sub_id) {
+                match deliveries.iter_mut().find(|(id, _)| *id == deliver.sub_id) {
                     Some((_, list)) => list.push(range),
-                    None => deliveries.push((sub_id, vec![range])),
+                    None => deliveries.push((deliver.sub_id, vec![range])),
                 }
                 continue;
             }
-            let body = batch.slice(offset - len + 4..offset);
+            let body = batch.slice(frame.at..frame.at + frame.body.len());
             match ServerOp::decode(body).map_err(|error| Error::Protocol(error.to_string()))? {
                 ServerOp::Ack { count } => {
                     let newly = count.saturating_sub(acked_here);
@@ -620,17 +626,4 @@ fn apply_ack(inner: &Inner, unacked: &Unacked, newly: u64) {
     inner.in_flight.fetch_sub(released_bytes, Ordering::AcqRel);
     inner.outbox.settle(released, released_bytes, false);
     inner.ack_progress.notify_one();
-}
-
-/// The sub_id, topic range and payload range of a DELIVER body.
-fn split_deliver(body: &[u8]) -> Result<(u32, std::ops::Range<usize>, std::ops::Range<usize>), Error> {
-    let (Some(sub_id), Some(&topic_len)) = (body.get(1..5), body.get(5)) else {
-        return Err(Error::Protocol("truncated DELIVER".to_owned()));
-    };
-    let topic_end = 6 + usize::from(topic_len);
-    if body.len() < topic_end {
-        return Err(Error::Protocol("truncated DELIVER topic".to_owned()));
-    }
-    let sub_id = u32::from_le_bytes([sub_id[0], sub_id[1], sub_id[2], sub_id[3]]);
-    Ok((sub_id, 6..topic_end, topic_end..body.len()))
 }

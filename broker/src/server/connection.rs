@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::hello::{Admitted, check_hello};
 use super::outbound::{AckState, Outbound, Positions, ack_loop, record, write_loop};
 use super::{Group, Shared, Subscriber, TopicEntry};
-use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, ServerOp, Topic};
+use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, PublishRef, ServerOp, Topic};
 
 /// How long a new connection has to send its HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -101,7 +101,9 @@ async fn refuse(
 ) {
     shared.metrics.error_sent(code);
     let mut frame = BytesMut::new();
-    ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame);
+    if (ServerOp::Error { code, message: message.to_owned() }).encode(&mut frame).is_err() {
+        frame.clear();
+    }
     let _ = tokio::time::timeout(shared.settings.write_deadline, write_half.write_all(&frame)).await;
     let _ = write_half.shutdown().await;
     let mut sink = [0u8; 4096];
@@ -208,11 +210,14 @@ impl Connection {
                 break Step::Done;
             }
             n_frames += 1;
-            let frame_len = batch
-                .get(offset..offset + 4)
-                .map_or(0, |prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize);
-            let body = batch.slice(offset + 4..offset + 4 + frame_len);
-            if body.first() == Some(&protocol::op::PUBLISH) {
+            let frame = match protocol::frames(&batch[offset..]).next() {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Err(fatal_decode(error)),
+                None => break Step::Done,
+            };
+            let frame_len = frame.body.len();
+            let body_at = offset + frame.at;
+            if frame.op() == Some(protocol::op::PUBLISH) {
                 if !self.grace_over {
                     if Instant::now() < shared.grace_ends {
                         n_frames -= 1;
@@ -220,14 +225,15 @@ impl Connection {
                     }
                     self.grace_over = true;
                 }
-                let (topic, payload) = split_publish(&body)?;
+                let publish = PublishRef::parse(frame.body).map_err(fatal_decode)?;
                 let router = router
                     .get_or_insert_with(|| shared.router.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-                self.route(router, &body, topic, payload, routed);
+                self.route(router, batch, body_at, &publish, routed);
                 routed.routed += 1;
                 offset += 4 + frame_len;
                 continue;
             }
+            let body = batch.slice(body_at..body_at + frame_len);
             // Anything else is handled in order after the deliveries before it.
             router = None;
             self.finish(routed);
@@ -280,29 +286,31 @@ impl Connection {
         self.ack.1.notify_one();
     }
 
-    /// Routes one PUBLISH (`topic` and `payload` are ranges of `body`).
+    /// Routes one PUBLISH, whose body starts at `body_at` in `batch`.
     fn route(
         &self,
         router: &HashMap<Topic, TopicEntry>,
-        body: &Bytes,
-        topic: std::ops::Range<usize>,
-        payload: std::ops::Range<usize>,
+        batch: &Bytes,
+        body_at: usize,
+        publish: &PublishRef<'_>,
         routed: &mut Routed,
     ) {
-        let topic_bytes = &body[topic];
+        let topic_bytes = publish.topic;
         if let Some(permissions) = &self.permissions
             && !permissions.may_publish(topic_bytes)
         {
             self.outbound.send_error(ErrorCode::Unauthorized, protocol::PUBLISH_REFUSED.to_owned());
             return;
         }
-        let Some(entry) = router.get(topic_bytes) else {
+        let Some((topic, entry)) = router.get_key_value(topic_bytes) else {
             if let Err(reason) = Topic::check(topic_bytes) {
                 self.outbound.send_error(ErrorCode::BadTopic, reason.to_owned());
             }
             return;
         };
-        let payload_bytes = &body[payload.clone()];
+        let topic = topic.as_topic_ref();
+        let payload_bytes = publish.payload;
+        let payload_at = body_at + publish.payload_at;
         let mut push = |subscriber: &Subscriber| {
             if payload_bytes.len() >= SHARE_PAYLOAD_FROM {
                 // Large: queue the frame head and a shared slice of the payload,
@@ -313,10 +321,10 @@ impl Connection {
                         None => (Bytes::new(), 0),
                     };
                 let mut head = BytesMut::with_capacity(10 + topic_bytes.len());
-                protocol::encode_deliver_head(&mut head, subscriber.sub_id, topic_bytes, payload_bytes.len());
+                protocol::encode_deliver_head(&mut head, subscriber.sub_id, topic, payload_bytes.len());
                 let bytes = earlier.len() + head.len() + payload_bytes.len();
-                let chunks =
-                    [earlier, head.freeze(), body.slice(payload.clone())].into_iter().filter(|chunk| !chunk.is_empty());
+                let payload = batch.slice(payload_at..payload_at + payload_bytes.len());
+                let chunks = [earlier, head.freeze(), payload].into_iter().filter(|chunk| !chunk.is_empty());
                 if let Some(position) = subscriber.outbound.deliver(chunks, bytes, earlier_frames + 1) {
                     record(&mut routed.positions, &subscriber.outbound, position);
                 }
@@ -333,7 +341,7 @@ impl Connection {
                 }
             };
             let (_, frames_bytes, frames) = &mut routed.pending[index];
-            protocol::encode_deliver(frames_bytes, subscriber.sub_id, topic_bytes, payload_bytes);
+            protocol::encode_deliver(frames_bytes, subscriber.sub_id, topic, payload_bytes);
             *frames += 1;
         };
         for subscriber in &entry.fanout {
@@ -438,21 +446,6 @@ fn remove_from(router: &mut HashMap<Topic, TopicEntry>, topic: &Topic, matches: 
     if entry.fanout.is_empty() && entry.groups.is_empty() {
         router.remove(topic);
     }
-}
-
-/// The topic and payload ranges of a PUBLISH body (`[0x02][topic str8][payload]`).
-fn split_publish(body: &[u8]) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>), Fatal> {
-    let Some(&topic_len) = body.get(1) else {
-        return Err((ErrorCode::Protocol, "truncated PUBLISH: no topic length".to_owned()));
-    };
-    let topic_end = 2 + usize::from(topic_len);
-    if body.len() < topic_end {
-        return Err((
-            ErrorCode::Protocol,
-            format!("truncated PUBLISH: topic needs {} more byte(s)", topic_end - body.len()),
-        ));
-    }
-    Ok((2..topic_end, topic_end..body.len()))
 }
 
 fn fatal_framing(error: myc_transport::Error) -> Fatal {

@@ -175,7 +175,9 @@ impl Outbound {
     pub(super) fn send_control(&self, ops: &[ServerOp]) {
         let mut frames = BytesMut::new();
         for op in ops {
-            op.encode(&mut frames);
+            if let Err(error) = op.encode(&mut frames) {
+                tracing::warn!(%error, "a control frame could not be encoded; not sent");
+            }
         }
         let size = frames.len() + ITEM_COST;
         let mut side = self.lock();
@@ -220,7 +222,9 @@ impl Outbound {
     fn queue_fatal(&self, side: &mut Side, code: ErrorCode, message: &str) {
         self.metrics.error_sent(code);
         let mut frame = BytesMut::new();
-        ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame);
+        if let Err(error) = (ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame)) {
+            tracing::warn!(%error, "a fatal ERROR could not be encoded; closing without it");
+        }
         let size = frame.len() + ITEM_COST;
         self.metrics.frames_out.inc();
         self.push(side, Out::Chunk(frame.freeze()), size);

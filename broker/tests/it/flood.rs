@@ -40,7 +40,7 @@ struct Flood {
 async fn flood(stream: &mut UnixStream, broker: &TestBroker, duration: Duration) -> Flood {
     let mut pings = BytesMut::new();
     for nonce in 0..1000 {
-        ClientOp::Ping { nonce }.encode(&mut pings);
+        ClientOp::Ping { nonce }.encode(&mut pings).unwrap();
     }
     let metrics = &broker.handle.metrics;
     let policy_applied = || metrics.slow_consumers.get() > 0 || metrics.dropped("slow_consumer") > 0;
@@ -67,7 +67,9 @@ async fn flood(stream: &mut UnixStream, broker: &TestBroker, duration: Duration)
 async fn hello(path: &std::path::Path) -> UnixStream {
     let mut stream = UnixStream::connect(path).await.unwrap();
     let mut frame = BytesMut::new();
-    ClientOp::Hello { version: 1, flags: 0, client_name: "flood".to_owned(), token: String::new() }.encode(&mut frame);
+    ClientOp::Hello { version: 1, flags: 0, client_name: "flood".to_owned(), token: String::new() }
+        .encode(&mut frame)
+        .unwrap();
     stream.write_all(&frame).await.unwrap();
     stream
 }

@@ -97,8 +97,8 @@ impl NatsOptions {
             root_certificates: None,
             client_name: "myc".to_owned(),
             buffer: BufferLimits::default(),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff_base: myc_transport::ReconnectOptions::default().backoff_base,
+            backoff_max: myc_transport::ReconnectOptions::default().backoff_max,
         }
     }
 }

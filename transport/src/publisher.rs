@@ -52,13 +52,16 @@ pub struct ReconnectOptions {
     pub connect_timeout: Duration,
 }
 
+/// The settings' defaults (`[broker]` `backoff_initial`, `backoff_max`,
+/// `max_reconnects`, `connect_timeout`): a client built in code behaves as
+/// one built from a default settings file (the shim tests it).
 impl Default for ReconnectOptions {
     fn default() -> Self {
         ReconnectOptions {
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff_base: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
             max_reconnects: None,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
-/// A `code` label with the spec's error name.
+/// A `code` label with the error's name (`docs/broker-protocol.md`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     /// The error's name (`protocol`, `bad_topic`, …).

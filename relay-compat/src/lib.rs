@@ -20,7 +20,7 @@ pub use server::{
 };
 pub use tap::{RelayTap, TapMessage};
 
-/// The legacy socket path of a domain (relay spec §1).
+/// The legacy socket path of a domain (`docs/relay.md`).
 pub fn default_socket(domain: myc_codec::Domain) -> Option<&'static str> {
     match domain {
         myc_codec::Domain::MarketData => Some("/tmp/torq/market_data.sock"),

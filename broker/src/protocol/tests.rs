@@ -11,7 +11,7 @@ fn frame_hex(encode: impl FnOnce(&mut BytesMut)) -> String {
     hex::encode(&dst)
 }
 
-/// (op, frame hex) for every client op, written by hand from spec §1–2.
+/// (op, frame hex) for every client op, written by hand from the tables of `docs/broker-protocol.md`.
 fn client_vectors() -> Vec<(ClientOp, &'static str)> {
     vec![
         (

@@ -12,8 +12,8 @@ pub mod nats;
 pub mod protocol;
 pub mod server;
 
-pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, Subscription};
-pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
+pub use client::{Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, ReconnectOptions, Subscription};
+pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic, TopicRef};
 pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve, spawn};
 
 /// The one error type of the broker crate.
@@ -61,9 +61,9 @@ pub enum Error {
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),
-    /// The circuit breaker is open: publishes fail at once.
-    #[error("circuit_open: the broker path failed repeatedly; publishes are refused for now")]
-    CircuitOpen,
+    /// An op that cannot be encoded (a string over its length field).
+    #[error(transparent)]
+    Encode(#[from] protocol::EncodeError),
     /// The client was closed.
     #[error("client closed")]
     Closed,

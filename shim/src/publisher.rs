@@ -174,10 +174,7 @@ impl BrokerPublisher {
         client_name.clone_into(&mut options.client_name);
         broker.token.clone_into(&mut options.token);
         options.buffer = crate::buffer_limits(broker);
-        options.backoff_base = broker.backoff_initial.get();
-        options.backoff_max = broker.backoff_max.get();
-        options.max_reconnects = Some(broker.max_reconnects).filter(|&n| n > 0);
-        options.connect_timeout = broker.connect_timeout.get();
+        options.reconnect = crate::reconnect_options(broker);
         Ok(options)
     }
 

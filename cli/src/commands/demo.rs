@@ -491,10 +491,16 @@ fn write_captures(mut rx: mpsc::Receiver<Tapped>, first: PathBuf) -> anyhow::Res
     };
     let mut writer = open(&first)?;
     let mut written = [0u64; 2];
+    // When the current capture began. A tap stamps a message when it reads
+    // it and queues it after; on a busy machine one stamped just before a
+    // rotation can be queued just after it. It belongs to the new capture,
+    // whose window must not start before the stage change that opened it
+    // (the gate refuses evidence from before a service's last change).
+    let mut opened_ns = 0;
     while let Some(tapped) = rx.blocking_recv() {
         match tapped {
             Tapped::Message(interface, bytes, arrival_ns) => {
-                writer.packet(interface, arrival_ns, &bytes)?;
+                writer.packet(interface, arrival_ns.max(opened_ns), &bytes)?;
                 if let Some(count) = written.get_mut(interface as usize) {
                     *count += 1;
                 }
@@ -503,6 +509,7 @@ fn write_captures(mut rx: mpsc::Receiver<Tapped>, first: PathBuf) -> anyhow::Res
                 let rotated = writer.flush().map_err(anyhow::Error::from).and_then(|()| open(&next));
                 match rotated {
                     Ok(next_writer) => {
+                        opened_ns = now_ns();
                         let _ = std::mem::replace(&mut writer, next_writer).finish();
                         let _ = done.send(Ok(std::mem::take(&mut written)));
                     }

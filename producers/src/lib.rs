@@ -61,3 +61,24 @@ pub trait Adapter {
     /// Messages built so far.
     fn built(&self) -> u64;
 }
+
+/// A boxed adapter is an adapter, so programs can choose feeds at run time.
+impl<A: Adapter + ?Sized> Adapter for Box<A> {
+    fn frame(
+        &mut self,
+        text: &str,
+        received_ns: u64,
+        now_ns: u64,
+        out: &mut Outbox,
+    ) -> Result<Option<Control>, String> {
+        (**self).frame(text, received_ns, now_ns, out)
+    }
+
+    fn counters(&self) -> &FeedCounters {
+        (**self).counters()
+    }
+
+    fn built(&self) -> u64 {
+        (**self).built()
+    }
+}

@@ -571,6 +571,7 @@ impl FeedSettings {
             ],
             resubscribe: String::new(),
             book_depth: 10,
+            max_books: 1024,
         };
         // Binance: the combined-stream endpoint (`wss://…/stream`) takes the
         // same SUBSCRIBE as the raw one.
@@ -581,6 +582,7 @@ impl FeedSettings {
             ],
             resubscribe: String::new(),
             book_depth: 10,
+            max_books: 1024,
         };
         BTreeMap::from([
             ("binance".to_owned(), binance),

@@ -346,6 +346,10 @@ impl Publisher for NatsBrokerPublisher {
 
 /// The relay side the settings choose: the relay, or `Unavailable` in a
 /// build without the `relay` feature.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, built once; a box would cost a pointer chase per message"
+)]
 #[derive(Debug)]
 pub enum RelaySide {
     /// The relay.
@@ -423,6 +427,10 @@ impl Publisher for RelaySide {
 
 /// The broker side the settings choose (`broker.backend`): the Mycelium
 /// broker or NATS, or `Unavailable` when the build left that backend out.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, built once; a box would cost a pointer chase per message"
+)]
 #[derive(Debug, Clone)]
 pub enum BrokerSide {
     /// The Mycelium broker.

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "nats")]
 use futures_util::{FutureExt as _, StreamExt as _};
 use myc_codec::Domain;
 use myc_config::{Settings, Stage};

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Writes the bundled sample feeds in producers/samples/, from the documented
-formats (producers spec): Polygon.io stocks and crypto clusters and Kraken
-WebSocket v2, each a JSON Lines replay file (one frame per line, as
+formats: Polygon.io stocks and crypto clusters, Kraken WebSocket v2, the
+Coinbase Exchange feed (matches and ticker) and Binance spot streams (raw and
+combined), each a JSON Lines replay file (one frame per line, as
 received), plus a bad-input file per feed. Kraken book checksums are computed
 here (zlib.crc32), independently of the Rust adapter.
 
@@ -177,9 +178,99 @@ def kraken():
     return frames, bad
 
 
+def coinbase():
+    ts = lambda n: f"2025-11-26T16:00:{n:02d}.{28459 + n * 111:06d}Z"
+    match = lambda kind, trade_id, product, price, size, side, n, extra="": (
+        f'{{"type":"{kind}","trade_id":{trade_id},"maker_order_id":"ac928c66-ca53-498f-9c13-a110027a60e8",'
+        f'"taker_order_id":"132fb6ae-456b-4654-b4e0-d681ac05cea1","side":"{side}","size":"{size}","price":"{price}",'
+        f'"product_id":"{product}","sequence":{50 + trade_id},"time":"{ts(n)}"{extra}}}')
+    frames = [
+        '{"type":"subscriptions","channels":[{"name":"matches","product_ids":["BTC-USD","ETH-USD"]},'
+        '{"name":"ticker","product_ids":["BTC-USD","ETH-USD"]},{"name":"heartbeat","product_ids":["BTC-USD"]}]}',
+        match("last_match", 4665906, "BTC-USD", "72930.10", "0.00750000", "sell", 1),
+        match("match", 4665907, "BTC-USD", "72930.20", "0.12000000", "buy", 2),
+        f'{{"type":"heartbeat","sequence":90,"last_trade_id":4665907,"product_id":"BTC-USD","time":"{ts(2)}"}}',
+        # The first ticker after a subscribe: no time, no trade.
+        '{"type":"ticker","sequence":37475248783,"product_id":"BTC-USD","price":"72930.20","open_24h":"71000.00",'
+        '"volume_24h":"1234.56789000","low_24h":"70500.00","high_24h":"73500.00","volume_30d":"40000.12345678",'
+        '"best_bid":"72930.00","best_bid_size":"0.50000000","best_ask":"72930.30","best_ask_size":"1.25000000"}',
+        match("match", 98211, "ETH-USD", "3512.88", "1.50000000", "buy", 3),
+        f'{{"type":"ticker","sequence":37475248790,"product_id":"ETH-USD","price":"3512.88","open_24h":"3490.00",'
+        f'"volume_24h":"98765.43210000","low_24h":"3400.00","high_24h":"3600.00","volume_30d":"2000000.00000000",'
+        f'"best_bid":"3512.80","best_bid_size":"10.00000000","best_ask":"3513.00","best_ask_size":"4.50000000",'
+        f'"side":"buy","time":"{ts(4)}","trade_id":98211,"last_size":"1.50000000"}}',
+        # A late print, and extra fields a newer feed may add.
+        match("match", 4665905, "BTC-USD", "72929.90", "0.01000000", "sell", 0, ',"profile_id":"x","user_id":"y"'),
+        f'{{"type":"l2update","product_id":"BTC-USD","changes":[["buy","72930.00","0.40000000"]],"time":"{ts(5)}"}}',
+        f'{{"type":"status","products":[],"currencies":[]}}',
+        match("match", 4665908, "BTC-USD", "72930.30", "0.20000000", "buy", 6),
+    ]
+    bad = [
+        "this is not JSON",
+        f'[{match("match", 1, "BTC-USD", "72930.10", "0.1", "buy", 10)}]',
+        '{"product_id":"BTC-USD","price":"72930.10"}',
+        '{"type":5}',
+        '{"type":"error","message":"Failed to subscribe","reason":"ZZZ-USD is not a valid product"}',
+        match("match", 2, "BTC-USD", "72930.50", "0.10000000", "buy", 11),
+        match("match", 3, "BTC-USD", "72930.50", "0.10000000", "hold", 11),
+        match("match", 4, "BTC-USD", "72930.50", "0.00000000", "buy", 11),
+        match("match", 5, "BTC-USD", "-72930.50", "0.10000000", "sell", 11),
+        match("match", 6, "BTC-USD", "72930.50", "123456789012.5", "sell", 11),
+        match("match", 7, "", "72930.50", "0.10000000", "sell", 11),
+        match("match", 8, "BTC-USD", "72930.50", "0.10000000", "sell", 11).replace(ts(11), "yesterday"),
+        match("match", 9, "BTC-USD", "72930.50", "0.10000000", "sell", 11).replace('"price":"72930.50"', '"price":72930.5'),
+        f'{{"type":"ticker","product_id":"BTC-USD","best_bid":"72930.00","best_ask":"72930.30","best_ask_size":"1.0","time":"{ts(12)}"}}',
+        match("match", 10, "BTC-USD", "72930.60", "0.30000000", "sell", 13),
+    ]
+    return frames, bad
+
+
+def binance():
+    ms = lambda n: T0_MS + n * 137
+    trade = lambda symbol, trade_id, price, qty, maker, n: (
+        f'{{"e":"trade","E":{ms(n) + 2},"s":"{symbol}","t":{trade_id},"p":"{price}","q":"{qty}",'
+        f'"T":{ms(n)},"m":{maker},"M":true}}')
+    combined = lambda stream, data: f'{{"stream":"{stream}","data":{data}}}'
+    book = lambda u, symbol, b, bq, a, aq: (
+        f'{{"u":{u},"s":"{symbol}","b":"{b}","B":"{bq}","a":"{a}","A":"{aq}"}}')
+    frames = [
+        '{"result":null,"id":1}',
+        trade("BTCUSDT", 12345, "72930.10000000", "0.00750000", "true", 1),
+        trade("BTCUSDT", 12346, "72930.20000000", "0.12000000", "false", 2),
+        combined("ethusdt@trade", trade("ETHUSDT", 98211, "3512.88000000", "1.50000000", "false", 3)),
+        book(400900217, "BTCUSDT", "72930.00000000", "0.50000000", "72930.30000000", "1.25000000"),
+        combined("ethusdt@bookTicker", book(400900218, "ETHUSDT", "3512.80000000", "10.00000000", "3513.00000000", "0.00000000")),
+        f'{{"e":"aggTrade","E":{ms(4)},"s":"BTCUSDT","a":5933014,"p":"72930.10","q":"0.1","f":100,"l":105,"T":{ms(4)},"m":true,"M":true}}',
+        combined("btcusdt@ticker", f'{{"e":"24hrTicker","E":{ms(5)},"s":"BTCUSDT","p":"120.5","P":"0.17","c":"72930.20"}}'),
+        '{"result":["btcusdt@trade","ethusdt@trade","btcusdt@bookTicker","ethusdt@bookTicker"],"id":2}',
+        # A late print: an older trade time than the frames before it.
+        combined("btcusdt@trade", trade("BTCUSDT", 12340, "72929.90000000", "0.01000000", "true", 0)),
+    ]
+    bad = [
+        "this is not JSON",
+        "[1,2,3]",
+        '{"stream":"btcusdt@trade"}',
+        '{"stream":"btcusdt@trade","data":[1]}',
+        '{"foo":1}',
+        '{"error":{"code":2,"msg":"Invalid request: unknown property"},"id":3}',
+        '{"code":-1121,"msg":"Invalid symbol."}',
+        trade("BTCUSDT", 1, "72930.50000000", "0.10000000", "true", 10),
+        trade("BTCUSDT", 2, "72930.50000000", "0.10000000", '"true"', 10),
+        trade("BTCUSDT", 3, "72930.50000000", "0.10000000", "true", 10).replace('"p":"72930.50000000"', '"p":72930.5'),
+        trade("BTCUSDT", 4, "72930.50000000", "0.00000000", "true", 10),
+        trade("BTCUSDT", 5, "-72930.50000000", "0.10000000", "false", 10),
+        trade("BTCUSDT", 6, "72930.50000000", "0.10000000", "false", 10).replace(f'"T":{ms(10)}', f'"T":{ms(10) // 1000}'),
+        trade("", 7, "72930.50000000", "0.10000000", "false", 10),
+        trade("BTCUSDT", 8, "72930.50000000", "123456789012.5", "false", 10),
+        combined("btcusdt@bookTicker", book(400900219, "BTCUSDT", "72930.00000000", "-1.00000000", "72930.30000000", "1.0")),
+        combined("btcusdt@trade", trade("BTCUSDT", 9, "72930.60000000", "0.30000000", "false", 11)),
+    ]
+    return frames, bad
+
+
 def main():
     OUT.mkdir(parents=True, exist_ok=True)
-    for name, (good, bad) in {"polygon": polygon(), "kraken": kraken()}.items():
+    for name, (good, bad) in {"polygon": polygon(), "kraken": kraken(), "coinbase": coinbase(), "binance": binance()}.items():
         for suffix, frames in (("", good), ("-bad", bad)):
             for frame in frames:
                 if not frame.startswith("\ufeff") and frame.startswith(("[", "{")) and "not json" not in frame:

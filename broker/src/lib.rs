@@ -1,6 +1,7 @@
 //! The Mycelium topic broker: the sans-IO wire protocol ([`protocol`]), the
 //! broker server ([`server::serve`]) and the client producers publish through
-//! ([`client::Client`]).
+//! ([`client::Client`]), and with the `nats` feature the NATS backend
+//! (`nats`).
 //!
 //! It deliberately treats payloads as opaque bytes: the broker never parses
 //! the Protocol V2 messages it carries, and forwards each payload as a shared
@@ -8,6 +9,7 @@
 
 pub mod client;
 pub mod metrics;
+#[cfg(feature = "nats")]
 pub mod nats;
 pub mod protocol;
 pub mod server;

@@ -545,7 +545,7 @@ impl Default for FeedSettings {
 }
 
 impl FeedSettings {
-    /// The defaults for the two reference adapters.
+    /// The defaults for the four feed adapters.
     pub fn defaults() -> BTreeMap<String, FeedSettings> {
         let polygon = FeedSettings {
             subscribe: vec![
@@ -565,7 +565,34 @@ impl FeedSettings {
                 .to_owned(),
             ..FeedSettings::default()
         };
-        BTreeMap::from([("kraken".to_owned(), kraken), ("polygon".to_owned(), polygon)])
+        // Coinbase: one subscribe for the matches and ticker channels (the
+        // heartbeat keeps a quiet product's connection visibly alive).
+        let coinbase = FeedSettings {
+            subscribe: vec![
+                r#"{"type":"subscribe","product_ids":["BTC-USD","ETH-USD"],"channels":["matches","ticker","heartbeat"]}"#
+                    .to_owned(),
+            ],
+            resubscribe: String::new(),
+            book_depth: 10,
+            max_books: 1024,
+        };
+        // Binance: the combined-stream endpoint (`wss://…/stream`) takes the
+        // same SUBSCRIBE as the raw one.
+        let binance = FeedSettings {
+            subscribe: vec![
+                r#"{"method":"SUBSCRIBE","params":["btcusdt@trade","ethusdt@trade","btcusdt@bookTicker","ethusdt@bookTicker"],"id":1}"#
+                    .to_owned(),
+            ],
+            resubscribe: String::new(),
+            book_depth: 10,
+            max_books: 1024,
+        };
+        BTreeMap::from([
+            ("binance".to_owned(), binance),
+            ("coinbase".to_owned(), coinbase),
+            ("kraken".to_owned(), kraken),
+            ("polygon".to_owned(), polygon),
+        ])
     }
 }
 

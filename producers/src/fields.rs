@@ -3,7 +3,10 @@
 //! zero where a size is required (`zero_size`), too large for ×10^8 fixed
 //! point (`overflow`), a timestamp in the wrong unit (`bad_timestamp`), or
 //! a symbol that is not one (`bad_symbol`). Numbers are read from their
-//! decimal text, never through `f64`.
+//! decimal text, never through `f64`: the text of a JSON number (Polygon,
+//! Kraken), or the text inside a JSON string (`"72930.10"`: Coinbase,
+//! Binance) — each feed's numbers in the one form it sends, the other form
+//! being a mistyped field.
 
 use serde_json::value::RawValue;
 
@@ -59,6 +62,27 @@ fn number_text(value: Option<&RawValue>) -> Result<&str, Drop> {
     }
 }
 
+/// The decimal text inside a JSON string. A string with escapes is never a
+/// number, so the text is borrowed as it stands.
+fn quoted_text(value: Option<&RawValue>) -> Result<&str, Drop> {
+    let text = value.ok_or(Drop::BadField)?.get();
+    let inner = text.strip_prefix('"').and_then(|text| text.strip_suffix('"')).ok_or(Drop::BadField)?;
+    if inner.is_empty() || inner.contains('\\') { Err(Drop::BadField) } else { Ok(inner) }
+}
+
+/// A JSON string as text: borrowed when it has no escapes (the common case).
+///
+/// # Errors
+/// `bad_field` for a value that is not a string.
+pub fn string(value: Option<&RawValue>) -> Result<std::borrow::Cow<'_, str>, Drop> {
+    let text = value.ok_or(Drop::BadField)?.get();
+    match text.strip_prefix('"').and_then(|text| text.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => Ok(std::borrow::Cow::Borrowed(inner)),
+        Some(_) => serde_json::from_str::<String>(text).map(std::borrow::Cow::Owned).map_err(|_| Drop::BadField),
+        None => Err(Drop::BadField),
+    }
+}
+
 fn fixed8(text: &str) -> Result<i64, Drop> {
     myc_codec::parse_fixed8(text).map_err(|_| if looks_numeric(text) { Drop::Overflow } else { Drop::BadField })
 }
@@ -69,7 +93,16 @@ fn looks_numeric(text: &str) -> bool {
 
 /// A price: a JSON number, not negative.
 pub fn price(value: Option<&RawValue>) -> Result<i64, Drop> {
-    let price = fixed8(number_text(value)?)?;
+    price_text(number_text(value)?)
+}
+
+/// A price given as decimal text in a JSON string, not negative.
+pub fn quoted_price(value: Option<&RawValue>) -> Result<i64, Drop> {
+    price_text(quoted_text(value)?)
+}
+
+fn price_text(text: &str) -> Result<i64, Drop> {
+    let price = fixed8(text)?;
     if price < 0 { Err(Drop::Negative) } else { Ok(price) }
 }
 
@@ -87,10 +120,19 @@ pub fn size_text(text: &str) -> Result<i64, Drop> {
     }
 }
 
+/// A trade size given as decimal text in a JSON string: positive.
+pub fn quoted_size(value: Option<&RawValue>) -> Result<i64, Drop> {
+    size_text(quoted_text(value)?)
+}
+
 /// A size that may be zero (a quote side with nothing on it).
 pub fn quote_size(value: Option<&RawValue>) -> Result<i64, Drop> {
-    let size = fixed8(number_text(value)?)?;
-    if size < 0 { Err(Drop::Negative) } else { Ok(size) }
+    price_text(number_text(value)?)
+}
+
+/// A quote size given as decimal text in a JSON string: zero allowed.
+pub fn quoted_quote_size(value: Option<&RawValue>) -> Result<i64, Drop> {
+    price_text(quoted_text(value)?)
 }
 
 /// Unix milliseconds (an integer, 2001–2100) as nanoseconds.

@@ -1,5 +1,6 @@
-//! Market-data producers: the Polygon.io ([`Polygon`]) and Kraken
-//! ([`Kraken`]) WebSocket feed adapters and the synthetic feed
+//! Market-data producers: the Polygon.io ([`Polygon`]), Kraken
+//! ([`Kraken`]), Coinbase ([`Coinbase`]) and Binance ([`Binance`])
+//! WebSocket feed adapters and the synthetic feed
 //! ([`Synthetic`]), turning feed frames into Protocol V2 messages through
 //! `codec`. The adapters are sans-IO — a text frame in, messages into an
 //! [`Outbox`] out — so replay files, stdin and live WebSockets all drive the
@@ -9,8 +10,10 @@
 //! the broker or both is the shim's business, so the bytes built here are the
 //! same on every path.
 
+mod binance;
 mod book;
 mod build;
+mod coinbase;
 pub mod feed;
 pub mod fields;
 mod kraken;
@@ -18,8 +21,10 @@ mod polygon;
 pub mod summary;
 pub mod synthetic;
 
+pub use binance::Binance;
 pub use book::{Book, Level};
 pub use build::{Outbox, Stamper};
+pub use coinbase::Coinbase;
 pub use feed::{FeedError, Input, Options, Pace, Sink, expand, resubscribe_message, run};
 pub use kraken::{DEFAULT_MAX_BOOKS, Kraken};
 pub use polygon::Polygon;
@@ -55,4 +60,25 @@ pub trait Adapter {
 
     /// Messages built so far.
     fn built(&self) -> u64;
+}
+
+/// A boxed adapter is an adapter, so programs can choose feeds at run time.
+impl<A: Adapter + ?Sized> Adapter for Box<A> {
+    fn frame(
+        &mut self,
+        text: &str,
+        received_ns: u64,
+        now_ns: u64,
+        out: &mut Outbox,
+    ) -> Result<Option<Control>, String> {
+        (**self).frame(text, received_ns, now_ns, out)
+    }
+
+    fn counters(&self) -> &FeedCounters {
+        (**self).counters()
+    }
+
+    fn built(&self) -> u64 {
+        (**self).built()
+    }
 }

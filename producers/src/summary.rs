@@ -51,6 +51,15 @@ impl FeedCounters {
         *self.events_dropped.entry(reason.name().to_owned()).or_default() += 1;
     }
 
+    /// Counts one mapped event: dropped for its reason, or `published`
+    /// messages built from it.
+    pub fn mapped(&mut self, result: Result<(), crate::fields::Drop>, published: usize) {
+        match result {
+            Ok(()) => self.events_published += published as u64,
+            Err(reason) => self.dropped(reason),
+        }
+    }
+
     /// Counts one event of `kind` ignored. The kind is feed text, so the
     /// map is bounded: at most [`MAX_IGNORED_KINDS`] distinct kinds of at
     /// most [`MAX_KIND_LEN`] bytes are named, every other event is counted

@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use myc_codec::{Message, Source};
-use myc_producers::{Adapter, Control, FeedCounters, Kraken, Outbox, Polygon, Stamper};
+use myc_producers::{Adapter, Binance, Coinbase, Control, FeedCounters, Kraken, Outbox, Polygon, Stamper};
 
 fn sample(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("samples").join(name);
@@ -234,4 +234,187 @@ mod hostile_feed {
             assert_eq!(parsed.as_object().unwrap().len(), 2, "{message}");
         }
     }
+}
+
+fn coinbase() -> Coinbase {
+    Coinbase::new(Stamper::new(Source::CoinbaseCollector, true))
+}
+
+fn binance() -> Binance {
+    Binance::new(Stamper::new(Source::BinanceCollector, true))
+}
+
+fn decoded_trade(message: &[u8]) -> myc_codec::Trade {
+    myc_codec::Trade::decode(Message::parse(message).unwrap().tlvs().next().unwrap().payload).unwrap()
+}
+
+fn decoded_quote(message: &[u8]) -> myc_codec::Quote {
+    myc_codec::Quote::decode(Message::parse(message).unwrap().tlvs().next().unwrap().payload).unwrap()
+}
+
+fn ignored(counters: &FeedCounters) -> Vec<(&str, u64)> {
+    counters.events_ignored.iter().map(|(kind, n)| (kind.as_str(), *n)).collect()
+}
+
+#[test]
+fn coinbase_samples_map_matches_and_tickers_from_their_decimal_strings() {
+    let (messages, counters, controls) = replay(&mut coinbase(), &sample("coinbase.jsonl"));
+    assert_eq!(messages.len(), 7);
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (11, 0, 2));
+    assert_eq!(counters.events_published, 7);
+    assert!(counters.events_dropped.values().all(|&n| n == 0), "{counters:?}");
+    assert_eq!(ignored(&counters), [("error", 0), ("l2update", 1), ("status", 1)]);
+    assert!(controls.is_empty());
+    let last_match = decoded_trade(&messages[0]);
+    assert_eq!(
+        (last_match.asset_id, last_match.price, last_match.volume, last_match.side),
+        (myc_codec::asset_id("BTC-USD").unwrap(), 7_293_010_000_000, 750_000, 1),
+        "last_match is a trade like match; side sell as sent"
+    );
+    assert_eq!((last_match.venue_id, last_match.asset_type), (102, 51));
+    assert_eq!(last_match.execution_timestamp_ns, 1_764_172_801_028_570_000, "RFC 3339 with microseconds");
+    assert_eq!(decoded_trade(&messages[1]).side, 0, "buy");
+    let first_ticker = Message::parse(&messages[2]).unwrap();
+    assert_eq!(first_ticker.header().timestamp_ns, 0, "a ticker without time, replayed deterministically");
+    let quote = decoded_quote(&messages[2]);
+    assert_eq!(
+        (quote.bid_price, quote.bid_size, quote.ask_price, quote.ask_size, quote.quote_timestamp_ns),
+        (7_293_000_000_000, 50_000_000, 7_293_030_000_000, 125_000_000, 0)
+    );
+    let eth_ticker = decoded_quote(&messages[4]);
+    assert_eq!((eth_ticker.bid_size, eth_ticker.quote_timestamp_ns), (1_000_000_000, 1_764_172_804_028_903_000));
+    assert_eq!(decoded_trade(&messages[5]).execution_timestamp_ns, 1_764_172_800_028_459_000, "a late print as is");
+    for (index, bytes) in messages.iter().enumerate() {
+        let message = Message::parse(bytes).unwrap();
+        let header = message.header();
+        assert_eq!((header.sequence, header.source), (index as u64 + 1, Source::CoinbaseCollector));
+    }
+}
+
+#[test]
+fn coinbase_bad_input_is_counted_by_reason_and_errors_do_not_stop_the_replay() {
+    let (messages, counters, controls) = replay(&mut coinbase(), &sample("coinbase-bad.jsonl"));
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (15, 4, 1));
+    assert_eq!((messages.len(), counters.events_published), (2, 2));
+    for (reason, n) in
+        [("bad_field", 3), ("negative", 1), ("zero_size", 1), ("bad_timestamp", 1), ("overflow", 1), ("bad_symbol", 1)]
+    {
+        assert_eq!(dropped(&counters, reason), n, "{reason}: {counters:?}");
+    }
+    assert_eq!(counters.events_ignored["error"], 1);
+    assert!(controls.is_empty(), "an error frame asks nothing of the connection: the server closes it if fatal");
+    assert_eq!(decoded_trade(&messages[1]).price, 7_293_060_000_000, "the good match after the bad ones");
+}
+
+#[test]
+fn binance_samples_map_raw_and_combined_streams() {
+    let (messages, counters, controls) = replay(&mut binance(), &sample("binance.jsonl"));
+    assert_eq!(messages.len(), 6);
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (10, 0, 2));
+    assert_eq!(counters.events_published, 6);
+    assert!(counters.events_dropped.values().all(|&n| n == 0), "{counters:?}");
+    assert_eq!(ignored(&counters), [("24hrTicker", 1), ("aggTrade", 1), ("error", 0)]);
+    assert!(controls.is_empty());
+    let first = Message::parse(&messages[0]).unwrap();
+    assert_eq!((first.header().sequence, first.header().source), (1, Source::BinanceCollector));
+    let sold = decoded_trade(&messages[0]);
+    assert_eq!(
+        (sold.asset_id, sold.price, sold.volume, sold.side, sold.venue_id, sold.asset_type),
+        (myc_codec::asset_id("BTCUSDT").unwrap(), 7_293_010_000_000, 750_000, 1, 100, 51),
+        "the buyer is the maker (m true): the taker sold"
+    );
+    assert_eq!(sold.execution_timestamp_ns, 1_764_172_800_137_000_000, "T in ms");
+    assert_eq!(decoded_trade(&messages[1]).side, 0, "m false: a buy");
+    let eth = decoded_trade(&messages[2]);
+    assert_eq!((eth.asset_id, eth.volume), (myc_codec::asset_id("ETHUSDT").unwrap(), 150_000_000), "combined stream");
+    for index in [3, 4] {
+        let quote = Message::parse(&messages[index]).unwrap();
+        assert_eq!(quote.header().timestamp_ns, 0, "a bookTicker has no event time: 0 in deterministic replay");
+        assert_eq!(decoded_quote(&messages[index]).quote_timestamp_ns, 0);
+    }
+    let quote = decoded_quote(&messages[3]);
+    assert_eq!(
+        (quote.bid_price, quote.bid_size, quote.ask_price, quote.ask_size),
+        (7_293_000_000_000, 50_000_000, 7_293_030_000_000, 125_000_000)
+    );
+    assert_eq!(decoded_quote(&messages[4]).ask_size, 0, "an empty side is a quote size of zero");
+}
+
+#[test]
+fn a_binance_book_ticker_carries_the_receive_time_when_live() {
+    let mut adapter = Binance::new(Stamper::new(Source::BinanceCollector, false));
+    let mut out = Outbox::default();
+    let frame = r#"{"u":1,"s":"BTCUSDT","b":"1.00","B":"2.00","a":"1.01","A":"3.00"}"#;
+    adapter.frame(frame, 1_764_172_800_000_000_123, 1_764_172_800_000_000_456, &mut out).unwrap();
+    let message = out.messages().next().unwrap();
+    assert_eq!(decoded_quote(message).quote_timestamp_ns, 1_764_172_800_000_000_123);
+    assert_eq!(Message::parse(message).unwrap().header().timestamp_ns, 1_764_172_800_000_000_456, "build time");
+}
+
+#[test]
+fn binance_bad_input_is_counted_by_reason_and_errors_are_counted() {
+    let (messages, counters, controls) = replay(&mut binance(), &sample("binance-bad.jsonl"));
+    assert_eq!((counters.frames, counters.frames_rejected, counters.frames_control), (17, 5, 2));
+    assert_eq!((messages.len(), counters.events_published), (2, 2));
+    for (reason, n) in
+        [("bad_field", 2), ("negative", 2), ("zero_size", 1), ("bad_timestamp", 1), ("overflow", 1), ("bad_symbol", 1)]
+    {
+        assert_eq!(dropped(&counters, reason), n, "{reason}: {counters:?}");
+    }
+    assert_eq!(counters.events_ignored["error"], 2);
+    assert!(controls.is_empty());
+}
+
+#[test]
+fn hostile_frames_never_panic_and_are_rejected_or_dropped() {
+    let frames = [
+        "",
+        "{",
+        "}",
+        "null",
+        "0",
+        "\"x\"",
+        "[]",
+        "[{}]",
+        "{}",
+        "{\"type\":null}",
+        "{\"type\":\"match\"}",
+        "{\"e\":\"trade\"}",
+        "{\"e\":7}",
+        "{\"stream\":null,\"data\":null}",
+        "{\"stream\":\"s\",\"data\":\"x\"}",
+        "{\"type\":\"match\",\"price\":\"\\u0031\",\"size\":\"1\",\"side\":\"buy\",\"product_id\":\"A\",\"time\":\"x\"}",
+        "{\"e\":\"trade\",\"s\":\"BTCUSDT\",\"p\":\"1e99999\",\"q\":\"1\",\"T\":1764172800000,\"m\":true}",
+        "{\"e\":\"trade\",\"s\":\"BTCUSDT\",\"p\":\"1\",\"q\":\"1\",\"T\":99999999999999999999999,\"m\":true}",
+    ];
+    let mut out = Outbox::default();
+    let (mut coinbase, mut binance) = (coinbase(), binance());
+    for frame in frames {
+        let _ = coinbase.frame(frame, 0, 0, &mut out);
+        let _ = binance.frame(frame, 0, 0, &mut out);
+    }
+    assert!(out.is_empty(), "nothing built from any of them");
+    for counters in [coinbase.counters(), binance.counters()] {
+        let dropped: u64 = counters.events_dropped.values().sum();
+        let ignored: u64 = counters.events_ignored.values().sum();
+        assert_eq!(counters.frames, frames.len() as u64);
+        assert_eq!(
+            counters.frames_rejected + dropped + ignored + counters.frames_control,
+            frames.len() as u64,
+            "{counters:?}"
+        );
+    }
+}
+
+#[test]
+fn coinbase_and_binance_replays_are_deterministic_and_pinned() {
+    assert_eq!(
+        replay(&mut coinbase(), &sample("coinbase.jsonl")).0,
+        replay(&mut coinbase(), &sample("coinbase.jsonl")).0
+    );
+    assert_eq!(replay(&mut binance(), &sample("binance.jsonl")).0, replay(&mut binance(), &sample("binance.jsonl")).0);
+    insta::assert_snapshot!("coinbase", canonical(&replay(&mut coinbase(), &sample("coinbase.jsonl")).0));
+    insta::assert_snapshot!("binance", canonical(&replay(&mut binance(), &sample("binance.jsonl")).0));
+    insta::assert_snapshot!("coinbase_bad", canonical(&replay(&mut coinbase(), &sample("coinbase-bad.jsonl")).0));
+    insta::assert_snapshot!("binance_bad", canonical(&replay(&mut binance(), &sample("binance-bad.jsonl")).0));
 }

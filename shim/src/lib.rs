@@ -7,17 +7,35 @@
 //!
 //! It deliberately never builds or alters message bytes: it routes the bytes
 //! the producer built, unchanged, to one path or both.
+//!
+//! Cargo features choose the paths a build carries: `relay` (the relay
+//! client), `broker` (the Mycelium broker client) and `nats` (the NATS
+//! backend), all on by default. A path left out is a [`RelaySide`] or
+//! [`BrokerSide`] that is `Unavailable`: a stage that needs it is refused at
+//! construction ([`ServicePublisher::try_new`]) and, asked for later by the
+//! rollout plan, kept out (the current stage stays, one ERROR is logged and
+//! `myc_shim_stage_unavailable_total` counts it).
 
+// The relay's broker link needs both paths.
+#[cfg(all(feature = "relay", feature = "broker"))]
 mod handover;
+#[cfg(all(feature = "relay", feature = "broker"))]
 mod link;
 mod path;
 mod publisher;
 mod service;
 mod summary;
 
+#[cfg(all(feature = "relay", feature = "broker"))]
 pub use link::{DirectionLabels, DomainLabel, DropLabels, LinkMetrics, RelayBridge, RelayLink, SourceStages};
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
-pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
+#[cfg(feature = "broker")]
+pub use publisher::BrokerPublisher;
+#[cfg(feature = "nats")]
+pub use publisher::NatsBrokerPublisher;
+#[cfg(feature = "relay")]
+pub use publisher::RelayPublisher;
+pub use publisher::{BrokerSide, Publisher, RelaySide, Unavailable, split};
 pub use service::{DualPublisher, ServicePublisher, StageHandle, watch_plan, watch_plan_counted};
 pub use summary::{PathSummary, Summary};
 
@@ -26,11 +44,34 @@ pub use summary::{PathSummary, Summary};
 #[non_exhaustive]
 pub enum Error {
     /// The relay path refused the message.
+    #[cfg(feature = "relay")]
     #[error("relay path: {0}")]
     Relay(#[from] myc_relay_compat::Error),
     /// The broker path refused the message.
+    #[cfg(any(feature = "broker", feature = "nats"))]
     #[error("broker path: {0}")]
     Broker(#[from] myc_broker::Error),
+    /// A path this build does not carry.
+    #[error("this build has no {path} path: enable the `{feature}` feature of myc-shim")]
+    PathUnavailable {
+        /// The path: relay, broker or NATS.
+        path: &'static str,
+        /// The Cargo feature that brings it.
+        feature: &'static str,
+    },
+    /// A starting stage that needs a path this build does not carry.
+    #[error(
+        "stage {stage} needs the {path} path, which this build lacks: enable the `{feature}` feature of myc-shim \
+         (in Cargo.toml: myc-shim = {{ …, features = [\"{feature}\"] }})"
+    )]
+    StageUnavailable {
+        /// The stage asked for.
+        stage: myc_config::Stage,
+        /// The path it needs.
+        path: &'static str,
+        /// The Cargo feature that brings it.
+        feature: &'static str,
+    },
     /// Bytes that are not whole Protocol V2 messages.
     #[error("not a whole Protocol V2 message")]
     NotAMessage,
@@ -78,10 +119,14 @@ mod tests {
         let settings = myc_config::Settings::default();
         assert_eq!(super::reconnect_options(&settings.broker), myc_transport::ReconnectOptions::default());
         assert_eq!(super::buffer_limits(&settings.broker), myc_transport::BufferLimits::default());
-        let client = myc_broker::ClientOptions::new(myc_transport::Endpoint::Unix("/unused".into()));
-        assert_eq!(
-            (client.reconnect, client.buffer),
-            (myc_transport::ReconnectOptions::default(), myc_transport::BufferLimits::default())
-        );
+        // The broker client exists only in builds with a broker path.
+        #[cfg(any(feature = "broker", feature = "nats"))]
+        {
+            let client = myc_broker::ClientOptions::new(myc_transport::Endpoint::Unix("/unused".into()));
+            assert_eq!(
+                (client.reconnect, client.buffer),
+                (myc_transport::ReconnectOptions::default(), myc_transport::BufferLimits::default())
+            );
+        }
     }
 }

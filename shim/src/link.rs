@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+#[cfg(feature = "nats")]
 use futures_util::{FutureExt as _, StreamExt as _};
 use myc_codec::Domain;
 use myc_config::{Settings, Stage};
@@ -293,6 +294,7 @@ impl LinkCounters {
 #[derive(Debug)]
 enum DownSource {
     Mycelium(myc_broker::Client),
+    #[cfg(feature = "nats")]
     Nats(async_nats::Client, String),
 }
 
@@ -312,9 +314,11 @@ impl RelayLink {
                     BrokerPublisher::client_options(settings, &format!("{client_name}-{}-down", domain.name()))?;
                 DownSource::Mycelium(myc_broker::Client::start(options))
             }
+            #[cfg(feature = "nats")]
             BrokerSide::Nats(path) => {
                 DownSource::Nats(path.publisher().client().clone(), path.publisher().subject(&topic))
             }
+            BrokerSide::Unavailable(missing) => return Err(missing.error()),
         };
         let (ready, _) = watch::channel(false);
         Ok(RelayLink {
@@ -405,6 +409,7 @@ impl Link for RelayLink {
                     }
                 })
             }
+            #[cfg(feature = "nats")]
             DownSource::Nats(client, subject) => {
                 let (client, subject) = (client.clone(), subject.clone());
                 AbortOnDrop::spawn(async move { down.run_nats(client, subject).await })
@@ -457,6 +462,7 @@ impl Down {
         }
     }
 
+    #[cfg(feature = "nats")]
     async fn run_nats(mut self, client: async_nats::Client, subject: String) {
         let mut subscriber = loop {
             match client.subscribe(subject.clone()).await {

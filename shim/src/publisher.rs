@@ -1,17 +1,26 @@
-//! The one interface producers publish through, and its two transports:
-//! [`RelayPublisher`] (a relay client per domain, started on the domain's
-//! first message) and [`BrokerPublisher`] (one broker client; the message's
-//! `relay_domain` picks the topic from the topic map). Both take the
-//! producer's bytes unchanged.
+//! The one interface producers publish through, and its transports:
+//! `RelayPublisher` (a relay client per domain, started on the domain's
+//! first message; feature `relay`), `BrokerPublisher` (one broker client;
+//! the message's `relay_domain` picks the topic from the topic map; feature
+//! `broker`) and `NatsBrokerPublisher` (feature `nats`). All take the
+//! producer's bytes unchanged. [`RelaySide`] and [`BrokerSide`] are the
+//! paths the settings choose, or `Unavailable` where the build left the
+//! transport out.
 
 use std::future::Future;
+#[cfg(any(feature = "relay", feature = "nats"))]
 use std::path::PathBuf;
+#[cfg(feature = "relay")]
 use std::sync::OnceLock;
 use std::time::Duration;
 
+#[cfg(feature = "broker")]
 use myc_broker::{Client, ConnectionState};
+#[cfg(feature = "relay")]
 use myc_codec::{Domain, Source};
+#[cfg(feature = "relay")]
 use myc_relay_compat::{RelayClient, RelayClientOptions};
+#[cfg(feature = "relay")]
 use myc_transport::BufferLimits;
 
 use crate::Error;
@@ -48,6 +57,36 @@ pub trait Publisher: Send + Sync {
 
     /// Bytes buffered on the path now.
     fn buffered_bytes(&self) -> usize;
+
+    /// The path this build left out, when this publisher stands in for it
+    /// (it refuses every message); `None` for a real path.
+    fn unavailable(&self) -> Option<Unavailable> {
+        None
+    }
+}
+
+/// A path the build left out, and the Cargo feature of myc-shim that brings
+/// it back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Unavailable {
+    /// The path: `relay`, `broker` or `NATS`.
+    pub path: &'static str,
+    /// The feature to enable.
+    pub feature: &'static str,
+}
+
+impl Unavailable {
+    /// The relay path, feature `relay`.
+    pub const RELAY: Unavailable = Unavailable { path: "relay", feature: "relay" };
+    /// The Mycelium broker path, feature `broker`.
+    pub const BROKER: Unavailable = Unavailable { path: "broker", feature: "broker" };
+    /// The NATS broker path, feature `nats`.
+    pub const NATS: Unavailable = Unavailable { path: "NATS", feature: "nats" };
+
+    /// The error a message sent to this path gets.
+    pub fn error(self) -> Error {
+        Error::PathUnavailable { path: self.path, feature: self.feature }
+    }
 }
 
 /// Splits concatenated whole messages.
@@ -66,12 +105,14 @@ pub fn split(mut messages: &[u8]) -> Result<Vec<&[u8]>, Error> {
     Ok(out)
 }
 
+#[cfg(any(feature = "relay", feature = "broker", feature = "nats"))]
 fn domain_of(message: &[u8]) -> Result<u8, Error> {
     message.get(4).copied().ok_or(Error::NotAMessage)
 }
 
 /// The relay path: one relay client per domain, each started on its
 /// domain's first message and identified with that message's source.
+#[cfg(feature = "relay")]
 #[derive(Debug)]
 pub struct RelayPublisher {
     paths: [PathBuf; 4],
@@ -79,6 +120,7 @@ pub struct RelayPublisher {
     clients: [OnceLock<RelayClient>; 4],
 }
 
+#[cfg(feature = "relay")]
 impl RelayPublisher {
     /// A relay path over the sockets `paths` (domains 1–4 in order), each
     /// client buffering up to `buffer`.
@@ -111,6 +153,7 @@ impl RelayPublisher {
     }
 }
 
+#[cfg(feature = "relay")]
 impl Publisher for RelayPublisher {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
         Ok(self.client(message)?.publish(message).await?)
@@ -138,12 +181,14 @@ impl Publisher for RelayPublisher {
 
 /// The broker path: one broker client; each message goes to its domain's
 /// topic.
+#[cfg(feature = "broker")]
 #[derive(Debug, Clone)]
 pub struct BrokerPublisher {
     client: Client,
     topics: [String; 4],
 }
 
+#[cfg(feature = "broker")]
 impl BrokerPublisher {
     /// A broker path over `client`, with `topics` for domains 1–4 in order.
     pub fn new(client: Client, topics: [String; 4]) -> BrokerPublisher {
@@ -191,6 +236,7 @@ impl BrokerPublisher {
     }
 }
 
+#[cfg(feature = "broker")]
 impl Publisher for BrokerPublisher {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
         Ok(self.client.publish(self.topic(message)?, message).await?)
@@ -215,12 +261,14 @@ impl Publisher for BrokerPublisher {
 
 /// The broker path on NATS: one buffered NATS publisher; each message goes
 /// to its domain's topic as subject `<prefix><topic>`.
+#[cfg(feature = "nats")]
 #[derive(Debug, Clone)]
 pub struct NatsBrokerPublisher {
     publisher: myc_broker::nats::NatsPublisher,
     topics: [String; 4],
 }
 
+#[cfg(feature = "nats")]
 impl NatsBrokerPublisher {
     /// A NATS path over `publisher`, with `topics` for domains 1–4.
     pub fn new(publisher: myc_broker::nats::NatsPublisher, topics: [String; 4]) -> NatsBrokerPublisher {
@@ -273,6 +321,7 @@ impl NatsBrokerPublisher {
     }
 }
 
+#[cfg(feature = "nats")]
 impl Publisher for NatsBrokerPublisher {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
         Ok(self.publisher.publish(self.topic(message)?, message).await?)
@@ -295,66 +344,190 @@ impl Publisher for NatsBrokerPublisher {
     }
 }
 
-/// The broker side the settings choose (`broker.backend`): the Mycelium
-/// broker or NATS.
-#[derive(Debug, Clone)]
-pub enum BrokerSide {
-    /// The Mycelium broker.
-    Mycelium(BrokerPublisher),
-    /// A NATS server or cluster.
-    Nats(NatsBrokerPublisher),
+/// The relay side the settings choose: the relay, or `Unavailable` in a
+/// build without the `relay` feature.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, built once; a box would cost a pointer chase per message"
+)]
+#[derive(Debug)]
+pub enum RelaySide {
+    /// The relay.
+    #[cfg(feature = "relay")]
+    Relay(RelayPublisher),
+    /// Left out of this build: every message is refused.
+    Unavailable,
 }
 
-impl BrokerSide {
-    /// The backend `broker.backend` names, named `client_name`.
-    ///
-    /// # Errors
-    /// Settings the backend cannot use.
-    pub async fn from_settings(settings: &myc_config::Settings, client_name: &str) -> Result<BrokerSide, Error> {
-        Ok(match settings.broker.backend {
-            myc_config::Backend::Mycelium => {
-                BrokerSide::Mycelium(BrokerPublisher::from_settings(settings, client_name)?)
-            }
-            myc_config::Backend::Nats => {
-                BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?)
-            }
-        })
+impl RelaySide {
+    /// The relay path the settings describe (unavailable without `relay`).
+    pub fn from_settings(settings: &myc_config::Settings) -> RelaySide {
+        #[cfg(feature = "relay")]
+        {
+            RelaySide::Relay(RelayPublisher::from_settings(settings))
+        }
+        #[cfg(not(feature = "relay"))]
+        {
+            let _ = settings;
+            RelaySide::Unavailable
+        }
     }
 }
 
-impl Publisher for BrokerSide {
+#[cfg_attr(not(feature = "relay"), allow(unused_variables, reason = "no path to hand them to"))]
+impl Publisher for RelaySide {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
         match self {
-            BrokerSide::Mycelium(path) => path.publish(message).await,
-            BrokerSide::Nats(path) => path.publish(message).await,
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => path.publish(message).await,
+            RelaySide::Unavailable => Err(Unavailable::RELAY.error()),
         }
     }
 
     fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
         match self {
-            BrokerSide::Mycelium(path) => path.try_publish(message),
-            BrokerSide::Nats(path) => path.try_publish(message),
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => path.try_publish(message),
+            RelaySide::Unavailable => Err(Unavailable::RELAY.error()),
         }
     }
 
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {
         match self {
-            BrokerSide::Mycelium(path) => path.flush(deadline).await,
-            BrokerSide::Nats(path) => path.flush(deadline).await,
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => path.flush(deadline).await,
+            RelaySide::Unavailable => Ok(()),
         }
     }
 
     fn is_connected(&self) -> bool {
         match self {
-            BrokerSide::Mycelium(path) => path.is_connected(),
-            BrokerSide::Nats(path) => path.is_connected(),
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => path.is_connected(),
+            RelaySide::Unavailable => false,
         }
     }
 
     fn buffered_bytes(&self) -> usize {
         match self {
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => path.buffered_bytes(),
+            RelaySide::Unavailable => 0,
+        }
+    }
+
+    fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(_) => None,
+            RelaySide::Unavailable => Some(Unavailable::RELAY),
+        }
+    }
+}
+
+/// The broker side the settings choose (`broker.backend`): the Mycelium
+/// broker or NATS, or `Unavailable` when the build left that backend out.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per service, built once; a box would cost a pointer chase per message"
+)]
+#[derive(Debug, Clone)]
+pub enum BrokerSide {
+    /// The Mycelium broker.
+    #[cfg(feature = "broker")]
+    Mycelium(BrokerPublisher),
+    /// A NATS server or cluster.
+    #[cfg(feature = "nats")]
+    Nats(NatsBrokerPublisher),
+    /// The backend the settings name is left out of this build: every
+    /// message is refused.
+    Unavailable(Unavailable),
+}
+
+impl BrokerSide {
+    /// The backend `broker.backend` names, named `client_name`; unavailable
+    /// when the build lacks its feature (`broker` or `nats`).
+    ///
+    /// # Errors
+    /// Settings the backend cannot use.
+    pub async fn from_settings(settings: &myc_config::Settings, client_name: &str) -> Result<BrokerSide, Error> {
+        Ok(match settings.broker.backend {
+            #[cfg(feature = "broker")]
+            myc_config::Backend::Mycelium => {
+                BrokerSide::Mycelium(BrokerPublisher::from_settings(settings, client_name)?)
+            }
+            #[cfg(not(feature = "broker"))]
+            myc_config::Backend::Mycelium => BrokerSide::Unavailable(Unavailable::BROKER),
+            #[cfg(feature = "nats")]
+            myc_config::Backend::Nats => {
+                BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?)
+            }
+            #[cfg(not(feature = "nats"))]
+            myc_config::Backend::Nats => {
+                let _ = client_name;
+                BrokerSide::Unavailable(Unavailable::NATS)
+            }
+        })
+    }
+}
+
+#[cfg_attr(not(any(feature = "broker", feature = "nats")), allow(unused_variables, reason = "no path to hand them to"))]
+impl Publisher for BrokerSide {
+    async fn publish(&self, message: &[u8]) -> Result<(), Error> {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.publish(message).await,
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.publish(message).await,
+            BrokerSide::Unavailable(missing) => Err(missing.error()),
+        }
+    }
+
+    fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.try_publish(message),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.try_publish(message),
+            BrokerSide::Unavailable(missing) => Err(missing.error()),
+        }
+    }
+
+    async fn flush(&self, deadline: Duration) -> Result<(), Error> {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.flush(deadline).await,
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.flush(deadline).await,
+            BrokerSide::Unavailable(_) => Ok(()),
+        }
+    }
+
+    fn is_connected(&self) -> bool {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.is_connected(),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.is_connected(),
+            BrokerSide::Unavailable(_) => false,
+        }
+    }
+
+    fn buffered_bytes(&self) -> usize {
+        match self {
+            #[cfg(feature = "broker")]
             BrokerSide::Mycelium(path) => path.buffered_bytes(),
+            #[cfg(feature = "nats")]
             BrokerSide::Nats(path) => path.buffered_bytes(),
+            BrokerSide::Unavailable(_) => 0,
+        }
+    }
+
+    fn unavailable(&self) -> Option<Unavailable> {
+        match self {
+            BrokerSide::Unavailable(missing) => Some(*missing),
+            #[allow(unreachable_patterns, reason = "every other variant is a real path; none in some builds")]
+            _ => None,
         }
     }
 }

@@ -4,7 +4,8 @@
 //! relay, dual either way, or broker — so a stage change takes effect at a
 //! message boundary. Each path keeps one connection and one FIFO buffer
 //! whatever its role, so a stage change never reorders or repeats a
-//! message on either path.
+//! message on either path. A stage needing a path the build left out is
+//! never entered: the publisher keeps serving the stage it is at.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::path::{GuardedPath, ShadowLimits};
-use crate::{Error, Publisher};
+use crate::{BrokerSide, Error, Publisher, RelaySide, Unavailable};
+
+/// `refused` when no stage is refused.
+const NONE_REFUSED: u8 = u8::MAX;
 
 /// The current stage of one service, shared between whoever changes it and
 /// every publisher that reads it (and exported as a gauge).
@@ -187,18 +191,124 @@ impl<P: Publisher, S: Publisher> Publisher for DualPublisher<P, S> {
 }
 
 /// A service's publisher: the route follows its rollout stage, message by
-/// message.
+/// message — except into a stage that needs a path this build left out.
 #[derive(Debug)]
 pub struct ServicePublisher<R, B> {
     relay: GuardedPath<R>,
     broker: GuardedPath<B>,
     stage: StageHandle,
+    /// The stage routed by: the handle's, unless that needs a path the
+    /// build lacks; then the last stage that did not.
+    served: AtomicU8,
+    /// The stage last refused (logged once), or `NONE_REFUSED`.
+    refused: AtomicU8,
+    /// Stage changes refused for a missing path
+    /// (`myc_shim_stage_unavailable_total`).
+    unavailable: Counter,
+    /// The watches a publisher built from a settings file keeps alive.
+    followers: Option<Followers>,
+}
+
+/// What keeps a publisher built by [`ServicePublisher::from_settings_file`]
+/// current: the rollout plan it follows and its settings file.
+#[derive(Debug)]
+struct Followers {
+    plan: myc_config::Watched<Plan>,
+    settings: myc_config::Watched<myc_config::Settings>,
 }
 
 impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
-    /// Routes by `stage` between `relay` and `broker`.
+    /// Routes by `stage` between `relay` and `broker`. Use
+    /// [`ServicePublisher::try_new`] when a path may be unavailable.
     pub fn new(relay: R, broker: B, stage: StageHandle, limits: ShadowLimits) -> ServicePublisher<R, B> {
-        ServicePublisher { relay: GuardedPath::new(relay, limits), broker: GuardedPath::new(broker, limits), stage }
+        let served = AtomicU8::new(stage.get().index());
+        ServicePublisher {
+            relay: GuardedPath::new(relay, limits),
+            broker: GuardedPath::new(broker, limits),
+            stage,
+            served,
+            refused: AtomicU8::new(NONE_REFUSED),
+            unavailable: Counter::default(),
+            followers: None,
+        }
+    }
+
+    /// As [`ServicePublisher::new`], refusing a starting stage that needs a
+    /// path this build lacks.
+    ///
+    /// # Errors
+    /// [`Error::StageUnavailable`], naming the feature to enable.
+    pub fn try_new(
+        relay: R,
+        broker: B,
+        stage: StageHandle,
+        limits: ShadowLimits,
+    ) -> Result<ServicePublisher<R, B>, Error> {
+        let publisher = ServicePublisher::new(relay, broker, stage, limits);
+        let starting = publisher.stage.get();
+        match publisher.missing_for(starting) {
+            Some(missing) => {
+                Err(Error::StageUnavailable { stage: starting, path: missing.path, feature: missing.feature })
+            }
+            None => Ok(publisher),
+        }
+    }
+
+    /// The path `stage` needs that this build lacks, if any.
+    fn missing_for(&self, stage: Stage) -> Option<Unavailable> {
+        let route = Route::of(stage);
+        let relay = route.relay.and_then(|_| self.relay.publisher().unavailable());
+        relay.or_else(|| route.broker.and_then(|_| self.broker.publisher().unavailable()))
+    }
+
+    /// The route of the stage served now (one atomic load and a compare
+    /// while the handle's stage is served).
+    #[inline]
+    fn route(&self) -> Route {
+        let wanted = self.stage.get();
+        let served = self.served.load(Ordering::Relaxed);
+        if wanted.index() == served {
+            return Route::of(wanted);
+        }
+        Route::of(self.switch(wanted, served))
+    }
+
+    /// Moves to `wanted` if the build can serve it; otherwise stays, and the
+    /// first time `wanted` is refused logs it and counts it.
+    #[cold]
+    fn switch(&self, wanted: Stage, served: u8) -> Stage {
+        let Some(missing) = self.missing_for(wanted) else {
+            self.served.store(wanted.index(), Ordering::Relaxed);
+            self.refused.store(NONE_REFUSED, Ordering::Relaxed);
+            return wanted;
+        };
+        let served = Stage::from_index(served).unwrap_or_default();
+        if self.refused.swap(wanted.index(), Ordering::Relaxed) != wanted.index() {
+            self.unavailable.inc();
+            // The gauge shows the stage actually served.
+            self.stage.gauge().set(i64::from(served.index()));
+            tracing::error!(
+                stage = %wanted,
+                staying_at = %served,
+                feature = missing.feature,
+                "the rollout plan asks for stage {wanted}, which needs the {} path this build lacks \
+                 (enable the `{}` feature of myc-shim); staying at {served}",
+                missing.path,
+                missing.feature
+            );
+        }
+        served
+    }
+
+    /// The stage served now (the handle's, unless this build cannot serve it).
+    pub fn served_stage(&self) -> Stage {
+        let _ = self.route();
+        Stage::from_index(self.served.load(Ordering::Relaxed)).unwrap_or_default()
+    }
+
+    /// Stage changes refused so far because a path is missing.
+    pub fn stage_unavailable(&self) -> &Counter {
+        &self.unavailable
     }
 
     /// The relay path.
@@ -218,13 +328,68 @@ impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
 
     /// The current summary of both paths.
     pub fn summary(&self) -> crate::Summary {
-        crate::Summary::of(self.stage.get(), &self.relay, &self.broker)
+        crate::Summary::of(self.served_stage(), &self.relay, &self.broker)
+    }
+
+    /// The watches of the rollout plan and settings file, for a publisher
+    /// built from a settings file.
+    pub fn watches(&self) -> Option<(&myc_config::Watched<Plan>, &myc_config::Watched<myc_config::Settings>)> {
+        self.followers.as_ref().map(|followers| (&followers.plan, &followers.settings))
+    }
+}
+
+impl ServicePublisher<RelaySide, BrokerSide> {
+    /// The publisher of `service` the settings describe, at `stage`: the
+    /// relay path and the broker backend `broker.backend` names, with the
+    /// shadow limits of `[shadow]`.
+    ///
+    /// # Errors
+    /// Settings a path cannot use, or a starting stage this build cannot
+    /// serve ([`Error::StageUnavailable`], naming the feature to enable).
+    pub async fn from_settings(
+        settings: &myc_config::Settings,
+        service: &str,
+        stage: StageHandle,
+    ) -> Result<ServicePublisher<RelaySide, BrokerSide>, Error> {
+        let relay = RelaySide::from_settings(settings);
+        // Refuse a relay stage before connecting to a broker.
+        if let Some(gap) = relay.unavailable().filter(|_| Route::of(stage.get()).relay.is_some()) {
+            return Err(Error::StageUnavailable { stage: stage.get(), path: gap.path, feature: gap.feature });
+        }
+        let broker = BrokerSide::from_settings(settings, service).await?;
+        ServicePublisher::try_new(relay, broker, stage, ShadowLimits::from_settings(&settings.shadow))
+    }
+
+    /// The one constructor a ported service needs: the settings in
+    /// `settings_file` (then `MYC_*` from the environment), the stage of
+    /// `service` in the rollout plan they name — followed live — and the
+    /// settings file re-read on change (a bad edit is logged and counted,
+    /// the last good settings kept; connection settings apply at the next
+    /// start).
+    ///
+    /// # Errors
+    /// Settings refused, a plan that cannot be read, settings a path cannot
+    /// use, or a starting stage this build cannot serve.
+    pub async fn from_settings_file(
+        settings_file: impl Into<PathBuf>,
+        service: &str,
+    ) -> Result<ServicePublisher<RelaySide, BrokerSide>, Error> {
+        let file = settings_file.into();
+        let sources = myc_config::Sources::discover(Some(file.clone()));
+        let settings = myc_config::load(&sources).map_err(|error| Error::Settings(error.to_string()))?;
+        let rollout = &settings.rollout;
+        let (stage, plan) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)?;
+        let mut publisher = ServicePublisher::from_settings(&settings, service, stage).await?;
+        let watched_settings = myc_config::Watched::start(&file, move || myc_config::load(&sources))
+            .map_err(|error| Error::Settings(error.to_string()))?;
+        publisher.followers = Some(Followers { plan, settings: watched_settings });
+        Ok(publisher)
     }
 }
 
 impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
-        match Route::of(self.stage.get()) {
+        match self.route() {
             Route { relay: Some(Role::Primary), broker } => {
                 self.relay.primary(message).await?;
                 if broker.is_some() {
@@ -243,7 +408,7 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
     }
 
     fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
-        match Route::of(self.stage.get()) {
+        match self.route() {
             Route { relay: Some(Role::Primary), broker } => {
                 self.relay.try_primary(message)?;
                 if broker.is_some() {
@@ -265,14 +430,14 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
     /// the result is the current primary's.
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {
         let (relay, broker) = tokio::join!(self.relay.flush(deadline), self.broker.flush(deadline));
-        match Route::of(self.stage.get()).relay {
+        match self.route().relay {
             Some(Role::Primary) => relay,
             _ => broker,
         }
     }
 
     fn is_connected(&self) -> bool {
-        match Route::of(self.stage.get()).relay {
+        match self.route().relay {
             Some(Role::Primary) => self.relay.publisher().is_connected(),
             _ => self.broker.publisher().is_connected(),
         }

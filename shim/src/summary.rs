@@ -47,8 +47,9 @@ impl Summary {
 impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, B> {
     /// Registers this publisher's metrics under `myc_shim_*`, labelled with
     /// `service` and `path`: published, failed, shadow dropped, shadow
-    /// breaker state, the current stage (0 relay … 3 broker), and failed
-    /// reads of the rollout plan it follows (`myc_rollout_plan_errors_total`).
+    /// breaker state, the current stage (0 relay … 3 broker), failed
+    /// reads of the rollout plan it follows (`myc_rollout_plan_errors_total`),
+    /// and stage changes refused for a path the build left out.
     pub fn register(&self, registry: &mut Registry, service: &str) {
         let registry = registry.sub_registry_with_label(("service".into(), service.to_owned().into()));
         for (name, counters) in [("relay", self.relay().counters()), ("broker", self.broker().counters())] {
@@ -67,6 +68,11 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
             "myc_rollout_plan_errors",
             "Reads of the rollout plan that failed (missing after it was read, unparsable); the stage was kept",
             self.stage().plan_errors().clone(),
+        );
+        registry.register(
+            "myc_shim_stage_unavailable",
+            "Stage changes refused: the stage needs a path this build left out",
+            self.stage_unavailable().clone(),
         );
     }
 }

@@ -3,6 +3,7 @@
 //! shadow isolation with the broker absent, and stage changes picked up
 //! from the rollout file.
 
+#![cfg(all(feature = "relay", feature = "broker"))]
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod common;

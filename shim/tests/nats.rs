@@ -5,6 +5,7 @@
 //! node dies. Each test says so and passes when `nats-server` is not
 //! installed; `.ci/run` installs it, so CI always runs them.
 
+#![cfg(all(feature = "relay", feature = "nats"))]
 #![allow(clippy::unwrap_used, clippy::print_stderr, reason = "a failed unwrap is a failed test; a skip says so")]
 
 mod common;

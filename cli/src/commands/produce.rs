@@ -1,4 +1,5 @@
-//! `myc produce`: runs a producer — the Polygon or Kraken adapter on a
+//! `myc produce`: runs a producer — the Polygon, Kraken, Coinbase or
+//! Binance adapter on a
 //! replay file, stdin or a live WebSocket, or the synthetic feed — through
 //! the shim. The route comes from the service's rollout stage, re-read
 //! whenever the rollout file changes; `--out` is a dry run into a capture
@@ -15,7 +16,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use myc_codec::Source;
-use myc_producers::{Adapter, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic};
+use myc_producers::{
+    Adapter, Binance, Coinbase, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic,
+};
 use myc_shim::{BrokerSide, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
 use super::{Outcome, shutdown_signal};
@@ -30,6 +33,8 @@ const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 enum Feed {
     Polygon,
     Kraken,
+    Coinbase,
+    Binance,
     Synthetic,
 }
 
@@ -38,8 +43,10 @@ impl Feed {
         Ok(match name {
             "polygon" => Feed::Polygon,
             "kraken" => Feed::Kraken,
+            "coinbase" => Feed::Coinbase,
+            "binance" => Feed::Binance,
             "synthetic" => Feed::Synthetic,
-            other => bail!("unknown feed {other:?}: expected polygon, kraken or synthetic"),
+            other => bail!("unknown feed {other:?}: expected polygon, kraken, coinbase, binance or synthetic"),
         })
     }
 
@@ -49,6 +56,8 @@ impl Feed {
         match self {
             Feed::Polygon => ("polygon_adapter", 4),
             Feed::Kraken => ("kraken_adapter", 2),
+            Feed::Coinbase => ("coinbase_adapter", 3),
+            Feed::Binance => ("binance_adapter", 1),
             Feed::Synthetic => ("synthetic", 99),
         }
     }
@@ -122,6 +131,8 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
                 )
                 .await?
             }
+            (Feed::Coinbase, Some(input)) => drive(Coinbase::new(stamper), input, &options, &mut sink, &stop).await?,
+            (Feed::Binance, Some(input)) => drive(Binance::new(stamper), input, &options, &mut sink, &stop).await?,
             (_, None) => bail!("no input"),
         };
         counter.finish_and_clear();

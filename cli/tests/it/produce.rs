@@ -155,3 +155,32 @@ fn the_demo_walks_every_stage_and_verifies_both_dual_stages_identical() {
     }
     assert_eq!((stages[1]["verdict"].as_str(), stages[2]["verdict"].as_str()), (Some("identical"), Some("identical")));
 }
+
+#[test]
+fn coinbase_and_binance_replays_publish_through_produce_with_bad_input_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    for (feed, good, bad, published, rejected) in [
+        ("coinbase", "coinbase.jsonl", "coinbase-bad.jsonl", 7, 4),
+        ("binance", "binance.jsonl", "binance-bad.jsonl", 6, 5),
+    ] {
+        let (out, input) = (dir.path().join(format!("{feed}.pcapng")), sample(good));
+        let args = ["produce", "--feed", feed, "--input", arg(&input), "--deterministic", "--out", arg(&out)];
+        let output = myc(&[&args[..], &["--summary-json"]].concat(), b"");
+        assert_eq!(output.status.code(), Some(0), "{feed}: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["events_published"], published, "{feed}");
+        let again = dir.path().join(format!("{feed}-again.pcapng"));
+        let args = ["produce", "--feed", feed, "--input", arg(&input), "--deterministic", "--out", arg(&again)];
+        assert_eq!(myc(&args, b"").status.code(), Some(0));
+        assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&again).unwrap(), "{feed}: deterministic bytes");
+        let bad_input = std::fs::read(sample(bad)).unwrap();
+        let output =
+            myc(&["produce", "--feed", feed, "--input", "-", "--out", arg(&out), "--summary-json"], &bad_input);
+        assert_eq!(output.status.code(), Some(0), "{feed}: a replay with bad frames still ends well");
+        let stdout = String::from_utf8(output.stdout).unwrap();
+        let summary: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+        assert_eq!(summary["frames_rejected"], rejected, "{feed}");
+        assert!(summary["events_ignored"]["error"].as_u64() > Some(0), "{feed}: errors counted");
+    }
+}

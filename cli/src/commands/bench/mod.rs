@@ -178,6 +178,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ),
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
     ("link", &["relay_e2e_1", "relay_link"]),
+    ("producers", &["produce", "produce_coinbase", "produce_binance"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
     ("guard", &["memory"]),
 ];

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the golden capture pairs that verify's snapshot tests report on,
 independently of the Rust capture writer (Python struct/zlib, pcapng as
-spec/capture.md section 1 fixes it).
+docs/capture.md §1 fixes it).
 
 Run from the repository root: python3 scripts/gen_golden_captures.py
 The files it writes are checked in; the Rust tests only read them.

@@ -20,7 +20,7 @@ use crate::tlv::{encoded_tlv_len, write_tlv};
 pub enum Checksum {
     /// `0`, "not computed" (market data's default).
     Zero,
-    /// The CRC-32 of spec §3.
+    /// The CRC-32 of docs/protocol-v2.md §3.
     Compute,
     /// This value, as given (for tools that reproduce bytes exactly).
     Value(u32),
@@ -233,7 +233,7 @@ fn write_header(message: &mut [u8], header: &Header, checksum: Checksum) {
 }
 
 /// Sequence numbers for one producer process: start at 1, +1 per message,
-/// shared across domains (spec §1).
+/// shared across domains (docs/protocol-v2.md §1).
 #[derive(Debug)]
 pub struct SequenceCounter(AtomicU64);
 

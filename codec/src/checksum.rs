@@ -1,4 +1,4 @@
-//! The Protocol V2 checksum (spec §3): CRC-32/ISO-HDLC over header bytes
+//! The Protocol V2 checksum (docs/protocol-v2.md §3): CRC-32/ISO-HDLC over header bytes
 //! `0..28` followed by the TLV area, skipping the checksum field.
 //!
 //! The field is skipped, not zeroed: hashing all 32 bytes with a zeroed field

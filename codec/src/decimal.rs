@@ -1,4 +1,4 @@
-//! Exact decimal text → fixed point ×10^8 (spec §4.4).
+//! Exact decimal text → fixed point ×10^8 (docs/protocol-v2.md §4.4).
 //!
 //! Feed prices and sizes arrive as decimal text (`72930.1`, `0.10000000`,
 //! `1.5e-3`). Going through `f64` would turn `72930.1` into

@@ -1,5 +1,5 @@
 //! The numbered enumerations of Protocol V2: relay domains, sources and TLV
-//! types (spec §4).
+//! types (docs/protocol-v2.md §4).
 //!
 //! Every enum keeps values it does not name as `Unknown(n)`: a decoder never
 //! rejects a message for an unlisted source or TLV type, and renders its name
@@ -89,7 +89,7 @@ macro_rules! wire_enum {
 }
 
 wire_enum! {
-    /// The `relay_domain` header byte (spec §4.1). Only the four named domains
+    /// The `relay_domain` header byte (docs/protocol-v2.md §4.1). Only the four named domains
     /// can be routed; decoders still render other values as `unknown`.
     pub enum Domain {
         /// Market data (`market_data`).
@@ -115,7 +115,7 @@ impl Domain {
 
 wire_enum! {
     /// The `source` header byte: which kind of producer built the message
-    /// (spec §4.2). Unlisted values, `0` included, are kept.
+    /// (docs/protocol-v2.md §4.2). Unlisted values, `0` included, are kept.
     pub enum Source {
         /// 1
         BinanceCollector = 1 => "BinanceCollector",
@@ -159,7 +159,7 @@ wire_enum! {
 }
 
 wire_enum! {
-    /// A TLV type number (spec §4.3). Only Trade, Quote and Heartbeat have a
+    /// A TLV type number (docs/protocol-v2.md §4.3). Only Trade, Quote and Heartbeat have a
     /// defined payload layout; every other number is carried as opaque bytes.
     /// `255` is the extended-form marker and never a real type.
     pub enum TlvType {
@@ -333,11 +333,11 @@ wire_enum! {
 }
 
 /// TLV type numbers that were once used and retired. A retired number is never
-/// reused for a new meaning (spec §2); none has been retired yet. A new type
+/// reused for a new meaning (docs/protocol-v2.md §2); none has been retired yet. A new type
 /// must not take a number listed here.
 pub const RETIRED_TLV_TYPES: &[u8] = &[];
 
-/// Which relay domain a TLV type belongs to (spec §4.1, "natural domain").
+/// Which relay domain a TLV type belongs to (docs/protocol-v2.md §4.1, "natural domain").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NaturalDomain {
     /// The type belongs to exactly this domain.

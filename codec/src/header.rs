@@ -1,4 +1,4 @@
-//! The 32-byte Protocol V2 header (spec §1): reading, writing and the checks
+//! The 32-byte Protocol V2 header (docs/protocol-v2.md §1): reading, writing and the checks
 //! that must pass before a stream reader may trust `payload_size`.
 //!
 //! It deliberately does not look at the TLV area; [`crate::Message`] does.
@@ -35,7 +35,7 @@ pub struct Header {
     /// Bytes 24..28: length of the TLV area. On a decoded header it is at
     /// most `MAX_MESSAGE_LEN - 32`.
     pub payload_size: u32,
-    /// Bytes 28..32: CRC-32 per spec §3, or `0` for "not computed".
+    /// Bytes 28..32: CRC-32 per docs/protocol-v2.md §3, or `0` for "not computed".
     pub checksum: u32,
 }
 
@@ -62,7 +62,7 @@ impl Header {
     }
 
     /// Whether this is an identification header rather than a message:
-    /// `payload_size`, `sequence` and `timestamp_ns` all zero (relay spec §3).
+    /// `payload_size`, `sequence` and `timestamp_ns` all zero (docs/relay.md §3).
     pub const fn is_identification(&self) -> bool {
         self.payload_size == 0 && self.sequence == 0 && self.timestamp_ns == 0
     }

@@ -1,4 +1,4 @@
-//! Instrument fields (spec §4.4): symbol normalisation and the `asset_id`
+//! Instrument fields (docs/protocol-v2.md §4.4): symbol normalisation and the `asset_id`
 //! derived from a symbol.
 //!
 //! It deliberately keeps no symbol table: an `asset_id` is a pure function of

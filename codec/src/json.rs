@@ -1,4 +1,4 @@
-//! The canonical JSON rendering of a message (spec §5) and its reverse.
+//! The canonical JSON rendering of a message (docs/protocol-v2.md §5) and its reverse.
 //!
 //! Rendering is written by hand into a `String` so that the key order is the
 //! spec's and u64 values are exact integers; parsing goes through serde with
@@ -110,7 +110,7 @@ fn render_fields(tlv: &Tlv<'_>, out: &mut String) {
 /// Each TLV's payload comes from `fields` when present, else from `hex`; the
 /// extended form is used when `extended` is true or the payload is longer
 /// than 255 bytes. `payload_size` is recomputed; `checksum` is a number
-/// (written as given) or `"auto"` (computed per spec §3). `magic` and
+/// (written as given) or `"auto"` (computed per docs/protocol-v2.md §3). `magic` and
 /// `version` may be omitted; when given, they must be the protocol's.
 ///
 /// # Errors

@@ -106,7 +106,7 @@ impl<'a> Message<'a> {
         TlvIter::new(self.tlv_area(), HEADER_LEN).filter_map(Result::ok)
     }
 
-    /// The CRC-32 of this message per spec §3 (whatever its checksum field).
+    /// The CRC-32 of this message per docs/protocol-v2.md §3 (whatever its checksum field).
     pub fn computed_checksum(&self) -> u32 {
         message_checksum(self.bytes)
     }

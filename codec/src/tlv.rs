@@ -1,4 +1,4 @@
-//! The TLV area (spec §2): iteration over borrowed bytes, in both the standard
+//! The TLV area (docs/protocol-v2.md §2): iteration over borrowed bytes, in both the standard
 //! and the extended form, and writing one TLV into a buffer.
 //!
 //! It deliberately does not interpret payloads: unknown types are yielded like

@@ -381,7 +381,7 @@ impl Default for ShadowSettings {
     }
 }
 
-/// A rollout stage (DESIGN.md, "Rollout stages").
+/// A rollout stage (the stage table in docs/rollout.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Stage {

@@ -1,5 +1,5 @@
 //! A Kraken order book kept from `book` snapshots and updates, and its
-//! CRC-32 checksum (producers spec §2): the top ten asks low → high, then
+//! CRC-32 checksum (docs/producers.md §2): the top ten asks low → high, then
 //! the top ten bids high → low, each level's price and quantity as printed
 //! at the pair's precision with the `.` removed and leading zeros stripped,
 //! concatenated. Levels keep the text they arrived as, which Kraken prints

@@ -1,4 +1,4 @@
-//! The Kraken WebSocket v2 adapter (producers spec §2): `trade` items become
+//! The Kraken WebSocket v2 adapter (docs/producers.md §2): `trade` items become
 //! Trade messages, `ticker` items Quote messages, `book` snapshots and
 //! updates are kept per symbol and checked against their checksum (a
 //! mismatch discards the book and asks for a resubscribe); status,

@@ -1,4 +1,4 @@
-//! The Polygon.io adapter (producers spec §1): every frame is a JSON array
+//! The Polygon.io adapter (docs/producers.md §1): every frame is a JSON array
 //! of events; `T`/`Q` (stocks) and `XT`/`XQ` (crypto) become Trade and
 //! Quote messages, `status` events are control, other kinds are ignored and
 //! counted. Sans-IO: text in, messages out.

@@ -1,4 +1,4 @@
-//! The relay tap (relay spec §5): a consumer connection that sends nothing,
+//! The relay tap (docs/relay.md §5): a consumer connection that sends nothing,
 //! frames the incoming stream into messages and timestamps each read on
 //! arrival. `verify` and `capture` build on it.
 //!

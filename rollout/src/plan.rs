@@ -193,7 +193,7 @@ pub struct Route {
 }
 
 impl Route {
-    /// The route of `stage` (DESIGN.md's stage table).
+    /// The route of `stage` (the stage table in docs/rollout.md).
     pub const fn of(stage: Stage) -> Route {
         use Role::{Primary, Shadow};
         match stage {

@@ -1,4 +1,4 @@
-//! The join of a reference and a candidate stream (capture spec §2):
+//! The join of a reference and a candidate stream (docs/capture.md §2):
 //! messages are keyed by `(relay_domain, source, sequence)` (or by arrival
 //! order for sequence 0, and for everything under `--ignore sequence`), and
 //! each key ends up matched, mismatched, missing or extra; repeats and

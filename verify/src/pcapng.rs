@@ -1,4 +1,4 @@
-//! Capture files in pcapng (capture spec §1): one Section Header Block, one
+//! Capture files in pcapng (docs/capture.md §1): one Section Header Block, one
 //! Interface Description Block per stream (link type `LINKTYPE_USER0` = 147,
 //! `if_tsresol` = 9 for nanoseconds, `if_name` naming the stream), and one
 //! Enhanced Packet Block per message whose data is the exact message bytes.

@@ -1,4 +1,4 @@
-//! The verify report (capture spec §3): the counts, the skew, the verdict and
+//! The verify report (docs/capture.md §3): the counts, the skew, the verdict and
 //! up to N examples per kind, each a unified diff (`similar`) of the two
 //! messages' canonical JSON renderings, pretty-printed one field per line.
 //! Rendered as JSON or for people, into any writer; this module never prints.

@@ -1,5 +1,5 @@
 //! The grammar of the commands whose behaviour arrives with later issues.
-//! Their options are fixed now (per DESIGN.md and spec/cli.md) so that
+//! Their options are fixed now (as the README documents them) so that
 //! building them fills in behaviour rather than reshaping the CLI.
 
 use std::path::PathBuf;

@@ -34,7 +34,7 @@ pub(crate) enum Tap {
 }
 
 impl Tap {
-    /// The interface name (capture spec §1).
+    /// The interface name (docs/capture.md §1).
     pub(crate) fn name(&self) -> String {
         match self {
             Tap::Relay(path) => format!("relay:{}", path.display()),

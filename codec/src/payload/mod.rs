@@ -1,4 +1,4 @@
-//! The TLV payloads with a defined layout (spec §4.3): Trade, Quote and
+//! The TLV payloads with a defined layout (docs/protocol-v2.md §4.3): Trade, Quote and
 //! Heartbeat, one per file.
 //!
 //! Each type decodes from exactly its defined length with zero padding, and

@@ -1,4 +1,4 @@
-//! The compatible relay server (relay spec §3): one relay per domain socket,
+//! The compatible relay server (docs/relay.md §3): one relay per domain socket,
 //! all in one process if asked. Each connection's byte stream is framed by
 //! `32 + payload_size` however it arrives; identification headers are
 //! consumed and make the connection a producer; valid messages go, unchanged

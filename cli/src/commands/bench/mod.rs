@@ -1,6 +1,6 @@
 //! `myc bench`: runs scenarios several times, reports min / median / max
-//! throughput per scenario as a table or as one JSON object (DESIGN.md,
-//! "Performance targets"; spec/cli.md for the names and the shape).
+//! throughput per scenario as a table or as one JSON object (scenario
+//! names and the JSON shape as BENCHMARKS.md describes them).
 //!
 //! Scenarios measure in-process with the release build; figures that matter
 //! are ratios between scenarios of one run, since the machine is noisy. This

@@ -4,7 +4,8 @@
 //! bounds each frame before buffering it ([`FrameReader`]), the jittered
 //! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`] and
 //! the bounded publish buffer ([`FrameBuffer`]) used by the broker and relay
-//! clients, and the servers' [`HoldBudget`] for slow readers.
+//! clients, the servers' [`HoldBudget`] for slow readers, and the producer's
+//! on-disk [`spool`].
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
@@ -21,6 +22,7 @@ mod hold;
 mod limits;
 mod once_a_second;
 mod socket_file;
+pub mod spool;
 mod task;
 
 pub use accept::accept_until;
@@ -32,4 +34,5 @@ pub use framed::{FrameReader, Framing, LengthPrefixed};
 pub use hold::HoldBudget;
 pub use limits::{RESERVED_DESCRIPTORS, check_open_file_limit, raise_open_file_limit};
 pub use once_a_second::OnceASecond;
+pub use spool::{Recovery, Spool, SpoolBatch, SpoolOptions, SpoolStats};
 pub use task::{AbortOnDrop, Running};

@@ -21,7 +21,7 @@ pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
     AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, ConsoleSettings, FeedSettings, GateSettings,
     MetricsSettings, NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings,
-    ShadowSettings, Stage, Topics, socket_mode,
+    ShadowSettings, SpoolMode, Stage, Topics, socket_mode,
 };
 pub use validate::check_service_name;
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};

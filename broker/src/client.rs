@@ -204,6 +204,8 @@ pub struct ClientCounters {
     /// Publishes that failed because the broker's ACL refused them (reason
     /// `unauthorized`): acknowledged like the others, delivered to no one.
     pub failed_unauthorized: AtomicU64,
+    /// Connection attempts that failed (connect, HELLO, or its timeout).
+    pub connect_failures: AtomicU64,
 }
 
 /// The payloads of one broker read for one subscription: ranges of one
@@ -498,6 +500,7 @@ async fn run(inner: Arc<Inner>) {
                     tracing::debug!(%error, endpoint = %options.endpoint, "connect failed");
                 }
                 inner.breaker_failure();
+                inner.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
                 if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
                     inner.set_state(ConnectionState::Failed);
                     let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();

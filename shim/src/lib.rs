@@ -11,13 +11,15 @@
 mod handover;
 mod link;
 mod path;
+mod primary;
 mod publisher;
 mod service;
 mod summary;
 
 pub use link::{DirectionLabels, DomainLabel, DropLabels, LinkMetrics, RelayBridge, RelayLink, SourceStages};
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
-pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Publisher, RelayPublisher, split};
+pub use primary::{GuardCounters, PrimaryGuard, PrimaryOptions, SpoolPolicy};
+pub use publisher::{BrokerPublisher, BrokerSide, NatsBrokerPublisher, Progress, Publisher, RelayPublisher, split};
 pub use service::{DualPublisher, ServicePublisher, StageHandle, watch_plan, watch_plan_counted};
 pub use summary::{PathSummary, Summary};
 
@@ -40,6 +42,13 @@ pub enum Error {
     /// The stage routes nowhere (cannot happen with the four stages).
     #[error("the stage routes to no path")]
     NoPath,
+    /// The primary broker path's breaker is open: the broker failed
+    /// repeatedly, and publishes fail at once until a probe succeeds.
+    #[error("circuit_open: the broker path failed repeatedly; publishes fail at once until it recovers")]
+    CircuitOpen,
+    /// The spool refused the message (`spool_full`) or could not be used.
+    #[error("spool: {0}")]
+    Spool(myc_transport::Error),
     /// Settings the shim cannot use.
     #[error("settings: {0}")]
     Settings(String),

@@ -11,7 +11,19 @@ use myc_transport::{BreakerOptions, BreakerState, PublishBreaker};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::primary::{PrimaryGuard, PrimaryOptions};
 use crate::{Error, Publisher};
+
+/// Polls a future once; it must be ready (the guard's publish without
+/// waiting never suspends).
+fn now_or_never<T>(future: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(Error::Settings("a publish without waiting had to wait".to_owned())),
+    }
+}
 
 /// A path's counters, as Prometheus metrics (cheap atomics underneath).
 #[derive(Debug, Default)]
@@ -56,6 +68,8 @@ pub struct GuardedPath<P> {
     /// Whether the breaker has seen a failure not yet cleared by a success
     /// (or is open): while false, the shadow skips the breaker's lock.
     tripped: AtomicBool,
+    /// The guard of the primary role (breaker and spool); broker path only.
+    guard: Option<PrimaryGuard>,
 }
 
 impl<P: Publisher> GuardedPath<P> {
@@ -67,7 +81,25 @@ impl<P: Publisher> GuardedPath<P> {
             queue_bytes: shadow.queue_bytes,
             breaker: PublishBreaker::new(Some(shadow.breaker)),
             tripped: AtomicBool::new(false),
+            guard: None,
         }
+    }
+
+    /// Guards the primary role with a breaker and spool (the broker path).
+    ///
+    /// # Errors
+    /// The spool cannot be opened.
+    pub fn guard_primary(&mut self, options: PrimaryOptions) -> Result<(), Error>
+    where
+        P: Clone + 'static,
+    {
+        self.guard = Some(PrimaryGuard::start(self.publisher.clone(), options)?);
+        Ok(())
+    }
+
+    /// The primary guard, when there is one.
+    pub fn primary_guard(&self) -> Option<&PrimaryGuard> {
+        self.guard.as_ref()
     }
 
     /// The publisher underneath.
@@ -93,14 +125,21 @@ impl<P: Publisher> GuardedPath<P> {
 
     /// As the primary: awaited, and the result is the producer's.
     pub(crate) async fn primary(&self, message: &[u8]) -> Result<(), Error> {
-        let result = self.publisher.publish(message).await;
+        let result = match &self.guard {
+            Some(guard) => guard.publish(&self.publisher, message, true).await,
+            None => self.publisher.publish(message).await,
+        };
         self.count(&result);
         result
     }
 
     /// As the primary, without waiting.
     pub(crate) fn try_primary(&self, message: &[u8]) -> Result<(), Error> {
-        let result = self.publisher.try_publish(message);
+        let result = match &self.guard {
+            // Never waits: with `wait` false the guard's future is ready at once.
+            Some(guard) => now_or_never(guard.publish(&self.publisher, message, false)),
+            None => self.publisher.try_publish(message),
+        };
         self.count(&result);
         result
     }
@@ -141,8 +180,13 @@ impl<P: Publisher> GuardedPath<P> {
         accepted
     }
 
-    /// Flushes the path.
+    /// Flushes the path: with a spool, waits for it to drain first; what
+    /// is still spooled at the deadline stays there for the next start.
     pub(crate) async fn flush(&self, deadline: Duration) -> Result<(), Error> {
-        self.publisher.flush(deadline).await
+        let started = tokio::time::Instant::now();
+        if let Some(guard) = &self.guard {
+            guard.drain(deadline).await;
+        }
+        self.publisher.flush(deadline.saturating_sub(started.elapsed())).await
     }
 }

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use myc_broker::{Client, ConnectionState};
@@ -48,6 +49,28 @@ pub trait Publisher: Send + Sync {
 
     /// Bytes buffered on the path now.
     fn buffered_bytes(&self) -> usize;
+
+    /// Delivery bookkeeping, for paths that learn when the far side has a
+    /// message (the broker's acknowledgements): what the primary guard's
+    /// spool and breaker watch. `None` for paths that never learn it.
+    fn progress(&self) -> Option<Progress> {
+        None
+    }
+}
+
+/// A path's cumulative counts since it started, in the order its messages
+/// were accepted (one FIFO per path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Messages the path accepted.
+    pub accepted: u64,
+    /// Of those, how many the far side has (acknowledged); always the
+    /// oldest ones.
+    pub acknowledged: u64,
+    /// Successful connections.
+    pub connects: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
 }
 
 /// Splits concatenated whole messages.
@@ -214,6 +237,16 @@ impl Publisher for BrokerPublisher {
     fn buffered_bytes(&self) -> usize {
         self.client.buffered_bytes()
     }
+
+    fn progress(&self) -> Option<Progress> {
+        let counters = self.client.counters();
+        Some(Progress {
+            accepted: counters.published.load(Ordering::Acquire),
+            acknowledged: counters.acked.load(Ordering::Acquire),
+            connects: counters.connects.load(Ordering::Relaxed),
+            connect_failures: counters.connect_failures.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// The broker path on NATS: one buffered NATS publisher; each message goes
@@ -296,6 +329,17 @@ impl Publisher for NatsBrokerPublisher {
     fn buffered_bytes(&self) -> usize {
         self.publisher.buffered_bytes()
     }
+
+    fn progress(&self) -> Option<Progress> {
+        let counters = self.publisher.counters();
+        Some(Progress {
+            accepted: counters.published.load(Ordering::Acquire),
+            acknowledged: counters.delivered.load(Ordering::Acquire),
+            // NATS reconnects inside async-nats; the breaker sees refusals only.
+            connects: 0,
+            connect_failures: 0,
+        })
+    }
 }
 
 /// The broker side the settings choose (`broker.backend`): the Mycelium
@@ -358,6 +402,12 @@ impl Publisher for BrokerSide {
         match self {
             BrokerSide::Mycelium(path) => path.buffered_bytes(),
             BrokerSide::Nats(path) => path.buffered_bytes(),
+        }
+    }
+    fn progress(&self) -> Option<Progress> {
+        match self {
+            BrokerSide::Mycelium(path) => path.progress(),
+            BrokerSide::Nats(path) => path.progress(),
         }
     }
 }

@@ -216,6 +216,19 @@ impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
         &self.stage
     }
 
+    /// Guards the broker path's primary role (stages `dual_broker_primary`
+    /// and `broker`) with a breaker and spool; opens the spool now, and its
+    /// pump sends what an earlier run left there before anything new.
+    ///
+    /// # Errors
+    /// The spool cannot be opened (another producer holds its directory).
+    pub fn guard_broker_primary(&mut self, options: crate::PrimaryOptions) -> Result<(), Error>
+    where
+        B: Clone + 'static,
+    {
+        self.broker.guard_primary(options)
+    }
+
     /// The current summary of both paths.
     pub fn summary(&self) -> crate::Summary {
         crate::Summary::of(self.stage.get(), &self.relay, &self.broker)

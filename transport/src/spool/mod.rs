@@ -394,6 +394,12 @@ impl Spool {
         self.index.skip(n)
     }
 
+    /// Puts the `n` newest in-flight records back to be read again (taken
+    /// by a read whose owner could not pass them all on).
+    pub fn give_back(&mut self, n: u64) {
+        self.index.give_back(n);
+    }
+
     /// Puts every in-flight record back to be read again (the connection
     /// that took them is gone and kept no copy).
     pub fn rewind(&mut self) {

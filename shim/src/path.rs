@@ -37,6 +37,11 @@ pub struct PathCounters {
     pub shadow_dropped: Counter,
     /// The shadow breaker: 0 closed, 1 open, 2 half-open.
     pub breaker: Gauge,
+    /// Connections after the first (copied from the path by
+    /// [`GuardedPath::refresh`]).
+    pub reconnects: Counter,
+    /// Messages sent again after a reconnect (copied likewise).
+    pub resent: Counter,
 }
 
 /// The shadow role's limits.
@@ -95,6 +100,23 @@ impl<P: Publisher> GuardedPath<P> {
     {
         self.guard = Some(PrimaryGuard::start(self.publisher.clone(), options)?);
         Ok(())
+    }
+
+    /// Copies the path's own counts (reconnects, resends) into the
+    /// exported counters; called before each summary and periodically.
+    pub fn refresh(&self) {
+        let reconnects = self.publisher.connects().saturating_sub(1);
+        let resent = self.publisher.progress().map_or(0, |progress| progress.resent);
+        for (counter, now) in [(&self.counters.reconnects, reconnects), (&self.counters.resent, resent)] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Messages the path accepted and never handed over (acknowledged,
+    /// written, or left in the spool).
+    pub fn undelivered(&self) -> u64 {
+        let in_spool = self.guard.as_ref().map_or(0, PrimaryGuard::handed_in_spool);
+        self.publisher.undelivered().saturating_sub(in_spool)
     }
 
     /// The primary guard, when there is one.
@@ -184,8 +206,12 @@ impl<P: Publisher> GuardedPath<P> {
     /// is still spooled at the deadline stays there for the next start.
     pub(crate) async fn flush(&self, deadline: Duration) -> Result<(), Error> {
         let started = tokio::time::Instant::now();
-        if let Some(guard) = &self.guard {
-            guard.drain(deadline).await;
+        if let Some(guard) = self.guard.as_ref().filter(|guard| guard.has_spool()) {
+            guard.drain(&self.publisher, deadline).await;
+            if self.undelivered() == 0 {
+                // Everything is acknowledged or safe in the spool.
+                return Ok(());
+            }
         }
         self.publisher.flush(deadline.saturating_sub(started.elapsed())).await
     }

@@ -252,6 +252,12 @@ impl PrimaryGuard {
         })
     }
 
+    /// Spooled messages the path holds and has not acknowledged: still in
+    /// the spool, so not lost if the path never delivers them.
+    pub fn handed_in_spool(&self) -> u64 {
+        self.spool.as_ref().map_or(0, |shared| shared.lock().handed.iter().map(|(first, last)| last - first + 1).sum())
+    }
+
     /// Messages in the spool now (0 without one).
     pub fn spooled_now(&self) -> u64 {
         self.spool.as_ref().map_or(0, |shared| shared.lock().spool.messages())
@@ -345,15 +351,24 @@ impl PrimaryGuard {
         }
     }
 
-    /// Waits until the spool is empty (everything acknowledged) or
-    /// `deadline` passes, then syncs it; what is left stays for the next
-    /// start. Returns how many messages are left in the spool.
-    pub(crate) async fn drain(&self, deadline: Duration) -> u64 {
+    /// Waits until the spool is empty (everything acknowledged), `deadline`
+    /// passes, or the path has been disconnected for half a second (its
+    /// messages are safe on disk: no use waiting for a broker that is
+    /// away), then syncs it; what is left stays for the next start.
+    /// Returns how many messages are left in the spool.
+    pub(crate) async fn drain<P: Publisher>(&self, publisher: &P, deadline: Duration) -> u64 {
         let Some(shared) = &self.spool else { return 0 };
-        let until = tokio::time::Instant::now() + deadline;
+        let now = tokio::time::Instant::now();
+        let until = now + deadline;
+        let mut connected_at = now;
         loop {
+            let now = tokio::time::Instant::now();
+            if publisher.is_connected() {
+                connected_at = now;
+            }
             let left = shared.lock().spool.messages();
-            if left == 0 || tokio::time::Instant::now() >= until {
+            let away = now.duration_since(connected_at) >= Duration::from_millis(500);
+            if left == 0 || now >= until || away {
                 let mut state = shared.lock();
                 if let Err(error) = state.spool.sync() {
                     tracing::warn!(%error, "spool: final sync failed");
@@ -370,6 +385,11 @@ impl PrimaryGuard {
             shared.wake.notify_one();
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// Whether there is a spool.
+    pub(crate) fn has_spool(&self) -> bool {
+        self.spool.is_some()
     }
 }
 

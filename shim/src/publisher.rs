@@ -56,6 +56,17 @@ pub trait Publisher: Send + Sync {
     fn progress(&self) -> Option<Progress> {
         None
     }
+
+    /// Messages the path accepted and has not handed over yet: not
+    /// acknowledged by the broker, not written to the relay socket.
+    fn undelivered(&self) -> u64 {
+        self.progress().map_or(0, |progress| progress.accepted.saturating_sub(progress.acknowledged))
+    }
+
+    /// Successful connections so far (the first included).
+    fn connects(&self) -> u64 {
+        self.progress().map_or(0, |progress| progress.connects)
+    }
 }
 
 /// A path's cumulative counts since it started, in the order its messages
@@ -71,6 +82,8 @@ pub struct Progress {
     pub connects: u64,
     /// Failed connection attempts.
     pub connect_failures: u64,
+    /// Messages sent again after a reconnect (or a missing acknowledgement).
+    pub resent: u64,
 }
 
 /// Splits concatenated whole messages.
@@ -156,6 +169,22 @@ impl Publisher for RelayPublisher {
 
     fn buffered_bytes(&self) -> usize {
         self.started().map(RelayClient::buffered_bytes).sum()
+    }
+
+    fn undelivered(&self) -> u64 {
+        self.started()
+            .map(|client| {
+                let counters = client.counters();
+                counters
+                    .published
+                    .load(Ordering::Acquire)
+                    .saturating_sub(counters.written_messages.load(Ordering::Acquire))
+            })
+            .sum()
+    }
+
+    fn connects(&self) -> u64 {
+        self.started().map(|client| client.counters().connects.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -245,6 +274,7 @@ impl Publisher for BrokerPublisher {
             acknowledged: counters.acked.load(Ordering::Acquire),
             connects: counters.connects.load(Ordering::Relaxed),
             connect_failures: counters.connect_failures.load(Ordering::Relaxed),
+            resent: counters.resent.load(Ordering::Relaxed),
         })
     }
 }
@@ -338,6 +368,7 @@ impl Publisher for NatsBrokerPublisher {
             // NATS reconnects inside async-nats; the breaker sees refusals only.
             connects: 0,
             connect_failures: 0,
+            resent: counters.retried.load(Ordering::Relaxed),
         })
     }
 }
@@ -408,6 +439,20 @@ impl Publisher for BrokerSide {
         match self {
             BrokerSide::Mycelium(path) => path.progress(),
             BrokerSide::Nats(path) => path.progress(),
+        }
+    }
+
+    fn undelivered(&self) -> u64 {
+        match self {
+            BrokerSide::Mycelium(path) => path.undelivered(),
+            BrokerSide::Nats(path) => path.undelivered(),
+        }
+    }
+
+    fn connects(&self) -> u64 {
+        match self {
+            BrokerSide::Mycelium(path) => path.connects(),
+            BrokerSide::Nats(path) => path.connects(),
         }
     }
 }

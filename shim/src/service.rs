@@ -229,6 +229,12 @@ impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
         self.broker.guard_primary(options)
     }
 
+    /// Copies both paths' own counts into their exported counters.
+    pub fn refresh(&self) {
+        self.relay.refresh();
+        self.broker.refresh();
+    }
+
     /// The current summary of both paths.
     pub fn summary(&self) -> crate::Summary {
         crate::Summary::of(self.stage.get(), &self.relay, &self.broker)

@@ -166,6 +166,25 @@ impl<P: Publisher> GuardedPath<P> {
         result
     }
 
+    /// Whether the primary role has a spool (batches then take one write).
+    pub(crate) fn has_spool(&self) -> bool {
+        self.guard.as_ref().is_some_and(PrimaryGuard::has_spool)
+    }
+
+    /// As the primary with a spool: whole messages, in order, one spool
+    /// write for the batch; never waits.
+    pub(crate) fn primary_batch(&self, messages: &[&[u8]]) -> Result<(), Error> {
+        let result = match &self.guard {
+            Some(guard) => guard.publish_batch(&self.publisher, messages),
+            None => Err(Error::Settings("a batch through the guard needs a spool".to_owned())),
+        };
+        match &result {
+            Ok(()) => self.counters.published.inc_by(messages.len() as u64),
+            Err(_) => self.counters.failed.inc_by(messages.len() as u64),
+        };
+        result
+    }
+
     fn count(&self, result: &Result<(), Error>) {
         match result {
             Ok(()) => self.counters.published.inc(),

@@ -310,7 +310,7 @@ impl PrimaryGuard {
         let mut state = shared.lock();
         let handed_now = match shared.policy {
             SpoolPolicy::Always => {
-                self.append(&mut state, message)?;
+                self.append(&mut state, &[message])?;
                 // Straight to the path too when nothing spooled waits before it.
                 if allowed && state.spool.unread() == 1 && publisher.try_publish(message).is_ok() {
                     state.spool.skip(1);
@@ -325,7 +325,7 @@ impl PrimaryGuard {
                 if allowed && state.spool.unread() == 0 && publisher.try_publish(message).is_ok() {
                     return Ok(());
                 }
-                self.append(&mut state, message)?;
+                self.append(&mut state, &[message])?;
                 false
             }
         };
@@ -336,10 +336,50 @@ impl PrimaryGuard {
         Ok(())
     }
 
-    fn append(&self, state: &mut SpoolState, message: &[u8]) -> Result<(), Error> {
-        match state.spool.append(message) {
+    /// Publishes whole messages in order as [`PrimaryGuard::publish`]
+    /// does, with one spool write for the batch (spool only).
+    pub(crate) fn publish_batch<P: Publisher>(&self, publisher: &P, messages: &[&[u8]]) -> Result<(), Error> {
+        let allowed = self.allows(publisher);
+        let Some(shared) = &self.spool else {
+            return Err(Error::Settings("a batch through the guard needs a spool".to_owned()));
+        };
+        let mut state = shared.lock();
+        let n = messages.len() as u64;
+        let all_handed = match shared.policy {
+            SpoolPolicy::Always => {
+                self.append(&mut state, messages)?;
+                let mut handed = 0;
+                if allowed && state.spool.unread() == n {
+                    handed = messages.iter().take_while(|message| publisher.try_publish(message).is_ok()).count();
+                    let handed = handed as u64;
+                    state.spool.skip(handed);
+                    let accepted = publisher.progress().map_or(0, |progress| progress.accepted);
+                    state.note_handed(accepted, handed);
+                }
+                handed == messages.len()
+            }
+            SpoolPolicy::Overflow => {
+                let mut handed = 0;
+                if allowed && state.spool.unread() == 0 {
+                    handed = messages.iter().take_while(|message| publisher.try_publish(message).is_ok()).count();
+                }
+                if handed < messages.len() {
+                    self.append(&mut state, &messages[handed..])?;
+                }
+                handed == messages.len()
+            }
+        };
+        drop(state);
+        if !all_handed {
+            shared.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    fn append(&self, state: &mut SpoolState, messages: &[&[u8]]) -> Result<(), Error> {
+        match state.spool.append_batch(messages) {
             Ok(()) => {
-                self.counters.spooled.inc();
+                self.counters.spooled.inc_by(messages.len() as u64);
                 Ok(())
             }
             Err(error) => {

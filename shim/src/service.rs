@@ -280,6 +280,26 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
         Ok(())
     }
 
+    /// With a spool on the primary broker path, one spool write for the
+    /// whole batch; otherwise message by message.
+    async fn publish_batch(&self, messages: &[u8]) -> Result<(), Error> {
+        let route = Route::of(self.stage.get());
+        if route.broker == Some(Role::Primary) && self.broker.has_spool() {
+            let list = crate::split(messages)?;
+            self.broker.primary_batch(&list)?;
+            if route.relay.is_some() {
+                for message in list {
+                    self.relay.shadow(message);
+                }
+            }
+            return Ok(());
+        }
+        for message in crate::split(messages)? {
+            self.publish(message).await?;
+        }
+        Ok(())
+    }
+
     /// Flushes both paths (a path that carried nothing is flushed at once);
     /// the result is the current primary's.
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {

@@ -318,3 +318,37 @@ async fn a_producer_killed_while_the_broker_is_down_loses_nothing_it_published_w
     publisher.flush(Duration::from_secs(10)).await.unwrap();
     assert_eq!(guard.spooled_now(), 0, "acknowledged messages leave the spool");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_through_an_always_spool_arrive_whole_and_in_order_and_leave_the_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let (back, front) = (dir.path().join("broker.sock"), dir.path().join("front.sock"));
+    let _broker = broker(&back).await;
+    let proxy = Proxy::start(&front, back.clone());
+    let (seen, _tap) = tap_broker(&back).await;
+    let publisher = broker_stage_publisher(dir.path(), &front, BufferLimits::default(), always_guard(dir.path()));
+    let mut sequence = 0;
+    for round in 0..200 {
+        // An outage in the middle: the batches then wait in the spool.
+        if round == 50 {
+            proxy.cut();
+        }
+        if round == 150 {
+            proxy.restore();
+        }
+        let mut batch = Vec::new();
+        for _ in 0..25 {
+            sequence += 1;
+            batch.extend_from_slice(&message(sequence));
+        }
+        publisher.publish_batch(&batch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let guard = publisher.broker().primary_guard().unwrap();
+    assert_eq!(guard.counters().spooled.get(), sequence, "every message went through the spool");
+    wait_until("every batch", Duration::from_secs(30), || first_arrivals(&seen).len() as u64 >= sequence).await;
+    assert_eq!(first_arrivals(&seen), (1..=sequence).collect::<Vec<_>>());
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(guard.spooled_now(), 0);
+    assert_eq!(publisher.summary().broker.undelivered, 0);
+}

@@ -86,7 +86,9 @@ pub enum ConnectionState {
     Connecting,
     /// Connected and past HELLO.
     Connected,
-    /// Gave up (`max_reconnects_exceeded`); publishes fail.
+    /// `max_reconnects` attempts failed in a row: publishes fail at once
+    /// (`max_reconnects_exceeded`) while the client keeps trying every
+    /// `backoff_max`; the next connection clears it.
     Failed,
 }
 
@@ -486,41 +488,83 @@ fn check_publish(topic: &str, payload: &[u8]) -> Result<usize, Error> {
 /// resent first.
 type Unacked = Arc<Mutex<VecDeque<(Bytes, usize)>>>;
 
-/// The connection task: connect, run, reconnect, until given up.
+/// The connection task: connect, run, reconnect, for the life of the
+/// client. After `max_reconnects` consecutive failed attempts publishes
+/// fail at once (`max_reconnects_exceeded`) while the task keeps trying
+/// every `backoff_max`; the next connection clears the error. What was
+/// buffered stays buffered throughout.
 async fn run(inner: Arc<Inner>) {
     let options = inner.options.clone();
     let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
     let unacked: Unacked = Arc::new(Mutex::new(VecDeque::new()));
+    let warn_limit = myc_transport::OnceASecond::default();
+    let info_limit = myc_transport::OnceASecond::default();
+    // When the connection was last lost (for "reconnected after …").
+    let mut lost_at: Option<Instant> = None;
     loop {
         let connected = tokio::time::timeout(options.connect_timeout, connect(&inner)).await;
         let stream = match connected {
             Ok(Ok(stream)) => stream,
             failure => {
-                if let Ok(Err(error)) = failure {
-                    tracing::debug!(%error, endpoint = %options.endpoint, "connect failed");
-                }
+                let error = match failure {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no WELCOME within {:?}", options.connect_timeout),
+                };
+                tracing::debug!(%error, endpoint = %options.endpoint, "connect failed");
                 inner.breaker_failure();
                 inner.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
-                if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
+                let failures = backoff.attempts() + 1;
+                let given_up = inner.state() == ConnectionState::Failed;
+                if !given_up && options.max_reconnects.is_some_and(|max| failures >= max) {
+                    let reason = Error::MaxReconnectsExceeded(failures).to_string();
+                    tracing::warn!(endpoint = %options.endpoint, %error, %reason, "publishes fail at once until the broker is back; still trying");
                     inner.set_state(ConnectionState::Failed);
-                    let reason = Error::MaxReconnectsExceeded(backoff.attempts()).to_string();
                     *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.clone());
-                    inner.buffer.close(&reason);
+                    inner.buffer.refuse(Some(&reason));
                     // Wake flushes so they report the failure now.
                     inner.acked.send_modify(|_| {});
-                    return;
+                } else if lost_at.is_none() && warn_limit.ready() {
+                    tracing::warn!(endpoint = %options.endpoint, %error, "cannot connect to the broker; publishes are buffered");
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                let delay =
+                    if inner.state() == ConnectionState::Failed { options.backoff_max } else { backoff.next_delay() };
+                if given_up {
+                    backoff.next_delay();
+                }
+                tokio::time::sleep(delay).await;
                 continue;
             }
         };
         inner.counters.connects.fetch_add(1, Ordering::Relaxed);
+        if inner.state() == ConnectionState::Failed {
+            *inner.failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            inner.buffer.refuse(None);
+        }
+        let resent_before = inner.counters.resent.load(Ordering::Relaxed);
         inner.set_state(ConnectionState::Connected);
         let up_since = Instant::now();
-        let result = session(&inner, stream, &unacked).await;
+        let result = session(&inner, stream, &unacked, || {
+            if let Some(lost) = lost_at.take()
+                && info_limit.ready()
+            {
+                let resent = inner.counters.resent.load(Ordering::Relaxed) - resent_before;
+                tracing::info!(endpoint = %options.endpoint, after = ?lost.elapsed(), resent, "reconnected to the broker");
+            }
+        })
+        .await;
         inner.set_state(ConnectionState::Connecting);
-        if let Err(error) = result {
-            tracing::debug!(%error, "connection lost");
+        lost_at = lost_at.or(Some(Instant::now()));
+        let error = result.err().map_or_else(|| "closed".to_owned(), |error| error.to_string());
+        if warn_limit.ready() {
+            let (queued, held, bytes) = inner.buffer.occupancy();
+            tracing::warn!(
+                endpoint = %options.endpoint,
+                %error,
+                unacknowledged = held.saturating_sub(queued),
+                queued,
+                bytes,
+                "lost the broker connection; unacknowledged messages are resent after reconnecting"
+            );
         }
         if up_since.elapsed() >= Duration::from_secs(1) {
             backoff.reset();
@@ -563,7 +607,14 @@ async fn connect(
 type Halves =
     (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>);
 
-async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Unacked) -> Result<(), Error> {
+/// One connection: subscriptions, resends, then the publish loop;
+/// `on_resent` runs once the resends are written.
+async fn session(
+    inner: &Arc<Inner>,
+    (reader, mut writer): Halves,
+    unacked: &Unacked,
+    on_resent: impl FnOnce(),
+) -> Result<(), Error> {
     let io_error =
         |source| Error::Transport(myc_transport::Error::Io { context: "write to broker".to_owned(), source });
     // Subscriptions first, then resend what was never acknowledged.
@@ -577,6 +628,7 @@ async fn session(inner: &Arc<Inner>, (reader, mut writer): Halves, unacked: &Una
         out.extend_from_slice(chunk);
     }
     writer.write_all(&out).await.map_err(io_error)?;
+    on_resent();
     let mut read_task = tokio::spawn(read_loop(Arc::clone(inner), reader, Arc::clone(unacked)));
     loop {
         let room_in_flight = inner.in_flight.load(Ordering::Acquire) < inner.options.max_in_flight;

@@ -259,7 +259,15 @@ struct SubscriptionEntry {
 }
 
 struct Inner {
+    /// The options the client started with; the connection settings among
+    /// them may since have changed (see `live`).
     options: ClientOptions,
+    /// The options in force: `Client::reconfigure` replaces the connection
+    /// settings here, and the connection task reads them at each attempt.
+    live: Mutex<ClientOptions>,
+    /// Wakes the connection task to drop its connection and connect again
+    /// at once (the endpoint or token changed).
+    reconnect_now: Notify,
     buffer: FrameBuffer,
     counters: ClientCounters,
     /// Cumulative acknowledged publishes, for `flush`.
@@ -333,6 +341,8 @@ impl Client {
         let (acked, _) = watch::channel(0);
         let inner = Arc::new(Inner {
             buffer: FrameBuffer::new(options.buffer, protocol::frame_len),
+            live: Mutex::new(options.clone()),
+            reconnect_now: Notify::new(),
             options,
             counters: ClientCounters::default(),
             acked,
@@ -390,6 +400,33 @@ impl Client {
                 Err(Error::Buffer(error))
             }
         }
+    }
+
+    /// Applies new connection settings while running: the endpoint, token,
+    /// connect timeout, backoff bounds and `max_reconnects` of `options`
+    /// (the rest is kept). A new endpoint or token drops the connection and
+    /// connects again at once; every message not acknowledged on the old
+    /// connection is resent on the new one, so nothing is lost (a message
+    /// the old broker took but had not acknowledged arrives twice, counted
+    /// in `resent`). The others apply to the next attempt.
+    pub fn reconfigure(&self, options: &ClientOptions) {
+        let mut live = self.inner.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let moved = live.endpoint != options.endpoint || live.token != options.token;
+        live.endpoint = options.endpoint.clone();
+        live.token.clone_from(&options.token);
+        live.connect_timeout = options.connect_timeout;
+        live.backoff_base = options.backoff_base;
+        live.backoff_max = options.backoff_max;
+        live.max_reconnects = options.max_reconnects;
+        drop(live);
+        if moved {
+            self.inner.reconnect_now.notify_one();
+        }
+    }
+
+    /// The endpoint in force.
+    pub fn endpoint(&self) -> Endpoint {
+        self.inner.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).endpoint.clone()
     }
 
     /// Where the connection stands.
@@ -494,7 +531,7 @@ type Unacked = Arc<Mutex<VecDeque<(Bytes, usize)>>>;
 /// every `backoff_max`; the next connection clears the error. What was
 /// buffered stays buffered throughout.
 async fn run(inner: Arc<Inner>) {
-    let options = inner.options.clone();
+    let mut options = inner.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
     let unacked: Unacked = Arc::new(Mutex::new(VecDeque::new()));
     let warn_limit = myc_transport::OnceASecond::default();
@@ -502,7 +539,12 @@ async fn run(inner: Arc<Inner>) {
     // When the connection was last lost (for "reconnected after …").
     let mut lost_at: Option<Instant> = None;
     loop {
-        let connected = tokio::time::timeout(options.connect_timeout, connect(&inner)).await;
+        let current = inner.live.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        if (current.backoff_base, current.backoff_max) != (options.backoff_base, options.backoff_max) {
+            backoff = Backoff::new(current.backoff_base, current.backoff_max);
+        }
+        options = current;
+        let connected = tokio::time::timeout(options.connect_timeout, connect(&inner, &options)).await;
         let stream = match connected {
             Ok(Ok(stream)) => stream,
             failure => {
@@ -531,7 +573,10 @@ async fn run(inner: Arc<Inner>) {
                 if given_up {
                     backoff.next_delay();
                 }
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    () = tokio::time::sleep(delay) => {}
+                    () = inner.reconnect_now.notified() => {}
+                }
                 continue;
             }
         };
@@ -553,9 +598,13 @@ async fn run(inner: Arc<Inner>) {
         })
         .await;
         inner.set_state(ConnectionState::Connecting);
+        let result_was_move = matches!(result, Err(Error::Moved));
+        if result_was_move {
+            tracing::info!(from = %options.endpoint, "connection settings changed: reconnecting; unacknowledged messages are resent");
+        }
         lost_at = lost_at.or(Some(Instant::now()));
         let error = result.err().map_or_else(|| "closed".to_owned(), |error| error.to_string());
-        if warn_limit.ready() {
+        if !result_was_move && warn_limit.ready() {
             let (queued, held, bytes) = inner.buffer.occupancy();
             tracing::warn!(
                 endpoint = %options.endpoint,
@@ -569,24 +618,30 @@ async fn run(inner: Arc<Inner>) {
         if up_since.elapsed() >= Duration::from_secs(1) {
             backoff.reset();
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        if !result_was_move {
+            tokio::select! {
+                () = tokio::time::sleep(backoff.next_delay()) => {}
+                () = inner.reconnect_now.notified() => {}
+            }
+        }
     }
 }
 
 async fn connect(
     inner: &Inner,
+    options: &ClientOptions,
 ) -> Result<
     (FrameReader<Box<dyn AsyncRead + Send + Unpin>, LengthPrefixed>, Box<dyn tokio::io::AsyncWrite + Send + Unpin>),
     Error,
 > {
-    let stream = inner.options.endpoint.connect().await?;
+    let stream = options.endpoint.connect().await?;
     let (read_half, mut write_half) = stream.into_split();
     let mut frame = BytesMut::new();
     ClientOp::Hello {
         version: protocol::VERSION,
         flags: 0,
         client_name: inner.options.client_name.clone(),
-        token: inner.options.token.clone(),
+        token: options.token.clone(),
     }
     .encode(&mut frame);
     write_half
@@ -647,6 +702,10 @@ async fn session(
                     read_task.abort();
                     return Err(io_error(error));
                 }
+            }
+            () = inner.reconnect_now.notified() => {
+                read_task.abort();
+                return Err(Error::Moved);
             }
             () = inner.control.notified() => {
                 out.clear();

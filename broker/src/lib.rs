@@ -58,8 +58,12 @@ pub enum Error {
         /// Publishes refused.
         refused: u64,
     },
-    /// The client gave up reconnecting.
-    #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
+    /// The connection was dropped on purpose to apply new connection
+    /// settings (a new endpoint or token).
+    #[error("connection settings changed")]
+    Moved,
+    /// `max_reconnects` attempts failed in a row (the client keeps trying).
+    #[error("max_reconnects_exceeded: {0} consecutive failed connection attempts; retrying in the background")]
     MaxReconnectsExceeded(u32),
     /// The circuit breaker is open: publishes fail at once.
     #[error("circuit_open: the broker path failed repeatedly; publishes are refused for now")]

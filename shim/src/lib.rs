@@ -10,6 +10,7 @@
 
 mod handover;
 mod link;
+pub mod live;
 mod path;
 mod primary;
 mod publisher;

@@ -240,6 +240,18 @@ impl PrimaryGuard {
         Ok(guard)
     }
 
+    /// Applies new breaker settings (the breaker starts closed under
+    /// them); a guard started without a breaker keeps none, and
+    /// `failures` 0 leaves it closed for good.
+    pub fn set_breaker(&self, failures: u32, open_for: Duration) {
+        let Some(breaker) = &self.breaker else { return };
+        let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        let threshold = if failures == 0 { u32::MAX } else { failures };
+        breaker.breaker = CircuitBreaker::new(threshold, open_for);
+        drop(breaker);
+        self.update_gauges();
+    }
+
     /// The counters.
     pub fn counters(&self) -> &Arc<GuardCounters> {
         &self.counters

@@ -233,6 +233,16 @@ impl BrokerPublisher {
         Ok(options)
     }
 
+    /// Applies the connection settings of `settings` while running (a new
+    /// endpoint moves every unacknowledged message there).
+    ///
+    /// # Errors
+    /// An endpoint that does not parse (nothing changes).
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<(), Error> {
+        self.client.reconfigure(&BrokerPublisher::client_options(settings, "")?);
+        Ok(())
+    }
+
     /// The client underneath.
     pub fn client(&self) -> &Client {
         &self.client
@@ -397,6 +407,20 @@ impl BrokerSide {
                 BrokerSide::Nats(NatsBrokerPublisher::from_settings(settings, client_name).await?)
             }
         })
+    }
+}
+
+impl BrokerSide {
+    /// Applies changed connection settings while running; `false` when
+    /// this backend takes them only at the next start (NATS).
+    ///
+    /// # Errors
+    /// Settings the backend cannot use (nothing changes).
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+        match self {
+            BrokerSide::Mycelium(path) => path.reconfigure(settings).map(|()| true),
+            BrokerSide::Nats(_) => Ok(false),
+        }
     }
 }
 

@@ -251,6 +251,8 @@ struct ShimSink {
     publisher: Arc<ServicePublisher<RelayPublisher, BrokerSide>>,
     /// Keeps the exported reconnect and resend counts current.
     _refresh: myc_transport::AbortOnDrop,
+    /// Applies good settings edits to the publisher.
+    _follow: Option<myc_transport::AbortOnDrop>,
     _plan_watch: myc_config::Watched<myc_rollout::Plan>,
     _settings_watch: Option<myc_config::Watched<myc_config::Settings>>,
     _metrics: Option<myc_transport::AbortOnDrop>,
@@ -285,9 +287,9 @@ impl ShimSink {
                 refreshed.refresh();
             }
         });
-        // Settings are re-read on change too: a bad edit is logged and counted.
-        // (Routes follow the rollout plan; connection settings take effect at
-        // the next start.)
+        // Settings are re-read on change too: a bad edit is logged and
+        // counted, a good one applied (the broker path's connection and
+        // breaker settings at once; see `myc_shim::live`).
         let settings_watch = match myc_config::Sources::discover(global.config.clone()).file {
             Some(file) => {
                 let sources = myc_config::Sources::discover(Some(file.clone()));
@@ -295,6 +297,7 @@ impl ShimSink {
             }
             None => None,
         };
+        let follow = settings_watch.as_ref().map(|watch| myc_shim::live::follow(Arc::clone(&publisher), watch));
         let address = metrics.or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
         let listener = crate::metrics_http::bind(address).await?;
         let metrics = crate::metrics_http::spawn(listener, |registry| {
@@ -302,11 +305,17 @@ impl ShimSink {
             plan_watch.counts().register(registry, "rollout");
             if let Some(watch) = &settings_watch {
                 watch.counts().register(registry, "settings");
+                registry.register(
+                    "myc_config_reload_failures",
+                    "Settings edits that did not load or validate (the last good settings kept)",
+                    watch.counts().rejected.clone(),
+                );
             }
         });
         Ok(ShimSink {
             publisher,
             _refresh: refresh,
+            _follow: follow,
             _plan_watch: plan_watch,
             _settings_watch: settings_watch,
             _metrics: metrics,

@@ -352,3 +352,83 @@ async fn batches_through_an_always_spool_arrive_whole_and_in_order_and_leave_the
     assert_eq!(guard.spooled_now(), 0);
     assert_eq!(publisher.summary().broker.undelivered, 0);
 }
+
+/// Replaces `file` at once (a temporary file renamed over it), as editors
+/// and deploy tools do: a reader never sees it half written.
+fn replace(file: &Path, text: &str) {
+    let temporary = file.with_extension("tmp");
+    std::fs::write(&temporary, text).unwrap();
+    std::fs::rename(&temporary, file).unwrap();
+}
+
+/// Settings for the `broker` stage at `endpoint`, fast backoff.
+fn settings_text(endpoint: &Path) -> String {
+    format!(
+        "[broker]\nendpoint = \"unix:{}\"\nbackoff_initial = \"5ms\"\nbackoff_max = \"50ms\"\ntoken = \"s3cret\"\n",
+        endpoint.display()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_changed_in_the_settings_file_under_load_moves_every_message_to_the_new_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path_a, path_b) = (dir.path().join("a.sock"), dir.path().join("b.sock"));
+    let (_broker_a, _broker_b) = (broker(&path_a).await, broker(&path_b).await);
+    let ((seen_a, _tap_a), (seen_b, _tap_b)) = (tap_broker(&path_a).await, tap_broker(&path_b).await);
+    let file = dir.path().join("myc.toml");
+    std::fs::write(&file, settings_text(&path_a)).unwrap();
+    let sources = myc_config::Sources::file_only(&file);
+    let watched = myc_config::Watched::start(&file, move || myc_config::load(&sources)).unwrap();
+    let settings = watched.current();
+    let publisher = std::sync::Arc::new(ServicePublisher::new(
+        RelayPublisher::from_settings(&settings),
+        myc_shim::BrokerSide::from_settings(&settings, "switching").await.unwrap(),
+        StageHandle::new(Stage::Broker),
+        ShadowLimits::from_settings(&settings.shadow),
+    ));
+    let _follow = myc_shim::live::follow(std::sync::Arc::clone(&publisher), &watched);
+
+    let mut sequence = 0;
+    paced(&*publisher, &mut sequence, Duration::from_millis(500)).await;
+    let changed_at = Instant::now();
+    replace(&file, &settings_text(&path_b));
+    let before_change = sequence;
+    // Keep publishing until a message published after the change reaches B.
+    while !first_arrivals(&seen_b).iter().any(|&seq| seq > before_change) {
+        assert!(changed_at.elapsed() < Duration::from_secs(5), "never switched");
+        paced(&*publisher, &mut sequence, Duration::from_millis(20)).await;
+    }
+    let switched = changed_at.elapsed();
+    paced(&*publisher, &mut sequence, Duration::from_millis(300)).await;
+
+    // A bad edit changes nothing and is counted.
+    replace(&file, "[broker]\nendpoint = \"nowhere\"\n");
+    wait_until("the bad edit is counted", Duration::from_secs(5), || watched.counts().rejected.get() >= 1).await;
+    paced(&*publisher, &mut sequence, Duration::from_millis(200)).await;
+    let flushed = publisher.flush(Duration::from_secs(10)).await;
+    let myc_shim::BrokerSide::Mycelium(path) = publisher.broker().publisher() else { panic!("mycelium") };
+    assert!(
+        flushed.is_ok(),
+        "{flushed:?}: endpoint {} state {:?} counts {:?} a={} b={}",
+        path.client().endpoint(),
+        path.client().state(),
+        publisher.summary(),
+        first_arrivals(&seen_a).len(),
+        first_arrivals(&seen_b).len()
+    );
+    let sent = sequence;
+
+    assert!(switched < Duration::from_secs(2), "the switch took {switched:?}");
+    let last_on_b = first_arrivals(&seen_b).into_iter().max().unwrap();
+    assert_eq!(last_on_b, sent, "after the bad edit messages still go to B");
+    let mut union: Vec<u64> = first_arrivals(&seen_a);
+    union.extend(first_arrivals(&seen_b));
+    let arrivals = union.len() as u64;
+    union.sort_unstable();
+    union.dedup();
+    assert_eq!(union, (1..=sent).collect::<Vec<_>>(), "A and B together hold every message");
+    let duplicates = arrivals - sent;
+    let resent = publisher.summary().broker.resent;
+    assert!(duplicates <= resent, "{duplicates} duplicates, {resent} counted as resent");
+    assert!(first_arrivals(&seen_b).windows(2).all(|pair| pair[0] < pair[1]), "B saw them in order");
+}

@@ -187,6 +187,15 @@ pub struct PrimaryGuard {
     _pump: Option<AbortOnDrop>,
 }
 
+/// The breaker state as exported: 0 closed, 1 open, 2 half-open.
+fn gauge_value(state: BreakerState) -> i64 {
+    match state {
+        BreakerState::Closed => 0,
+        BreakerState::Open => 1,
+        BreakerState::HalfOpen => 2,
+    }
+}
+
 /// The largest read the pump hands to the path at once.
 const PUMP_READ: usize = 256 * 1024;
 
@@ -282,11 +291,12 @@ impl PrimaryGuard {
         let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
         breaker.observe(publisher.progress(), now);
         let allowed = breaker.breaker.allow(now);
+        let state = breaker.breaker.state(now);
         drop(breaker);
         if !allowed {
             self.counters.circuit_open.inc();
         }
-        self.update_gauges();
+        self.counters.breaker_state.set(gauge_value(state));
         allowed
     }
 
@@ -299,11 +309,7 @@ impl PrimaryGuard {
     }
 
     fn update_gauges(&self) {
-        self.counters.breaker_state.set(match self.breaker_state() {
-            BreakerState::Closed => 0,
-            BreakerState::Open => 1,
-            BreakerState::HalfOpen => 2,
-        });
+        self.counters.breaker_state.set(gauge_value(self.breaker_state()));
     }
 
     /// Publishes `message` on `publisher` as the primary: through the

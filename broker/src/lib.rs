@@ -12,8 +12,8 @@ pub mod nats;
 pub mod protocol;
 pub mod server;
 
-pub use client::{BreakerOptions, Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, Subscription};
-pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic};
+pub use client::{Client, ClientOptions, ConnectionState, Delivery, DeliveryBatch, ReconnectOptions, Subscription};
+pub use protocol::{ClientOp, ErrorCode, ServerOp, Topic, TopicRef};
 pub use server::{ServerHandle, Settings, SlowConsumerPolicy, serve, spawn};
 
 /// The one error type of the broker crate.
@@ -58,16 +58,12 @@ pub enum Error {
         /// Publishes refused.
         refused: u64,
     },
-    /// The connection was dropped on purpose to apply new connection
-    /// settings (a new endpoint or token).
-    #[error("connection settings changed")]
-    Moved,
     /// `max_reconnects` attempts failed in a row (the client keeps trying).
     #[error("max_reconnects_exceeded: {0} consecutive failed connection attempts; retrying in the background")]
     MaxReconnectsExceeded(u32),
-    /// The circuit breaker is open: publishes fail at once.
-    #[error("circuit_open: the broker path failed repeatedly; publishes are refused for now")]
-    CircuitOpen,
+    /// An op that cannot be encoded (a string over its length field).
+    #[error(transparent)]
+    Encode(#[from] protocol::EncodeError),
     /// The client was closed.
     #[error("client closed")]
     Closed,

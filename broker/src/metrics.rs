@@ -21,7 +21,7 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
-/// A `code` label with the spec's error name.
+/// A `code` label with the error's name (`docs/broker-protocol.md`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabel {
     /// The error's name (`protocol`, `bad_topic`, …).
@@ -47,7 +47,8 @@ pub struct Metrics {
     pub publishes: Counter,
     /// DELIVER frames queued.
     pub deliveries: Counter,
-    /// Deliveries dropped, by reason.
+    /// Deliveries dropped, by reason (under `drop_new`, control frames over
+    /// the outbound limit are counted here too).
     pub dropped: Family<ReasonLabel, Counter>,
     /// Slow-consumer events (over the outbound limit, or a write stuck past
     /// the write deadline).
@@ -57,6 +58,10 @@ pub struct Metrics {
     pub lagging: Counter,
     /// ERROR frames sent, by code.
     pub errors: Family<CodeLabel, Counter>,
+    /// Bytes queued to clients and not yet written, over every connection
+    /// (frames plus a fixed cost per queued item); each connection's share
+    /// stays under its outbound limit and leaves with it.
+    pub queued_bytes: Gauge,
 }
 
 impl Metrics {
@@ -99,5 +104,10 @@ impl Metrics {
             self.lagging.clone(),
         );
         registry.register("errors_sent", "ERROR frames sent, by code", self.errors.clone());
+        registry.register(
+            "outbound_queued_bytes",
+            "Bytes queued to clients and not yet written",
+            self.queued_bytes.clone(),
+        );
     }
 }

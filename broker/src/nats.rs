@@ -1,9 +1,10 @@
-//! The NATS backend (broker spec §5): topic `T` is subject `<prefix>T`, the
-//! payload is the Protocol V2 message unchanged. [`NatsPublisher`] gives
-//! NATS the Mycelium client's contract: a bounded buffer (bytes and count,
-//! a deadline and a full policy) in front of async-nats — which on its own
-//! waits without a deadline while it reconnects — jittered reconnects, and
-//! counters. With JetStream each publish carries `Nats-Msg-Id:
+//! The NATS backend: topic `T` is subject `<prefix>T`, the payload is the
+//! Protocol V2 message unchanged. [`NatsPublisher`] gives NATS the Mycelium
+//! client's contract: `transport`'s [`Outbox`] (a bounded buffer of bytes and
+//! count with a deadline and a full policy, counters and flush) in front of
+//! async-nats — which on its own waits without a deadline while it
+//! reconnects — and jittered reconnects (async-nats reconnects itself, on
+//! our backoff schedule). With JetStream each publish carries `Nats-Msg-Id:
 //! <relay_domain>-<source>-<sequence>` and is acknowledged by the stream, a
 //! block of messages at a time; an unacknowledged publish is retried until
 //! it is, and the server drops the duplicates a retry makes.
@@ -14,8 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use myc_transport::{AbortOnDrop, BufferLimits, FrameBuffer, PushError};
-use tokio::sync::watch;
+use myc_transport::{AbortOnDrop, BufferLimits, Flushed, Outbox, PublisherCounters};
 
 use crate::Error;
 
@@ -97,19 +97,17 @@ impl NatsOptions {
             root_certificates: None,
             client_name: "myc".to_owned(),
             buffer: BufferLimits::default(),
-            backoff_base: Duration::from_millis(100),
-            backoff_max: Duration::from_secs(30),
+            backoff_base: myc_transport::ReconnectOptions::default().backoff_base,
+            backoff_max: myc_transport::ReconnectOptions::default().backoff_max,
         }
     }
 }
 
-/// What the publisher did.
+/// What the publisher did beyond the [`PublisherCounters`] (where
+/// `settled` counts messages handed to NATS (core) or acknowledged by the
+/// stream (JetStream)).
 #[derive(Debug, Default)]
 pub struct NatsCounters {
-    /// Messages accepted into the buffer.
-    pub published: AtomicU64,
-    /// Messages handed to NATS (core) or acknowledged by the stream (JetStream).
-    pub delivered: AtomicU64,
     /// JetStream acknowledgements that said "duplicate" (a retry's twin).
     pub duplicates: AtomicU64,
     /// Publishes sent again after a failed or missing acknowledgement.
@@ -117,9 +115,8 @@ pub struct NatsCounters {
 }
 
 struct Inner {
-    buffer: FrameBuffer,
+    outbox: Outbox,
     counters: NatsCounters,
-    settled: watch::Sender<u64>,
     options: NatsOptions,
 }
 
@@ -150,11 +147,9 @@ impl NatsPublisher {
     /// Options NATS refuses at once (an unreadable credentials file, no URL).
     pub async fn start(options: NatsOptions) -> Result<NatsPublisher, Error> {
         let client = connect_options(&options).await?.connect(&options.urls).await.map_err(nats_error)?;
-        let (settled, _) = watch::channel(0);
         let inner = Arc::new(Inner {
-            buffer: FrameBuffer::new(options.buffer, frame_len),
+            outbox: Outbox::new(options.buffer, frame_len),
             counters: NatsCounters::default(),
-            settled,
             options,
         });
         let task = AbortOnDrop::spawn(drain(Arc::clone(&inner), client.clone()));
@@ -168,8 +163,7 @@ impl NatsPublisher {
     /// The buffer's refusal (`buffer_full`, a drop).
     pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
         let len = check(topic, message)?;
-        let pushed = self.inner.buffer.push(len, |dst| encode(dst, topic, message)).await;
-        self.after_push(pushed)
+        Ok(self.inner.outbox.push(len, |dst| encode(dst, topic, message)).await?)
     }
 
     /// Buffers `message` for `topic` without waiting.
@@ -178,14 +172,7 @@ impl NatsPublisher {
     /// As [`NatsPublisher::publish`], with `buffer_full` at once.
     pub fn try_publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
         let len = check(topic, message)?;
-        let pushed = self.inner.buffer.try_push(len, |dst| encode(dst, topic, message));
-        self.after_push(pushed)
-    }
-
-    fn after_push(&self, pushed: Result<(), PushError>) -> Result<(), Error> {
-        pushed?;
-        self.inner.counters.published.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        Ok(self.inner.outbox.try_push(len, |dst| encode(dst, topic, message))?)
     }
 
     /// Waits until everything published so far was delivered (core: handed
@@ -195,18 +182,16 @@ impl NatsPublisher {
     /// # Errors
     /// [`Error::FlushTimeout`].
     pub async fn flush(&self, deadline: Duration) -> Result<(), Error> {
-        let target = self.inner.counters.published.load(Ordering::Relaxed);
-        let dropped = || self.inner.buffer.dropped_oldest();
-        let mut settled = self.inner.settled.subscribe();
-        let waited = tokio::time::timeout(deadline, async {
-            let _ = settled.wait_for(|&count| count + dropped() >= target).await;
-            self.client.flush().await
-        })
-        .await;
-        let done = *self.inner.settled.borrow() + dropped();
-        match waited {
-            Ok(Ok(())) if done >= target => Ok(()),
-            _ => Err(Error::FlushTimeout { pending: target.saturating_sub(done) }),
+        let started = tokio::time::Instant::now();
+        match self.inner.outbox.flush(deadline).await {
+            Flushed::Done => {}
+            Flushed::Pending(pending) => return Err(Error::FlushTimeout { pending }),
+            Flushed::GaveUp(reason) => return Err(Error::Buffer(myc_transport::PushError::Closed(reason))),
+        }
+        // Core NATS: handed over is not yet sent; its own flush says sent.
+        match tokio::time::timeout(deadline.saturating_sub(started.elapsed()), self.client.flush()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(Error::FlushTimeout { pending: 0 }),
         }
     }
 
@@ -217,12 +202,17 @@ impl NatsPublisher {
 
     /// Bytes buffered now (queued or awaiting delivery).
     pub fn buffered_bytes(&self) -> usize {
-        self.inner.buffer.occupancy().2
+        self.inner.outbox.buffered_bytes()
     }
 
-    /// The counters.
+    /// Duplicates and retries.
     pub fn counters(&self) -> &NatsCounters {
         &self.inner.counters
+    }
+
+    /// Messages published and settled (delivered).
+    pub fn publisher_counters(&self) -> &PublisherCounters {
+        self.inner.outbox.counters()
     }
 
     /// The subject of `topic`.
@@ -287,9 +277,8 @@ fn nats_error(error: impl std::fmt::Display) -> Error {
 async fn drain(inner: Arc<Inner>, client: async_nats::Client) {
     let jetstream =
         if inner.options.jetstream { Some(ensure_stream(&inner.options, client.clone()).await) } else { None };
-    let mut settled = 0u64;
     loop {
-        let (chunk, frames) = inner.buffer.next_chunk().await;
+        let (chunk, frames) = inner.outbox.next_chunk().await;
         let messages = split(&chunk, &inner.options.subject_prefix);
         match &jetstream {
             None => {
@@ -302,11 +291,8 @@ async fn drain(inner: Arc<Inner>, client: async_nats::Client) {
             }
             Some(context) => publish_acknowledged(&inner, context, messages).await,
         }
-        settled += frames as u64;
-        inner.counters.delivered.store(settled, Ordering::Relaxed);
-        inner.buffer.release(frames, chunk.len());
-        inner.buffer.recycle(chunk);
-        inner.settled.send_replace(settled);
+        inner.outbox.settle(frames, chunk.len(), false);
+        inner.outbox.recycle(chunk);
     }
 }
 

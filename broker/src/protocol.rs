@@ -1,5 +1,10 @@
-//! The Mycelium wire protocol, version 1 (broker spec §1–2), sans-IO: every
-//! op decoded from a frame body and encoded into a buffer, with typed errors.
+//! The Mycelium wire protocol, version 1 (described in
+//! `docs/broker-protocol.md`), sans-IO: every op decoded from a frame body
+//! and encoded into a buffer, with typed errors; borrowed views of the hot
+//! frames ([`PublishRef`], [`DeliverRef`], [`frames`]). No other module parses
+//! a frame, and no encoder cuts a field to fit: a string longer than its
+//! length field is an [`EncodeError`], and the hot-path encoders take a
+//! [`TopicRef`], checked once.
 //!
 //! Payloads and topics are `Bytes` slices of the frame they came in, so the
 //! broker forwards a payload to every subscriber without copying it. This
@@ -47,7 +52,7 @@ pub mod op {
     pub const ERROR: u8 = 0x88;
 }
 
-/// ERROR codes (spec §3).
+/// ERROR codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// 1: malformed frame (fatal).
@@ -139,6 +144,18 @@ impl ErrorCode {
                 | ErrorCode::UnsupportedVersion
         )
     }
+}
+
+/// An op that cannot be encoded: a string longer than its length field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field} of {len} bytes does not fit its length field (at most {max})")]
+pub struct EncodeError {
+    /// The field (`topic`, `group`, `client_name`, …).
+    pub field: &'static str,
+    /// Its length.
+    pub len: usize,
+    /// The most its length field holds.
+    pub max: usize,
 }
 
 /// A frame body that does not parse as its op.
@@ -318,12 +335,6 @@ impl Body {
         String::from_utf8(bytes.to_vec()).map_err(|_| DecodeError::BadUtf8 { offset })
     }
 
-    fn rest(&mut self) -> Bytes {
-        let rest = self.bytes.slice(self.position..);
-        self.position = self.bytes.len();
-        rest
-    }
-
     fn finish(&self, op: u8) -> Result<(), DecodeError> {
         match self.bytes.len() - self.position {
             0 => Ok(()),
@@ -353,7 +364,11 @@ impl ClientOp {
                 client_name: body.string16()?,
                 token: body.string16()?,
             },
-            op::PUBLISH => ClientOp::Publish { topic: body.str8()?, payload: body.rest() },
+            op::PUBLISH => {
+                let view = PublishRef::parse(&body.bytes)?;
+                let topic = body.bytes.slice(view.payload_at - view.topic.len()..view.payload_at);
+                return Ok(ClientOp::Publish { topic, payload: body.bytes.slice(view.payload_at..) });
+            }
             op::SUBSCRIBE => ClientOp::Subscribe { sub_id: body.u32()?, topic: body.str8()?, group: body.str8()? },
             op::UNSUBSCRIBE => ClientOp::Unsubscribe { sub_id: body.u32()? },
             op::PING => ClientOp::Ping { nonce: body.u64()? },
@@ -363,31 +378,36 @@ impl ClientOp {
         Ok(decoded)
     }
 
-    /// Appends the whole frame (length prefix included) to `dst`.
+    /// Appends the whole frame (length prefix included) to `dst`; on error
+    /// `dst` is left as it was.
     ///
-    /// # Panics
-    /// Never for frames within `MAX_MAX_FRAME`; strings longer than their
-    /// length field are cut by [`put_str8`]/[`put_str16`] callers' checks.
-    pub fn encode(&self, dst: &mut BytesMut) {
+    /// # Errors
+    /// [`EncodeError`] for a string longer than its length field.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         let start = begin_frame(dst);
+        let written = self.encode_body(dst);
+        finish_frame(dst, start, written)
+    }
+
+    fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
             ClientOp::Hello { version, flags, client_name, token } => {
                 dst.put_u8(op::HELLO);
                 dst.put_u16_le(*version);
                 dst.put_u16_le(*flags);
-                put_str16(dst, client_name.as_bytes());
-                put_str16(dst, token.as_bytes());
+                put_str16(dst, "client_name", client_name.as_bytes())?;
+                put_str16(dst, "token", token.as_bytes())?;
             }
             ClientOp::Publish { topic, payload } => {
                 dst.put_u8(op::PUBLISH);
-                put_str8(dst, topic);
+                put_str8(dst, "topic", topic)?;
                 dst.put_slice(payload);
             }
             ClientOp::Subscribe { sub_id, topic, group } => {
                 dst.put_u8(op::SUBSCRIBE);
                 dst.put_u32_le(*sub_id);
-                put_str8(dst, topic);
-                put_str8(dst, group);
+                put_str8(dst, "topic", topic)?;
+                put_str8(dst, "group", group)?;
             }
             ClientOp::Unsubscribe { sub_id } => {
                 dst.put_u8(op::UNSUBSCRIBE);
@@ -398,7 +418,7 @@ impl ClientOp {
                 dst.put_u64_le(*nonce);
             }
         }
-        end_frame(dst, start);
+        Ok(())
     }
 }
 
@@ -417,7 +437,15 @@ impl ServerOp {
             op::UNSUBACK => ServerOp::UnsubAck { sub_id: body.u32()? },
             op::PONG => ServerOp::Pong { nonce: body.u64()? },
             op::ACK => ServerOp::Ack { count: body.u64()? },
-            op::DELIVER => ServerOp::Deliver { sub_id: body.u32()?, topic: body.str8()?, payload: body.rest() },
+            op::DELIVER => {
+                let view = DeliverRef::parse(&body.bytes)?;
+                let topic = body.bytes.slice(view.payload_at - view.topic.len()..view.payload_at);
+                return Ok(ServerOp::Deliver {
+                    sub_id: view.sub_id,
+                    topic,
+                    payload: body.bytes.slice(view.payload_at..),
+                });
+            }
             op::ERROR => ServerOp::Error { code: ErrorCode::from_code(body.u16()?), message: body.string16()? },
             other => return Err(DecodeError::UnknownOp(other)),
         };
@@ -425,75 +453,79 @@ impl ServerOp {
         Ok(decoded)
     }
 
-    /// Appends the whole frame (length prefix included) to `dst`.
-    pub fn encode(&self, dst: &mut BytesMut) {
+    /// Appends the whole frame (length prefix included) to `dst`; on error
+    /// `dst` is left as it was.
+    ///
+    /// # Errors
+    /// [`EncodeError`] for a string longer than its length field.
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
+        let start = begin_frame(dst);
+        let written = self.encode_body(dst);
+        finish_frame(dst, start, written)
+    }
+
+    fn encode_body(&self, dst: &mut BytesMut) -> Result<(), EncodeError> {
         match self {
-            ServerOp::Deliver { sub_id, topic, payload } => encode_deliver(dst, *sub_id, topic, payload),
-            _ => {
-                let start = begin_frame(dst);
-                match self {
-                    ServerOp::Welcome { version, server_id, max_frame } => {
-                        dst.put_u8(op::WELCOME);
-                        dst.put_u16_le(*version);
-                        put_str16(dst, server_id.as_bytes());
-                        dst.put_u32_le(*max_frame);
-                    }
-                    ServerOp::SubAck { sub_id } => {
-                        dst.put_u8(op::SUBACK);
-                        dst.put_u32_le(*sub_id);
-                    }
-                    ServerOp::UnsubAck { sub_id } => {
-                        dst.put_u8(op::UNSUBACK);
-                        dst.put_u32_le(*sub_id);
-                    }
-                    ServerOp::Pong { nonce } => {
-                        dst.put_u8(op::PONG);
-                        dst.put_u64_le(*nonce);
-                    }
-                    ServerOp::Ack { count } => {
-                        dst.put_u8(op::ACK);
-                        dst.put_u64_le(*count);
-                    }
-                    ServerOp::Error { code, message } => {
-                        dst.put_u8(op::ERROR);
-                        dst.put_u16_le(code.code());
-                        put_str16(dst, message.as_bytes());
-                    }
-                    ServerOp::Deliver { .. } => {}
-                }
-                end_frame(dst, start);
+            ServerOp::Welcome { version, server_id, max_frame } => {
+                dst.put_u8(op::WELCOME);
+                dst.put_u16_le(*version);
+                put_str16(dst, "server_id", server_id.as_bytes())?;
+                dst.put_u32_le(*max_frame);
+            }
+            ServerOp::SubAck { sub_id } => {
+                dst.put_u8(op::SUBACK);
+                dst.put_u32_le(*sub_id);
+            }
+            ServerOp::UnsubAck { sub_id } => {
+                dst.put_u8(op::UNSUBACK);
+                dst.put_u32_le(*sub_id);
+            }
+            ServerOp::Pong { nonce } => {
+                dst.put_u8(op::PONG);
+                dst.put_u64_le(*nonce);
+            }
+            ServerOp::Ack { count } => {
+                dst.put_u8(op::ACK);
+                dst.put_u64_le(*count);
+            }
+            ServerOp::Deliver { sub_id, topic, payload } => {
+                dst.put_u8(op::DELIVER);
+                dst.put_u32_le(*sub_id);
+                put_str8(dst, "topic", topic)?;
+                dst.put_slice(payload);
+            }
+            ServerOp::Error { code, message } => {
+                dst.put_u8(op::ERROR);
+                dst.put_u16_le(code.code());
+                put_str16(dst, "message", message.as_bytes())?;
             }
         }
+        Ok(())
     }
 }
 
 /// Appends a DELIVER frame without building a [`ServerOp`]: the broker's hot
 /// path.
-pub fn encode_deliver(dst: &mut BytesMut, sub_id: u32, topic: &[u8], payload: &[u8]) {
-    let topic = &topic[..topic.len().min(255)];
-    let body_len = 1 + 4 + 1 + topic.len() + payload.len();
-    dst.reserve(4 + body_len);
-    dst.put_u32_le(u32::try_from(body_len).unwrap_or(u32::MAX));
-    dst.put_u8(op::DELIVER);
-    dst.put_u32_le(sub_id);
-    put_str8(dst, topic);
+pub fn encode_deliver(dst: &mut BytesMut, sub_id: u32, topic: TopicRef<'_>, payload: &[u8]) {
+    dst.reserve(4 + 1 + 4 + 1 + topic.0.len() + payload.len());
+    encode_deliver_head(dst, sub_id, topic, payload.len());
     dst.put_slice(payload);
 }
 
 /// Appends the head of a DELIVER frame whose `payload_len` payload bytes
 /// follow separately (the broker queues large payloads as shared slices).
-pub fn encode_deliver_head(dst: &mut BytesMut, sub_id: u32, topic: &[u8], payload_len: usize) {
-    let topic = &topic[..topic.len().min(255)];
-    let body_len = 1 + 4 + 1 + topic.len() + payload_len;
+pub fn encode_deliver_head(dst: &mut BytesMut, sub_id: u32, topic: TopicRef<'_>, payload_len: usize) {
+    let body_len = 1 + 4 + 1 + topic.0.len() + payload_len;
     dst.put_u32_le(u32::try_from(body_len).unwrap_or(u32::MAX));
     dst.put_u8(op::DELIVER);
     dst.put_u32_le(sub_id);
-    put_str8(dst, topic);
+    dst.put_u8(topic.len_u8());
+    dst.put_slice(topic.0);
 }
 
 /// The length of a PUBLISH frame for this topic and payload.
-pub fn publish_frame_len(topic: &[u8], payload: &[u8]) -> usize {
-    4 + 1 + 1 + topic.len().min(255) + payload.len()
+pub fn publish_frame_len(topic: TopicRef<'_>, payload: &[u8]) -> usize {
+    4 + 1 + 1 + topic.0.len() + payload.len()
 }
 
 /// The length of the length-prefixed frame at the start of `bytes`
@@ -503,13 +535,13 @@ pub fn frame_len(bytes: &[u8]) -> usize {
 }
 
 /// Appends a PUBLISH frame: the client's hot path.
-pub fn encode_publish(dst: &mut BytesMut, topic: &[u8], payload: &[u8]) {
-    let topic = &topic[..topic.len().min(255)];
-    let body_len = 1 + 1 + topic.len() + payload.len();
+pub fn encode_publish(dst: &mut BytesMut, topic: TopicRef<'_>, payload: &[u8]) {
+    let body_len = 1 + 1 + topic.0.len() + payload.len();
     dst.reserve(4 + body_len);
     dst.put_u32_le(u32::try_from(body_len).unwrap_or(u32::MAX));
     dst.put_u8(op::PUBLISH);
-    put_str8(dst, topic);
+    dst.put_u8(topic.len_u8());
+    dst.put_slice(topic.0);
     dst.put_slice(payload);
 }
 
@@ -519,24 +551,58 @@ fn begin_frame(dst: &mut BytesMut) -> usize {
     start
 }
 
-fn end_frame(dst: &mut BytesMut, start: usize) {
+/// Writes the length prefix of the frame begun at `start`, or takes the
+/// frame back out of `dst` when its body could not be encoded.
+fn finish_frame(dst: &mut BytesMut, start: usize, written: Result<(), EncodeError>) -> Result<(), EncodeError> {
+    if let Err(error) = written {
+        dst.truncate(start);
+        return Err(error);
+    }
     let body_len = u32::try_from(dst.len() - start - 4).unwrap_or(u32::MAX);
     dst[start..start + 4].copy_from_slice(&body_len.to_le_bytes());
+    Ok(())
 }
 
-/// Writes a `str8`; longer strings are cut to 255 bytes (callers validate
-/// lengths before encoding, as [`Topic`] does).
-fn put_str8(dst: &mut BytesMut, bytes: &[u8]) {
-    let bytes = &bytes[..bytes.len().min(255)];
-    dst.put_u8(u8::try_from(bytes.len()).unwrap_or(u8::MAX));
+/// Writes a `str8`; a longer string is an error, never cut.
+fn put_str8(dst: &mut BytesMut, field: &'static str, bytes: &[u8]) -> Result<(), EncodeError> {
+    let len = u8::try_from(bytes.len()).map_err(|_| EncodeError { field, len: bytes.len(), max: 255 })?;
+    dst.put_u8(len);
     dst.put_slice(bytes);
+    Ok(())
 }
 
-/// Writes a `str16`; longer strings are cut to 65,535 bytes.
-fn put_str16(dst: &mut BytesMut, bytes: &[u8]) {
-    let bytes = &bytes[..bytes.len().min(65_535)];
-    dst.put_u16_le(u16::try_from(bytes.len()).unwrap_or(u16::MAX));
+/// Writes a `str16`; a longer string is an error, never cut.
+fn put_str16(dst: &mut BytesMut, field: &'static str, bytes: &[u8]) -> Result<(), EncodeError> {
+    let len = u16::try_from(bytes.len()).map_err(|_| EncodeError { field, len: bytes.len(), max: 65_535 })?;
+    dst.put_u16_le(len);
     dst.put_slice(bytes);
+    Ok(())
+}
+
+/// A topic checked against the rules, borrowed: what the hot-path encoders
+/// take, so none of them can be handed a topic its `str8` cannot hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TopicRef<'a>(&'a [u8]);
+
+impl<'a> TopicRef<'a> {
+    /// Checks `bytes` against the topic rules.
+    ///
+    /// # Errors
+    /// The rule it breaks.
+    pub fn new(bytes: &'a [u8]) -> Result<TopicRef<'a>, &'static str> {
+        Topic::check(bytes)?;
+        Ok(TopicRef(bytes))
+    }
+
+    /// The topic's bytes.
+    pub fn as_bytes(&self) -> &'a [u8] {
+        self.0
+    }
+
+    /// The length, which the rules keep within a byte.
+    fn len_u8(&self) -> u8 {
+        u8::try_from(self.0.len()).unwrap_or(u8::MAX)
+    }
 }
 
 /// A topic that follows the rules: 1–255 bytes of `[a-z0-9_.-]`, not starting
@@ -579,6 +645,11 @@ impl Topic {
         &self.0
     }
 
+    /// The topic, borrowed, for the encoders.
+    pub fn as_topic_ref(&self) -> TopicRef<'_> {
+        TopicRef(&self.0)
+    }
+
     /// The topic as text (always ASCII).
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("")
@@ -598,6 +669,9 @@ impl std::fmt::Display for Topic {
         f.write_str(self.as_str())
     }
 }
+
+mod views;
+pub use views::{DeliverRef, FrameRef, Frames, PublishRef, frames};
 
 #[cfg(test)]
 mod tests;

@@ -19,9 +19,9 @@ use std::path::PathBuf;
 pub use duration::Span;
 pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
-    AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, ConsoleSettings, FeedSettings, GateSettings,
-    MetricsSettings, NatsSettings, RelayPaths, RelayServerSettings, RolloutSettings, ServiceSettings, Settings,
-    ShadowSettings, SpoolMode, Stage, Topics, socket_mode,
+    AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, BufferPolicy, ConsoleSettings, FeedSettings,
+    GateSettings, MetricsSettings, NatsSettings, RelayPaths, RelayQueuePolicy, RelayServerSettings, RolloutSettings,
+    ServiceSettings, Settings, ShadowSettings, SlowConsumer, SpoolMode, Stage, Topics, socket_mode,
 };
 pub use validate::check_service_name;
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};

@@ -92,7 +92,7 @@ pub struct RelayServerSettings {
     /// Per-consumer queue, bytes.
     pub queue_bytes: usize,
     /// A consumer whose queue is full: `drop_oldest` or `disconnect`.
-    pub policy: String,
+    pub policy: RelayQueuePolicy,
     /// How long a producer waits for a consumer whose queue is full before
     /// it counts as stuck (its policy then applies until it catches up).
     pub stall_timeout: Span,
@@ -110,12 +110,48 @@ impl Default for RelayServerSettings {
             max_connections: 4096,
             queue_messages: 10_000,
             queue_bytes: 64 * 1024 * 1024,
-            policy: "drop_oldest".to_owned(),
+            policy: RelayQueuePolicy::DropOldest,
             stall_timeout: Span::from_millis(50),
             socket_mode: "0660".to_owned(),
             socket_group: None,
         }
     }
+}
+
+/// What a client does with a publish when its buffer is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BufferPolicy {
+    /// Wait for room up to `buffer_deadline`, then fail.
+    #[default]
+    Block,
+    /// Drop the message being published (counted).
+    DropNewest,
+    /// Drop the oldest message not yet sent (counted).
+    DropOldest,
+}
+
+/// What the broker does with a subscriber over its outbound limit (or
+/// stuck past the write deadline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumer {
+    /// ERROR `slow_consumer`, then close.
+    #[default]
+    Disconnect,
+    /// Drop deliveries while over the limit (counted).
+    DropNew,
+}
+
+/// What the relay does with a consumer whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RelayQueuePolicy {
+    /// Drop the oldest queued messages (counted).
+    #[default]
+    DropOldest,
+    /// Close the consumer.
+    Disconnect,
 }
 
 /// Which broker the broker path is.
@@ -169,7 +205,7 @@ pub struct BrokerSettings {
     /// How long a publish waits for buffer room.
     pub buffer_deadline: Span,
     /// When the buffer is full: `block`, `drop_newest` or `drop_oldest`.
-    pub buffer_policy: String,
+    pub buffer_policy: BufferPolicy,
     /// Consecutive failures (a failed connect, a publish past its deadline)
     /// that open the primary path's circuit breaker; 0 disables it.
     pub breaker_failures: u32,
@@ -212,7 +248,7 @@ impl Default for BrokerSettings {
             buffer_bytes: 64 * 1024 * 1024,
             buffer_messages: 1_000_000,
             buffer_deadline: Span::from_secs(5),
-            buffer_policy: "block".to_owned(),
+            buffer_policy: BufferPolicy::Block,
             breaker_failures: 5,
             breaker_open_for: Span::from_secs(1),
             spool: SpoolMode::Off,
@@ -246,7 +282,7 @@ pub struct BrokerServerSettings {
     /// How long a write to a subscriber may block.
     pub write_deadline: Span,
     /// A slow subscriber: `disconnect` or `drop_new`.
-    pub slow_consumer: String,
+    pub slow_consumer: SlowConsumer,
     /// File mode of Unix sockets, octal (never world-writable).
     pub socket_mode: String,
     /// Group id given to Unix sockets (their users' group); none when unset.
@@ -264,7 +300,7 @@ impl Default for BrokerServerSettings {
             max_topics: 65_536,
             ack_interval: Span::from_millis(1),
             write_deadline: Span::from_secs(2),
-            slow_consumer: "disconnect".to_owned(),
+            slow_consumer: SlowConsumer::Disconnect,
             socket_mode: "0660".to_owned(),
             socket_group: None,
         }

@@ -45,16 +45,6 @@ impl Settings {
                 problem(key, why);
             }
         }
-        let choices = [
-            ("broker.buffer_policy", self.broker.buffer_policy.as_str(), &["block", "drop_newest", "drop_oldest"][..]),
-            ("broker.server.slow_consumer", self.broker.server.slow_consumer.as_str(), &["disconnect", "drop_new"][..]),
-            ("relay_server.policy", self.relay_server.policy.as_str(), &["drop_oldest", "disconnect"][..]),
-        ];
-        for (key, value, allowed) in choices {
-            if !allowed.contains(&value) {
-                problem(key, format!("{value:?} is not one of {}", allowed.join(", ")));
-            }
-        }
         let positive = [
             ("broker.buffer_bytes", self.broker.buffer_bytes as u64),
             ("broker.buffer_messages", self.broker.buffer_messages as u64),

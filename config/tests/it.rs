@@ -148,25 +148,36 @@ fn validation_reports_every_problem_with_its_key() {
     let file = dir.path().join("invalid.toml");
     std::fs::write(
         &file,
-        "[broker]\nendpoint = \"mycelium.sock\"\nbuffer_policy = \"sometimes\"\n\
+        "[broker]\nendpoint = \"mycelium.sock\"\n\
          [topics]\nmarket_data = \"Market/Data\"\n[services.feed]\nsource = 0\n\
          [services.\"a');alert(1);('\"]\nsource = 7\n",
     )
     .unwrap();
     let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
     let all = problems.join("\n");
-    for key in [
-        "broker.endpoint",
-        "broker.buffer_policy",
-        "topics.market_data",
-        "services.feed.source",
-        "is not a service name",
-    ] {
+    for key in ["broker.endpoint", "topics.market_data", "services.feed.source", "is not a service name"] {
         assert!(all.contains(key), "{key} missing from:\n{all}");
     }
-    assert_eq!(problems.len(), 5, "{all}");
+    assert_eq!(problems.len(), 4, "{all}");
     // Parsing alone accepts it: validation is a separate step.
     assert!(myc_config::parse(&Sources::file_only(&file)).is_ok());
+}
+
+#[test]
+fn an_unknown_policy_is_refused_when_parsed_naming_the_key_and_the_choices() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, key, choice) in [
+        ("[broker]\nbuffer_policy = \"sometimes\"\n", "buffer_policy", "drop_newest"),
+        ("[broker.server]\nslow_consumer = \"Disconnect\"\n", "slow_consumer", "drop_new"),
+        ("[relay_server]\npolicy = \"drop_new\"\n", "policy", "drop_oldest"),
+    ] {
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, text).unwrap();
+        let Err(Error::Parse(message)) = myc_config::parse(&Sources::file_only(&file)) else {
+            panic!("{text:?} must not parse")
+        };
+        assert!(message.contains(key) && message.contains(choice), "{text:?}: {message}");
+    }
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub use server::{
 };
 pub use tap::{RelayTap, TapMessage};
 
-/// The legacy socket path of a domain (relay spec §1).
+/// The legacy socket path of a domain (`docs/relay.md`).
 pub fn default_socket(domain: myc_codec::Domain) -> Option<&'static str> {
     match domain {
         myc_codec::Domain::MarketData => Some("/tmp/torq/market_data.sock"),
@@ -50,9 +50,6 @@ pub enum Error {
         /// Messages not yet written.
         pending: u64,
     },
-    /// The circuit breaker is open: publishes fail at once.
-    #[error("circuit_open: the relay path failed repeatedly; publishes are refused for now")]
-    CircuitOpen,
     /// The client gave up reconnecting.
     #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
     MaxReconnectsExceeded(u32),

@@ -55,17 +55,43 @@ pub enum Error {
     Settings(String),
 }
 
+/// How the clients reconnect, per the broker settings (used by both paths'
+/// clients; `transport::ReconnectOptions::default()` is the same values).
+pub fn reconnect_options(broker: &myc_config::BrokerSettings) -> myc_transport::ReconnectOptions {
+    myc_transport::ReconnectOptions {
+        backoff_base: broker.backoff_initial.get(),
+        backoff_max: broker.backoff_max.get(),
+        max_reconnects: Some(broker.max_reconnects).filter(|&n| n > 0),
+        connect_timeout: broker.connect_timeout.get(),
+    }
+}
+
 /// The client buffer the broker settings describe (used by both paths).
 pub fn buffer_limits(broker: &myc_config::BrokerSettings) -> myc_transport::BufferLimits {
-    let policy = match broker.buffer_policy.as_str() {
-        "drop_newest" => myc_transport::FullPolicy::DropNewest,
-        "drop_oldest" => myc_transport::FullPolicy::DropOldest,
-        _ => myc_transport::FullPolicy::Block,
+    let policy = match broker.buffer_policy {
+        myc_config::BufferPolicy::Block => myc_transport::FullPolicy::Block,
+        myc_config::BufferPolicy::DropNewest => myc_transport::FullPolicy::DropNewest,
+        myc_config::BufferPolicy::DropOldest => myc_transport::FullPolicy::DropOldest,
     };
     myc_transport::BufferLimits {
         max_bytes: broker.buffer_bytes,
         max_messages: broker.buffer_messages,
         deadline: broker.buffer_deadline.get(),
         policy,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn clients_built_in_code_default_to_the_settings_defaults() {
+        let settings = myc_config::Settings::default();
+        assert_eq!(super::reconnect_options(&settings.broker), myc_transport::ReconnectOptions::default());
+        assert_eq!(super::buffer_limits(&settings.broker), myc_transport::BufferLimits::default());
+        let client = myc_broker::ClientOptions::new(myc_transport::Endpoint::Unix("/unused".into()));
+        assert_eq!(
+            (client.reconnect, client.buffer),
+            (myc_transport::ReconnectOptions::default(), myc_transport::BufferLimits::default())
+        );
     }
 }

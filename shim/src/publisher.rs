@@ -174,17 +174,17 @@ impl Publisher for RelayPublisher {
     fn undelivered(&self) -> u64 {
         self.started()
             .map(|client| {
-                let counters = client.counters();
-                counters
+                client
+                    .publisher_counters()
                     .published
                     .load(Ordering::Acquire)
-                    .saturating_sub(counters.written_messages.load(Ordering::Acquire))
+                    .saturating_sub(client.counters().written_messages.load(Ordering::Acquire))
             })
             .sum()
     }
 
     fn connects(&self) -> u64 {
-        self.started().map(|client| client.counters().connects.load(Ordering::Relaxed)).sum()
+        self.started().map(|client| client.publisher_counters().connects.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -226,10 +226,7 @@ impl BrokerPublisher {
         client_name.clone_into(&mut options.client_name);
         broker.token.clone_into(&mut options.token);
         options.buffer = crate::buffer_limits(broker);
-        options.backoff_base = broker.backoff_initial.get();
-        options.backoff_max = broker.backoff_max.get();
-        options.max_reconnects = Some(broker.max_reconnects).filter(|&n| n > 0);
-        options.connect_timeout = broker.connect_timeout.get();
+        options.reconnect = crate::reconnect_options(broker);
         Ok(options)
     }
 
@@ -278,13 +275,13 @@ impl Publisher for BrokerPublisher {
     }
 
     fn progress(&self) -> Option<Progress> {
-        let counters = self.client.counters();
+        let counters = self.client.publisher_counters();
         Some(Progress {
             accepted: counters.published.load(Ordering::Acquire),
-            acknowledged: counters.acked.load(Ordering::Acquire),
+            acknowledged: counters.settled.load(Ordering::Acquire),
             connects: counters.connects.load(Ordering::Relaxed),
             connect_failures: counters.connect_failures.load(Ordering::Relaxed),
-            resent: counters.resent.load(Ordering::Relaxed),
+            resent: self.client.counters().resent.load(Ordering::Relaxed),
         })
     }
 }
@@ -371,14 +368,14 @@ impl Publisher for NatsBrokerPublisher {
     }
 
     fn progress(&self) -> Option<Progress> {
-        let counters = self.publisher.counters();
+        let counters = self.publisher.publisher_counters();
         Some(Progress {
             accepted: counters.published.load(Ordering::Acquire),
-            acknowledged: counters.delivered.load(Ordering::Acquire),
+            acknowledged: counters.settled.load(Ordering::Acquire),
             // NATS reconnects inside async-nats; the breaker sees refusals only.
             connects: 0,
             connect_failures: 0,
-            resent: counters.retried.load(Ordering::Relaxed),
+            resent: self.publisher.counters().retried.load(Ordering::Relaxed),
         })
     }
 }

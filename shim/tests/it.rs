@@ -52,8 +52,8 @@ async fn broker(path: &Path) -> myc_transport::Running<myc_broker::ServerHandle>
 
 fn broker_client(path: &Path) -> myc_broker::Client {
     let mut options = myc_broker::ClientOptions::new(Endpoint::Unix(path.to_owned()));
-    options.backoff_base = Duration::from_millis(5);
-    options.backoff_max = Duration::from_millis(20);
+    options.reconnect.backoff_base = Duration::from_millis(5);
+    options.reconnect.backoff_max = Duration::from_millis(20);
     myc_broker::Client::start(options)
 }
 

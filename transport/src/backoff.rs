@@ -1,4 +1,4 @@
-//! Reconnect backoff: exponential with full jitter (broker spec §4),
+//! Reconnect backoff: exponential with full jitter (`docs/broker-protocol.md`, the client),
 //! `delay = random(0, min(max, base × 2^attempt))`.
 //!
 //! [`delay`] is pure — the random draw is an argument — so the schedule has a

@@ -1,4 +1,4 @@
-//! The circuit breaker (broker spec §4), a sans-IO state machine: callers
+//! The circuit breaker (the shim's shadow breaker), a sans-IO state machine: callers
 //! pass `now`, so every transition is testable without sleeping.
 //!
 //! Closed → after `failure_threshold` consecutive failures → Open (reject at
@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-/// Circuit breaker settings (broker spec §4 defaults: 5 failures, 1 s).
+/// Circuit breaker settings (defaults: 5 failures, 1 s).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BreakerOptions {
     /// Consecutive failures that open the breaker.
@@ -63,7 +63,7 @@ impl CircuitBreaker {
         CircuitBreaker::new(options.failure_threshold, options.open_for)
     }
 
-    /// A closed breaker (the spec's defaults are 5 failures and 1 s).
+    /// A closed breaker (the defaults are 5 failures and 1 s).
     pub fn new(failure_threshold: u32, open_for: Duration) -> CircuitBreaker {
         CircuitBreaker {
             failure_threshold: failure_threshold.max(1),

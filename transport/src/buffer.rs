@@ -1,5 +1,5 @@
-//! The bounded publish buffer shared by the broker and relay clients
-//! (broker spec §4). Producers encode their frame straight into one shared
+//! The bounded publish buffer under every client's `Outbox`
+//! (`docs/broker-protocol.md`, the client). Producers encode their frame straight into one shared
 //! byte buffer (no allocation per message); the connection task takes
 //! everything queued as one `Bytes` chunk and writes it with one call. Room
 //! is given back only when the caller says so — on acknowledgement (broker)

@@ -22,7 +22,7 @@ pub trait Framing {
     fn frame_len(&self, buffered: &[u8]) -> Result<Option<usize>, Error>;
 }
 
-/// `[len u32 LE][body: len bytes]` with `1 ≤ len ≤ max_body` (broker spec §1).
+/// `[len u32 LE][body: len bytes]` with `1 ≤ len ≤ max_body` (`docs/broker-protocol.md`, frames).
 #[derive(Debug, Clone, Copy)]
 pub struct LengthPrefixed {
     /// The largest body accepted.

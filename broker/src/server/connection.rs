@@ -5,20 +5,20 @@
 //! It deliberately leaves writing to `outbound`: routing only queues.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use myc_transport::{FrameReader, LengthPrefixed, Stream};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::hello::{Admitted, check_hello};
 use super::outbound::{AckState, Outbound, Positions, ack_loop, record, write_loop};
 use super::{Group, Shared, Subscriber, TopicEntry};
-use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, ServerOp, Topic};
+use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, PublishRef, ServerOp, Topic};
 
 /// How long a new connection has to send its HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,23 +52,9 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
             return;
         }
     };
-    let (tx, rx) = mpsc::unbounded_channel();
     let connection_id = shared.next_connection_id.fetch_add(1, Ordering::Relaxed);
-    let outbound = Arc::new(Outbound {
-        queue: Mutex::new((tx, 0)),
-        policy: shared.settings.slow_consumer,
-        limit: shared.settings.outbound_limit,
-        queued_bytes: AtomicUsize::new(0),
-        written: AtomicU64::new(0),
-        closed: AtomicBool::new(false),
-        closing: Notify::new(),
-        abandoned_upto: AtomicU64::new(0),
-        stalled: AtomicBool::new(false),
-        released: AtomicBool::new(false),
-        lagging: AtomicBool::new(false),
-        write_deadline: shared.settings.write_deadline,
-        metrics: Arc::clone(&shared.metrics),
-    });
+    let (outbound, rx) = Outbound::new(&shared.settings, Arc::clone(&shared.metrics));
+    let outbound = Arc::new(outbound);
     // Guards abort the helper tasks if this connection's future is dropped
     // (the broker aborted), so no half of a connection outlives it.
     let mut writer = myc_transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
@@ -93,13 +79,11 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
         tracing::debug!(connection_id, code = code.name(), %message, "closing connection");
         outbound.send_fatal(code, &message);
     } else {
-        outbound.closed.store(true, Ordering::Release);
         outbound.close_after_queued();
     }
     connection.remove_subscriptions();
     drop(acker);
     let _ = writer.join().await;
-    outbound.closed.store(true, Ordering::Release);
     shared.lock_connections().remove(&connection_id);
     shared.metrics.connections.dec();
 }
@@ -117,7 +101,9 @@ async fn refuse(
 ) {
     shared.metrics.error_sent(code);
     let mut frame = BytesMut::new();
-    ServerOp::Error { code, message: message.to_owned() }.encode(&mut frame);
+    if (ServerOp::Error { code, message: message.to_owned() }).encode(&mut frame).is_err() {
+        frame.clear();
+    }
     let _ = tokio::time::timeout(shared.settings.write_deadline, write_half.write_all(&frame)).await;
     let _ = write_half.shutdown().await;
     let mut sink = [0u8; 4096];
@@ -192,6 +178,11 @@ impl Connection {
                 }
                 Err(error) => return Err(fatal_framing(error)),
             };
+            // A connection closed by the broker (slow consumer, shutdown)
+            // stops reading at once, even while its peer keeps sending.
+            if self.outbound.is_closed() {
+                return Ok(());
+            }
             self.shared.metrics.bytes_in.inc_by(batch.len() as u64);
             let mut offset = 0;
             loop {
@@ -219,11 +210,14 @@ impl Connection {
                 break Step::Done;
             }
             n_frames += 1;
-            let frame_len = batch
-                .get(offset..offset + 4)
-                .map_or(0, |prefix| u32::from_le_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize);
-            let body = batch.slice(offset + 4..offset + 4 + frame_len);
-            if body.first() == Some(&protocol::op::PUBLISH) {
+            let frame = match protocol::frames(&batch[offset..]).next() {
+                Some(Ok(frame)) => frame,
+                Some(Err(error)) => return Err(fatal_decode(error)),
+                None => break Step::Done,
+            };
+            let frame_len = frame.body.len();
+            let body_at = offset + frame.at;
+            if frame.op() == Some(protocol::op::PUBLISH) {
                 if !self.grace_over {
                     if Instant::now() < shared.grace_ends {
                         n_frames -= 1;
@@ -231,14 +225,15 @@ impl Connection {
                     }
                     self.grace_over = true;
                 }
-                let (topic, payload) = split_publish(&body)?;
+                let publish = PublishRef::parse(frame.body).map_err(fatal_decode)?;
                 let router = router
                     .get_or_insert_with(|| shared.router.read().unwrap_or_else(std::sync::PoisonError::into_inner));
-                self.route(router, &body, topic, payload, routed);
+                self.route(router, batch, body_at, &publish, routed);
                 routed.routed += 1;
                 offset += 4 + frame_len;
                 continue;
             }
+            let body = batch.slice(body_at..body_at + frame_len);
             // Anything else is handled in order after the deliveries before it.
             router = None;
             self.finish(routed);
@@ -251,8 +246,7 @@ impl Connection {
                         state.advance();
                         state.acked
                     };
-                    self.outbound.send(&ServerOp::Ack { count });
-                    self.outbound.send(&ServerOp::Pong { nonce });
+                    self.outbound.send_control(&[ServerOp::Ack { count }, ServerOp::Pong { nonce }]);
                 }
                 ClientOp::Subscribe { sub_id, topic, group } => self.subscribe(sub_id, topic, group),
                 ClientOp::Unsubscribe { sub_id } => self.unsubscribe(sub_id),
@@ -292,29 +286,31 @@ impl Connection {
         self.ack.1.notify_one();
     }
 
-    /// Routes one PUBLISH (`topic` and `payload` are ranges of `body`).
+    /// Routes one PUBLISH, whose body starts at `body_at` in `batch`.
     fn route(
         &self,
         router: &HashMap<Topic, TopicEntry>,
-        body: &Bytes,
-        topic: std::ops::Range<usize>,
-        payload: std::ops::Range<usize>,
+        batch: &Bytes,
+        body_at: usize,
+        publish: &PublishRef<'_>,
         routed: &mut Routed,
     ) {
-        let topic_bytes = &body[topic];
+        let topic_bytes = publish.topic;
         if let Some(permissions) = &self.permissions
             && !permissions.may_publish(topic_bytes)
         {
             self.outbound.send_error(ErrorCode::Unauthorized, protocol::PUBLISH_REFUSED.to_owned());
             return;
         }
-        let Some(entry) = router.get(topic_bytes) else {
+        let Some((topic, entry)) = router.get_key_value(topic_bytes) else {
             if let Err(reason) = Topic::check(topic_bytes) {
                 self.outbound.send_error(ErrorCode::BadTopic, reason.to_owned());
             }
             return;
         };
-        let payload_bytes = &body[payload.clone()];
+        let topic = topic.as_topic_ref();
+        let payload_bytes = publish.payload;
+        let payload_at = body_at + publish.payload_at;
         let mut push = |subscriber: &Subscriber| {
             if payload_bytes.len() >= SHARE_PAYLOAD_FROM {
                 // Large: queue the frame head and a shared slice of the payload,
@@ -325,10 +321,10 @@ impl Connection {
                         None => (Bytes::new(), 0),
                     };
                 let mut head = BytesMut::with_capacity(10 + topic_bytes.len());
-                protocol::encode_deliver_head(&mut head, subscriber.sub_id, topic_bytes, payload_bytes.len());
+                protocol::encode_deliver_head(&mut head, subscriber.sub_id, topic, payload_bytes.len());
                 let bytes = earlier.len() + head.len() + payload_bytes.len();
-                let chunks =
-                    [earlier, head.freeze(), body.slice(payload.clone())].into_iter().filter(|chunk| !chunk.is_empty());
+                let payload = batch.slice(payload_at..payload_at + payload_bytes.len());
+                let chunks = [earlier, head.freeze(), payload].into_iter().filter(|chunk| !chunk.is_empty());
                 if let Some(position) = subscriber.outbound.deliver(chunks, bytes, earlier_frames + 1) {
                     record(&mut routed.positions, &subscriber.outbound, position);
                 }
@@ -345,7 +341,7 @@ impl Connection {
                 }
             };
             let (_, frames_bytes, frames) = &mut routed.pending[index];
-            protocol::encode_deliver(frames_bytes, subscriber.sub_id, topic_bytes, payload_bytes);
+            protocol::encode_deliver(frames_bytes, subscriber.sub_id, topic, payload_bytes);
             *frames += 1;
         };
         for subscriber in &entry.fanout {
@@ -450,21 +446,6 @@ fn remove_from(router: &mut HashMap<Topic, TopicEntry>, topic: &Topic, matches: 
     if entry.fanout.is_empty() && entry.groups.is_empty() {
         router.remove(topic);
     }
-}
-
-/// The topic and payload ranges of a PUBLISH body (`[0x02][topic str8][payload]`).
-fn split_publish(body: &[u8]) -> Result<(std::ops::Range<usize>, std::ops::Range<usize>), Fatal> {
-    let Some(&topic_len) = body.get(1) else {
-        return Err((ErrorCode::Protocol, "truncated PUBLISH: no topic length".to_owned()));
-    };
-    let topic_end = 2 + usize::from(topic_len);
-    if body.len() < topic_end {
-        return Err((
-            ErrorCode::Protocol,
-            format!("truncated PUBLISH: topic needs {} more byte(s)", topic_end - body.len()),
-        ));
-    }
-    Ok((2..topic_end, topic_end..body.len()))
 }
 
 fn fatal_framing(error: myc_transport::Error) -> Fatal {

@@ -55,7 +55,8 @@ pub fn check_hello(settings: &Settings, op: &ClientOp, peer_uid: Option<u32>) ->
     let max_frame = u32::try_from(settings.max_frame).unwrap_or(u32::MAX);
     let mut welcome = BytesMut::new();
     ServerOp::Welcome { version: protocol::VERSION, server_id: settings.server_id.clone(), max_frame }
-        .encode(&mut welcome);
+        .encode(&mut welcome)
+        .map_err(|error| (ErrorCode::Protocol, error.to_string()))?;
     Ok(Admitted { welcome, permissions })
 }
 

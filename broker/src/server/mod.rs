@@ -1,4 +1,4 @@
-//! The broker server (spec §3): accepts connections on any number of
+//! The broker server (behaviour in `docs/broker-protocol.md`, section 3): accepts connections on any number of
 //! listeners, routes PUBLISH frames to fan-out subscriptions and round-robin
 //! groups, acknowledges publishes once their deliveries are written to the
 //! subscribers' sockets, and enforces limits and the slow-consumer policy.
@@ -41,7 +41,7 @@ pub enum SlowConsumerPolicy {
     DropNew,
 }
 
-/// Broker settings (defaults per spec).
+/// Broker settings (defaults as in `docs/broker-protocol.md`).
 #[derive(Debug, Clone)]
 pub struct Settings {
     /// Sent in WELCOME.

@@ -50,7 +50,7 @@ pub(crate) fn decode_all(bytes: &[u8]) -> Vec<ServerOp> {
 
 pub(crate) fn frame(op: &ClientOp) -> Vec<u8> {
     let mut out = BytesMut::new();
-    op.encode(&mut out);
+    op.encode(&mut out).unwrap();
     out.to_vec()
 }
 

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod errors;
+mod flood;
 mod identity;
 mod pubsub;
 mod refused;
@@ -66,8 +67,8 @@ pub(crate) fn fast_settings() -> Settings {
 
 pub(crate) fn client(endpoint: &Endpoint) -> Client {
     let mut options = ClientOptions::new(endpoint.clone());
-    options.backoff_base = Duration::from_millis(5);
-    options.backoff_max = Duration::from_millis(50);
+    options.reconnect.backoff_base = Duration::from_millis(5);
+    options.reconnect.backoff_max = Duration::from_millis(50);
     Client::start(options)
 }
 /// Binds `endpoint`, waiting (up to 5 s) while a server killed a moment ago

@@ -77,7 +77,7 @@ async fn publishes_with_no_subscriber_are_acknowledged() {
         publisher.publish("nobody_listens", b"x").await.unwrap();
     }
     publisher.flush(WAIT).await.unwrap();
-    assert_eq!(publisher.counters().acked.load(std::sync::atomic::Ordering::Relaxed), 10_000);
+    assert_eq!(publisher.publisher_counters().settled.load(std::sync::atomic::Ordering::Relaxed), 10_000);
     broker.stop().await;
 }
 

@@ -67,7 +67,11 @@ async fn refused_publishes(captured: Captured) {
     assert!(flushed.unwrap_err().to_string().contains("unauthorized"));
     let counters = publisher.counters();
     assert_eq!(counters.failed_unauthorized.load(Ordering::Relaxed), 1_000);
-    assert_eq!(counters.acked.load(Ordering::Relaxed), 2_000, "refused publishes are acknowledged too");
+    assert_eq!(
+        publisher.publisher_counters().settled.load(Ordering::Relaxed),
+        2_000,
+        "refused publishes are acknowledged too"
+    );
     // Reported once: the next flush, with nothing new refused, is clean.
     publisher.publish("allowed", b"after").await.unwrap();
     publisher.flush(Duration::from_secs(10)).await.unwrap();

@@ -19,8 +19,12 @@ const N: u32 = 20_000;
 async fn stuck_subscriber(path: &std::path::Path) -> UnixStream {
     let mut stream = UnixStream::connect(path).await.unwrap();
     let mut frames = BytesMut::new();
-    ClientOp::Hello { version: 1, flags: 0, client_name: "stuck".to_owned(), token: String::new() }.encode(&mut frames);
-    ClientOp::Subscribe { sub_id: 1, topic: Bytes::from_static(b"busy"), group: Bytes::new() }.encode(&mut frames);
+    ClientOp::Hello { version: 1, flags: 0, client_name: "stuck".to_owned(), token: String::new() }
+        .encode(&mut frames)
+        .unwrap();
+    ClientOp::Subscribe { sub_id: 1, topic: Bytes::from_static(b"busy"), group: Bytes::new() }
+        .encode(&mut frames)
+        .unwrap();
     stream.write_all(&frames).await.unwrap();
     stream
 }

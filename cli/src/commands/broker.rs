@@ -70,9 +70,9 @@ pub(crate) fn server_settings(
         max_topics: server.max_topics,
         ack_interval: server.ack_interval.get(),
         write_deadline: server.write_deadline.get(),
-        slow_consumer: match server.slow_consumer.as_str() {
-            "drop_new" => myc_broker::SlowConsumerPolicy::DropNew,
-            _ => myc_broker::SlowConsumerPolicy::Disconnect,
+        slow_consumer: match server.slow_consumer {
+            myc_config::SlowConsumer::Disconnect => myc_broker::SlowConsumerPolicy::Disconnect,
+            myc_config::SlowConsumer::DropNew => myc_broker::SlowConsumerPolicy::DropNew,
         },
         token: Some(broker.token.clone()).filter(|token| !token.is_empty()),
         acl: acl.restricts().then(|| Acl {

@@ -97,9 +97,9 @@ pub(crate) fn server_settings(relay: &myc_config::RelayServerSettings) -> myc_re
         max_connections: relay.max_connections,
         queue_messages: relay.queue_messages,
         queue_bytes: relay.queue_bytes,
-        policy: match relay.policy.as_str() {
-            "disconnect" => myc_relay_compat::QueuePolicy::Disconnect,
-            _ => myc_relay_compat::QueuePolicy::DropOldest,
+        policy: match relay.policy {
+            myc_config::RelayQueuePolicy::DropOldest => myc_relay_compat::QueuePolicy::DropOldest,
+            myc_config::RelayQueuePolicy::Disconnect => myc_relay_compat::QueuePolicy::Disconnect,
         },
         stall_timeout: relay.stall_timeout.get(),
         ..myc_relay_compat::RelaySettings::default()

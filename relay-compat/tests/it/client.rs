@@ -14,8 +14,8 @@ use super::{TestRelay, message};
 
 fn options(path: &std::path::Path) -> RelayClientOptions {
     let mut options = RelayClientOptions::new(path, Domain::MarketData, Source::KrakenCollector);
-    options.backoff_base = Duration::from_millis(2);
-    options.backoff_max = Duration::from_millis(20);
+    options.reconnect.backoff_base = Duration::from_millis(2);
+    options.reconnect.backoff_max = Duration::from_millis(20);
     options
 }
 
@@ -61,7 +61,7 @@ async fn the_client_buffers_while_the_relay_is_down_and_reidentifies_after_a_res
     client.flush(Duration::from_secs(10)).await.unwrap();
     receive(&mut tap, 201..=300).await;
     let counters = client.counters();
-    assert!(counters.connects.load(Ordering::Relaxed) >= 2, "reconnected");
+    assert!(client.publisher_counters().connects.load(Ordering::Relaxed) >= 2, "reconnected");
     assert_eq!(
         counters.written_messages.load(Ordering::Relaxed) + counters.failed_messages.load(Ordering::Relaxed),
         300,
@@ -81,29 +81,21 @@ async fn publish_refuses_what_is_not_one_whole_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_breaker_opens_while_the_relay_is_away_and_closes_once_it_is_back() {
+async fn after_max_reconnects_the_client_gives_up_and_says_why() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("md.sock");
-    let mut options = options(&path);
-    options.breaker =
-        Some(myc_transport::BreakerOptions { failure_threshold: 3, open_for: Duration::from_millis(100) });
+    let mut options = options(&dir.path().join("never.sock"));
+    options.reconnect.max_reconnects = Some(3);
     let client = RelayClient::start(options);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.breaker_state() != Some(myc_transport::BreakerState::Open) {
-        assert!(tokio::time::Instant::now() < deadline, "the breaker never opened");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert!(matches!(client.try_publish(&message(2, 1)), Err(myc_relay_compat::Error::CircuitOpen)));
-
-    let relay = TestRelay::start(&path, Domain::MarketData, RelaySettings::default()).await;
-    relay.wait_for("connections", "producer", 1).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while client.try_publish(&message(2, 2)).is_err() {
-        assert!(tokio::time::Instant::now() < deadline, "the probe never went through");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    assert_eq!(client.breaker_state(), Some(myc_transport::BreakerState::Closed));
-    relay.stop().await;
+    client.publish(&message(2, 1)).await.unwrap();
+    let flushed = client.flush(Duration::from_secs(10)).await;
+    assert!(flushed.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+    let later = client.try_publish(&message(2, 2));
+    assert!(later.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+    assert_eq!(
+        client.publisher_counters().failed.load(Ordering::Relaxed),
+        1,
+        "the buffered message is lost, and counted"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -68,9 +68,9 @@ impl Proxy {
 
 fn producer_client(path: &Path, buffer: BufferLimits) -> myc_broker::Client {
     let mut options = myc_broker::ClientOptions::new(Endpoint::Unix(path.to_owned()));
-    options.backoff_base = Duration::from_millis(5);
-    options.backoff_max = Duration::from_millis(50);
-    options.connect_timeout = Duration::from_millis(500);
+    options.reconnect.backoff_base = Duration::from_millis(5);
+    options.reconnect.backoff_max = Duration::from_millis(50);
+    options.reconnect.connect_timeout = Duration::from_millis(500);
     options.buffer = buffer;
     myc_broker::Client::start(options)
 }

@@ -191,13 +191,13 @@ async fn raw_subscriber(socket: &std::path::Path) -> anyhow::Result<tokio::net::
     let mut stream = tokio::net::UnixStream::connect(socket).await?;
     let mut frames = bytes::BytesMut::new();
     myc_broker::ClientOp::Hello { version: 1, flags: 0, client_name: "bench-stuck".to_owned(), token: String::new() }
-        .encode(&mut frames);
+        .encode(&mut frames)?;
     myc_broker::ClientOp::Subscribe {
         sub_id: 1,
         topic: bytes::Bytes::from_static(TOPIC.as_bytes()),
         group: bytes::Bytes::new(),
     }
-    .encode(&mut frames);
+    .encode(&mut frames)?;
     stream.write_all(&frames).await?;
     Ok(stream)
 }
@@ -257,7 +257,9 @@ fn latency(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
 /// Unix socket connect + HELLO → WELCOME, one after another.
 fn connect(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> {
     let broker = ChildBroker::start()?;
-    let hello: [u8; 13] = [9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0];
+    let mut hello = bytes::BytesMut::new();
+    myc_broker::ClientOp::Hello { version: 1, flags: 0, client_name: String::new(), token: String::new() }
+        .encode(&mut hello)?;
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
     let started = Instant::now();
     for _ in 0..n_messages {
@@ -268,8 +270,9 @@ fn connect(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> 
         stream.read_exact(&mut prefix)?;
         let mut body = vec![0u8; u32::from_le_bytes(prefix) as usize];
         stream.read_exact(&mut body)?;
-        if body.first() != Some(&0x81) {
-            bail!("expected WELCOME, got op {:?}", body.first());
+        let welcome = myc_broker::ServerOp::decode(bytes::Bytes::from(body));
+        if !matches!(welcome, Ok(myc_broker::ServerOp::Welcome { .. })) {
+            bail!("expected WELCOME, got {welcome:?}");
         }
         histogram.record(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1))?;
     }

@@ -5,7 +5,11 @@
 //! `BrokerLink`) connects in the background, reconnects with jittered
 //! backoff, says HELLO, re-subscribes, resends unacknowledged publishes in
 //! order, then drains the buffer in batches. A publish is settled only once
-//! an ACK covers it.
+//! an ACK covers it. After `max_reconnects` failed attempts in a row
+//! publishes fail at once (`max_reconnects_exceeded`) while the task keeps
+//! trying every `backoff_max`; the next connection clears it, and what was
+//! buffered is kept throughout. [`Client::reconfigure`] moves a running
+//! client to a new endpoint or token, resending what was not acknowledged.
 //!
 //! It deliberately does not look inside payloads and offers no ordering
 //! across clients: order is per client.
@@ -224,8 +228,21 @@ struct SubscriptionEntry {
     on_active: Option<oneshot::Sender<()>>,
 }
 
+/// Where and as whom the client connects; [`Client::reconfigure`] may
+/// change it while running.
+struct Peer {
+    /// Where the broker is.
+    endpoint: Endpoint,
+    /// Sent in HELLO.
+    token: String,
+}
+
 struct Inner {
+    /// The options the client started with; its endpoint, token and
+    /// reconnect settings may since have changed (see `peer`).
     options: ClientOptions,
+    /// The endpoint and token in force, read at each connection attempt.
+    peer: Mutex<Peer>,
     outbox: Outbox,
     counters: ClientCounters,
     subscriptions: Mutex<HashMap<u32, SubscriptionEntry>>,
@@ -253,7 +270,7 @@ pub struct Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("endpoint", &self.inner.options.endpoint).finish_non_exhaustive()
+        f.debug_struct("Client").field("endpoint", &self.endpoint()).finish_non_exhaustive()
     }
 }
 
@@ -262,6 +279,7 @@ impl Client {
     pub fn start(options: ClientOptions) -> Client {
         let inner = Arc::new(Inner {
             outbox: Outbox::new(options.buffer, protocol::frame_len),
+            peer: Mutex::new(Peer { endpoint: options.endpoint.clone(), token: options.token.clone() }),
             options,
             counters: ClientCounters::default(),
             subscriptions: Mutex::new(HashMap::new()),
@@ -303,6 +321,30 @@ impl Client {
     pub fn try_publish(&self, topic: &str, payload: &[u8]) -> Result<(), Error> {
         let (topic, len) = check_publish(topic, payload)?;
         Ok(self.inner.outbox.try_push(len, |dst| protocol::encode_publish(dst, topic, payload))?)
+    }
+
+    /// Applies new connection settings while running: the endpoint, token
+    /// and reconnect settings of `options` (the rest is kept). A new
+    /// endpoint or token drops the connection and connects again at once;
+    /// every message not acknowledged on the old connection is resent on the
+    /// new one, so nothing is lost (a message the old broker took but had
+    /// not acknowledged arrives twice, counted in `resent`). The reconnect
+    /// settings apply from the next attempt.
+    pub fn reconfigure(&self, options: &ClientOptions) {
+        let mut peer = self.inner.peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let moved = peer.endpoint != options.endpoint || peer.token != options.token;
+        peer.endpoint = options.endpoint.clone();
+        peer.token.clone_from(&options.token);
+        drop(peer);
+        self.inner.outbox.set_reconnect_options(options.reconnect);
+        if moved {
+            self.inner.outbox.reconnect_now();
+        }
+    }
+
+    /// The endpoint in force.
+    pub fn endpoint(&self) -> Endpoint {
+        self.inner.peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).endpoint.clone()
     }
 
     /// Where the connection stands.
@@ -412,6 +454,12 @@ impl Link for BrokerLink {
     type Session = Halves;
     type Error = Error;
 
+    const KEEP_TRYING: bool = true;
+
+    fn peer(&self) -> String {
+        self.inner.peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).endpoint.to_string()
+    }
+
     async fn connect(&mut self) -> Result<Halves, Error> {
         connect(&self.inner).await
     }
@@ -422,16 +470,15 @@ impl Link for BrokerLink {
 }
 
 async fn connect(inner: &Inner) -> Result<Halves, Error> {
-    let stream = inner.options.endpoint.connect().await?;
+    let (endpoint, token) = {
+        let peer = inner.peer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (peer.endpoint.clone(), peer.token.clone())
+    };
+    let stream = endpoint.connect().await?;
     let (read_half, mut write_half) = stream.into_split();
     let mut frame = BytesMut::new();
-    ClientOp::Hello {
-        version: protocol::VERSION,
-        flags: 0,
-        client_name: inner.options.client_name.clone(),
-        token: inner.options.token.clone(),
-    }
-    .encode(&mut frame)?;
+    ClientOp::Hello { version: protocol::VERSION, flags: 0, client_name: inner.options.client_name.clone(), token }
+        .encode(&mut frame)?;
     write_half
         .write_all(&frame)
         .await

@@ -60,8 +60,8 @@ pub enum Error {
         /// Publishes refused.
         refused: u64,
     },
-    /// The client gave up reconnecting.
-    #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
+    /// `max_reconnects` attempts failed in a row (the client keeps trying).
+    #[error("max_reconnects_exceeded: {0} consecutive failed connection attempts; retrying in the background")]
     MaxReconnectsExceeded(u32),
     /// An op that cannot be encoded (a string over its length field).
     #[error(transparent)]

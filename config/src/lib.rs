@@ -21,8 +21,8 @@ pub use load::{DEFAULT_FILE, Sources, load, load_str, parse};
 pub use schema::{
     AclRule, AclSettings, Backend, BrokerServerSettings, BrokerSettings, BufferPolicy, ConsoleSettings, FeedSettings,
     GateSettings, GuardSettings, MetricsSettings, NatsSettings, Ratio, RelayPaths, RelayQueuePolicy,
-    RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, SlowConsumer, Stage, Topics,
-    socket_mode,
+    RelayServerSettings, RolloutSettings, ServiceSettings, Settings, ShadowSettings, SlowConsumer, SpoolMode, Stage,
+    Topics, socket_mode,
 };
 pub use validate::check_service_name;
 pub use watch::{DEBOUNCE, ReloadCounts, Watched};

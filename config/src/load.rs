@@ -62,6 +62,7 @@ pub fn load(sources: &Sources) -> Result<Settings, Error> {
         settings.rollout.file = dir.join(&settings.rollout.file);
         settings.rollout.audit_log = dir.join(&settings.rollout.audit_log);
         settings.console.reports_dir = dir.join(&settings.console.reports_dir);
+        settings.broker.spool_dir = dir.join(&settings.broker.spool_dir);
     }
     settings.validate()?;
     Ok(settings)

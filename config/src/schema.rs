@@ -167,6 +167,21 @@ pub enum Backend {
     Nats,
 }
 
+/// When the broker path writes messages to its spool on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum SpoolMode {
+    /// No spool: a message the path cannot take waits or fails.
+    #[default]
+    Off,
+    /// A message that would wait or fail (buffer full, breaker open,
+    /// `max_reconnects` exceeded) is spooled instead.
+    Overflow,
+    /// Every message is spooled before its publish returns (a write-ahead
+    /// log); it leaves the spool when the broker acknowledges it.
+    Always,
+}
+
 /// The broker path.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -193,6 +208,22 @@ pub struct BrokerSettings {
     pub buffer_deadline: Span,
     /// When the buffer is full: `block`, `drop_newest` or `drop_oldest`.
     pub buffer_policy: BufferPolicy,
+    /// Consecutive failures (a failed connect, a publish past its deadline)
+    /// that open the primary path's circuit breaker; 0 disables it.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before one probe goes through.
+    pub breaker_open_for: Span,
+    /// `off`, `overflow` or `always`.
+    pub spool: SpoolMode,
+    /// The spool directory, one producer's alone (relative: beside the
+    /// settings file).
+    pub spool_dir: PathBuf,
+    /// Bytes the spool may take on disk; past it a message fails with
+    /// `spool_full`.
+    pub spool_max_bytes: u64,
+    /// Longest time between a spool append and its `fdatasync`; `0ms`
+    /// syncs every append.
+    pub spool_fsync: Span,
     /// Seed compatibility: the broker's Unix socket (becomes `endpoint`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub socket_path: Option<PathBuf>,
@@ -220,6 +251,12 @@ impl Default for BrokerSettings {
             buffer_messages: 1_000_000,
             buffer_deadline: Span::from_secs(5),
             buffer_policy: BufferPolicy::Block,
+            breaker_failures: 5,
+            breaker_open_for: Span::from_secs(1),
+            spool: SpoolMode::Off,
+            spool_dir: PathBuf::from("spool"),
+            spool_max_bytes: 1024 * 1024 * 1024,
+            spool_fsync: Span::from_millis(10),
             socket_path: None,
             connection_timeout_ms: None,
             retry_backoff_ms: None,

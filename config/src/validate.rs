@@ -74,6 +74,21 @@ impl Settings {
                 );
             }
         }
+        if self.broker.spool != crate::SpoolMode::Off {
+            if self.broker.spool_dir.as_os_str().is_empty() {
+                problem("broker.spool_dir", "a spool needs a directory".to_owned());
+            }
+            // Room for at least one record of the largest message.
+            if self.broker.spool_max_bytes < 1024 * 1024 {
+                problem(
+                    "broker.spool_max_bytes",
+                    format!("{} is under the least useful spool (1 MiB)", self.broker.spool_max_bytes),
+                );
+            }
+        }
+        if self.broker.breaker_failures > 0 && self.broker.breaker_open_for.0.is_zero() {
+            problem("broker.breaker_open_for", "must be longer than 0 while broker.breaker_failures is set".to_owned());
+        }
         if self.broker.backoff_initial > self.broker.backoff_max {
             problem("broker.backoff_initial", "is larger than broker.backoff_max".to_owned());
         }

@@ -22,8 +22,10 @@ fn the_printed_default_parses_validates_and_equals_the_default() {
     // Rollout and report paths are resolved beside the file; everything else is the default.
     assert_eq!(loaded.rollout.file, dir.path().join("rollout.toml"));
     assert_eq!(loaded.console.reports_dir, dir.path().join("reports"));
+    assert_eq!(loaded.broker.spool_dir, dir.path().join("spool"));
     loaded.rollout = Settings::default().rollout;
     loaded.console.reports_dir = Settings::default().console.reports_dir;
+    loaded.broker.spool_dir = Settings::default().broker.spool_dir;
     assert_eq!(loaded, Settings::default());
 }
 
@@ -32,7 +34,39 @@ fn an_empty_file_is_the_defaults() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("empty.toml");
     std::fs::write(&file, "").unwrap();
-    assert_eq!(load(&Sources::file_only(&file)).unwrap().broker, Settings::default().broker);
+    let mut broker = load(&Sources::file_only(&file)).unwrap().broker;
+    assert_eq!(broker.spool_dir, dir.path().join("spool"), "the spool lives beside the file");
+    broker.spool_dir = Settings::default().broker.spool_dir;
+    assert_eq!(broker, Settings::default().broker);
+}
+
+#[test]
+fn spool_and_breaker_keys_parse_into_types_and_bad_values_name_their_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    std::fs::write(
+        &file,
+        "[broker]\nspool = \"always\"\nspool_dir = \"/var/spool/myc\"\nspool_max_bytes = 2147483648\n\
+         spool_fsync = \"0ms\"\nbreaker_failures = 0\nbreaker_open_for = \"250ms\"\n",
+    )
+    .unwrap();
+    let broker = load(&Sources::file_only(&file)).unwrap().broker;
+    assert_eq!(broker.spool, myc_config::SpoolMode::Always);
+    assert_eq!(broker.spool_dir, Path::new("/var/spool/myc"), "an absolute directory stays as written");
+    assert_eq!((broker.spool_max_bytes, broker.spool_fsync), (2 << 30, Span::from_millis(0)));
+    assert_eq!((broker.breaker_failures, broker.breaker_open_for), (0, Span::from_millis(250)));
+
+    std::fs::write(&file, "[broker]\nspool = \"sometimes\"\n").unwrap();
+    let Err(Error::Parse(message)) = load(&Sources::file_only(&file)) else { panic!("an unknown mode parses") };
+    assert!(message.contains("spool"), "{message}");
+
+    std::fs::write(&file, "[broker]\nspool = \"overflow\"\nspool_max_bytes = 10\nbreaker_open_for = \"0ms\"\n")
+        .unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    for key in ["broker.spool_max_bytes", "broker.breaker_open_for"] {
+        assert!(all.contains(key), "{key} missing from:\n{all}");
+    }
 }
 
 #[test]

@@ -207,6 +207,10 @@ impl Link for RelayLink {
         Ok(stream)
     }
 
+    fn peer(&self) -> String {
+        format!("unix:{}", self.inner.options.path.display())
+    }
+
     async fn run(&mut self, stream: Stream) -> Result<(), Error> {
         let inner = &self.inner;
         let (mut read_half, mut write_half) = stream.into_split();

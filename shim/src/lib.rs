@@ -21,7 +21,9 @@
 mod handover;
 #[cfg(all(feature = "relay", feature = "broker"))]
 mod link;
+pub mod live;
 mod path;
+mod primary;
 mod publisher;
 mod service;
 mod summary;
@@ -29,10 +31,12 @@ mod summary;
 #[cfg(all(feature = "relay", feature = "broker"))]
 pub use link::{DirectionLabels, DomainLabel, DropLabels, LinkMetrics, RelayBridge, RelayLink, SourceStages};
 pub use path::{GuardedPath, PathCounters, ShadowLimits};
+pub use primary::{GuardCounters, PrimaryGuard, PrimaryOptions, SpoolPolicy};
 #[cfg(feature = "broker")]
 pub use publisher::BrokerPublisher;
 #[cfg(feature = "nats")]
 pub use publisher::NatsBrokerPublisher;
+pub use publisher::Progress;
 #[cfg(feature = "relay")]
 pub use publisher::RelayPublisher;
 pub use publisher::{BrokerSide, Publisher, RelaySide, Unavailable, split};
@@ -81,6 +85,13 @@ pub enum Error {
     /// The stage routes nowhere (cannot happen with the four stages).
     #[error("the stage routes to no path")]
     NoPath,
+    /// The primary broker path's breaker is open: the broker failed
+    /// repeatedly, and publishes fail at once until a probe succeeds.
+    #[error("circuit_open: the broker path failed repeatedly; publishes fail at once until it recovers")]
+    CircuitOpen,
+    /// The spool refused the message (`spool_full`) or could not be used.
+    #[error("spool: {0}")]
+    Spool(myc_transport::Error),
     /// Settings the shim cannot use.
     #[error("settings: {0}")]
     Settings(String),

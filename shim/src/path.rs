@@ -11,7 +11,19 @@ use myc_transport::{BreakerOptions, BreakerState, PublishBreaker};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
+use crate::primary::{PrimaryGuard, PrimaryOptions};
 use crate::{Error, Publisher};
+
+/// Polls a future once; it must be ready (the guard's publish without
+/// waiting never suspends).
+fn now_or_never<T>(future: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(result) => result,
+        std::task::Poll::Pending => Err(Error::Settings("a publish without waiting had to wait".to_owned())),
+    }
+}
 
 /// A path's counters, as Prometheus metrics (cheap atomics underneath).
 #[derive(Debug, Default)]
@@ -25,6 +37,11 @@ pub struct PathCounters {
     pub shadow_dropped: Counter,
     /// The shadow breaker: 0 closed, 1 open, 2 half-open.
     pub breaker: Gauge,
+    /// Connections after the first (copied from the path by
+    /// [`GuardedPath::refresh`]).
+    pub reconnects: Counter,
+    /// Messages sent again after a reconnect (copied likewise).
+    pub resent: Counter,
 }
 
 /// The shadow role's limits.
@@ -56,6 +73,8 @@ pub struct GuardedPath<P> {
     /// Whether the breaker has seen a failure not yet cleared by a success
     /// (or is open): while false, the shadow skips the breaker's lock.
     tripped: AtomicBool,
+    /// The guard of the primary role (breaker and spool); broker path only.
+    guard: Option<PrimaryGuard>,
 }
 
 impl<P: Publisher> GuardedPath<P> {
@@ -67,7 +86,42 @@ impl<P: Publisher> GuardedPath<P> {
             queue_bytes: shadow.queue_bytes,
             breaker: PublishBreaker::new(Some(shadow.breaker)),
             tripped: AtomicBool::new(false),
+            guard: None,
         }
+    }
+
+    /// Guards the primary role with a breaker and spool (the broker path).
+    ///
+    /// # Errors
+    /// The spool cannot be opened.
+    pub fn guard_primary(&mut self, options: PrimaryOptions) -> Result<(), Error>
+    where
+        P: Clone + 'static,
+    {
+        self.guard = Some(PrimaryGuard::start(self.publisher.clone(), options)?);
+        Ok(())
+    }
+
+    /// Copies the path's own counts (reconnects, resends) into the
+    /// exported counters; called before each summary and periodically.
+    pub fn refresh(&self) {
+        let reconnects = self.publisher.connects().saturating_sub(1);
+        let resent = self.publisher.progress().map_or(0, |progress| progress.resent);
+        for (counter, now) in [(&self.counters.reconnects, reconnects), (&self.counters.resent, resent)] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
+    }
+
+    /// Messages the path accepted and never handed over (acknowledged,
+    /// written, or left in the spool).
+    pub fn undelivered(&self) -> u64 {
+        let in_spool = self.guard.as_ref().map_or(0, PrimaryGuard::handed_in_spool);
+        self.publisher.undelivered().saturating_sub(in_spool)
+    }
+
+    /// The primary guard, when there is one.
+    pub fn primary_guard(&self) -> Option<&PrimaryGuard> {
+        self.guard.as_ref()
     }
 
     /// The publisher underneath.
@@ -93,15 +147,41 @@ impl<P: Publisher> GuardedPath<P> {
 
     /// As the primary: awaited, and the result is the producer's.
     pub(crate) async fn primary(&self, message: &[u8]) -> Result<(), Error> {
-        let result = self.publisher.publish(message).await;
+        let result = match &self.guard {
+            Some(guard) => guard.publish(&self.publisher, message, true).await,
+            None => self.publisher.publish(message).await,
+        };
         self.count(&result);
         result
     }
 
     /// As the primary, without waiting.
     pub(crate) fn try_primary(&self, message: &[u8]) -> Result<(), Error> {
-        let result = self.publisher.try_publish(message);
+        let result = match &self.guard {
+            // Never waits: with `wait` false the guard's future is ready at once.
+            Some(guard) => now_or_never(guard.publish(&self.publisher, message, false)),
+            None => self.publisher.try_publish(message),
+        };
         self.count(&result);
+        result
+    }
+
+    /// Whether the primary role has a spool (batches then take one write).
+    pub(crate) fn has_spool(&self) -> bool {
+        self.guard.as_ref().is_some_and(PrimaryGuard::has_spool)
+    }
+
+    /// As the primary with a spool: whole messages, in order, one spool
+    /// write for the batch; never waits.
+    pub(crate) fn primary_batch(&self, messages: &[&[u8]]) -> Result<(), Error> {
+        let result = match &self.guard {
+            Some(guard) => guard.publish_batch(&self.publisher, messages),
+            None => Err(Error::Settings("a batch through the guard needs a spool".to_owned())),
+        };
+        match &result {
+            Ok(()) => self.counters.published.inc_by(messages.len() as u64),
+            Err(_) => self.counters.failed.inc_by(messages.len() as u64),
+        };
         result
     }
 
@@ -141,8 +221,17 @@ impl<P: Publisher> GuardedPath<P> {
         accepted
     }
 
-    /// Flushes the path.
+    /// Flushes the path: with a spool, waits for it to drain first; what
+    /// is still spooled at the deadline stays there for the next start.
     pub(crate) async fn flush(&self, deadline: Duration) -> Result<(), Error> {
-        self.publisher.flush(deadline).await
+        let started = tokio::time::Instant::now();
+        if let Some(guard) = self.guard.as_ref().filter(|guard| guard.has_spool()) {
+            guard.drain(&self.publisher, deadline).await;
+            if self.undelivered() == 0 {
+                // Everything is acknowledged or safe in the spool.
+                return Ok(());
+            }
+        }
+        self.publisher.flush(deadline.saturating_sub(started.elapsed())).await
     }
 }

@@ -12,6 +12,7 @@ use std::future::Future;
 use std::path::PathBuf;
 #[cfg(feature = "relay")]
 use std::sync::OnceLock;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 #[cfg(feature = "broker")]
@@ -63,6 +64,40 @@ pub trait Publisher: Send + Sync {
     fn unavailable(&self) -> Option<Unavailable> {
         None
     }
+    /// Delivery bookkeeping, for paths that learn when the far side has a
+    /// message (the broker's acknowledgements): what the primary guard's
+    /// spool and breaker watch. `None` for paths that never learn it.
+    fn progress(&self) -> Option<Progress> {
+        None
+    }
+
+    /// Messages the path accepted and has not handed over yet: not
+    /// acknowledged by the broker, not written to the relay socket.
+    fn undelivered(&self) -> u64 {
+        self.progress().map_or(0, |progress| progress.accepted.saturating_sub(progress.acknowledged))
+    }
+
+    /// Successful connections so far (the first included).
+    fn connects(&self) -> u64 {
+        self.progress().map_or(0, |progress| progress.connects)
+    }
+}
+
+/// A path's cumulative counts since it started, in the order its messages
+/// were accepted (one FIFO per path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Messages the path accepted.
+    pub accepted: u64,
+    /// Of those, how many the far side has (acknowledged); always the
+    /// oldest ones.
+    pub acknowledged: u64,
+    /// Successful connections.
+    pub connects: u64,
+    /// Failed connection attempts.
+    pub connect_failures: u64,
+    /// Messages sent again after a reconnect (or a missing acknowledgement).
+    pub resent: u64,
 }
 
 /// A path the build left out, and the Cargo feature of myc-shim that brings
@@ -177,6 +212,22 @@ impl Publisher for RelayPublisher {
     fn buffered_bytes(&self) -> usize {
         self.started().map(RelayClient::buffered_bytes).sum()
     }
+
+    fn undelivered(&self) -> u64 {
+        self.started()
+            .map(|client| {
+                client
+                    .publisher_counters()
+                    .published
+                    .load(Ordering::Acquire)
+                    .saturating_sub(client.counters().written_messages.load(Ordering::Acquire))
+            })
+            .sum()
+    }
+
+    fn connects(&self) -> u64 {
+        self.started().map(|client| client.publisher_counters().connects.load(Ordering::Relaxed)).sum()
+    }
 }
 
 /// The broker path: one broker client; each message goes to its domain's
@@ -223,6 +274,16 @@ impl BrokerPublisher {
         Ok(options)
     }
 
+    /// Applies the connection settings of `settings` while running (a new
+    /// endpoint moves every unacknowledged message there).
+    ///
+    /// # Errors
+    /// An endpoint that does not parse (nothing changes).
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<(), Error> {
+        self.client.reconfigure(&BrokerPublisher::client_options(settings, "")?);
+        Ok(())
+    }
+
     /// The client underneath.
     pub fn client(&self) -> &Client {
         &self.client
@@ -256,6 +317,17 @@ impl Publisher for BrokerPublisher {
 
     fn buffered_bytes(&self) -> usize {
         self.client.buffered_bytes()
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        let counters = self.client.publisher_counters();
+        Some(Progress {
+            accepted: counters.published.load(Ordering::Acquire),
+            acknowledged: counters.settled.load(Ordering::Acquire),
+            connects: counters.connects.load(Ordering::Relaxed),
+            connect_failures: counters.connect_failures.load(Ordering::Relaxed),
+            resent: self.client.counters().resent.load(Ordering::Relaxed),
+        })
     }
 }
 
@@ -342,6 +414,18 @@ impl Publisher for NatsBrokerPublisher {
     fn buffered_bytes(&self) -> usize {
         self.publisher.buffered_bytes()
     }
+
+    fn progress(&self) -> Option<Progress> {
+        let counters = self.publisher.publisher_counters();
+        Some(Progress {
+            accepted: counters.published.load(Ordering::Acquire),
+            acknowledged: counters.settled.load(Ordering::Acquire),
+            // NATS reconnects inside async-nats; the breaker sees refusals only.
+            connects: 0,
+            connect_failures: 0,
+            resent: self.publisher.counters().retried.load(Ordering::Relaxed),
+        })
+    }
 }
 
 /// The relay side the settings choose: the relay, or `Unavailable` in a
@@ -370,6 +454,25 @@ impl RelaySide {
         {
             let _ = settings;
             RelaySide::Unavailable
+        }
+    }
+}
+
+impl BrokerSide {
+    /// Applies changed connection settings while running; `false` when
+    /// this backend takes them only at the next start (NATS) or the build
+    /// has no broker path.
+    ///
+    /// # Errors
+    /// Settings the backend cannot use (nothing changes).
+    #[cfg_attr(not(feature = "broker"), allow(unused_variables, reason = "no broker client to reconfigure"))]
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.reconfigure(settings).map(|()| true),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(_) => Ok(false),
+            BrokerSide::Unavailable(_) => Ok(false),
         }
     }
 }
@@ -528,6 +631,36 @@ impl Publisher for BrokerSide {
             BrokerSide::Unavailable(missing) => Some(*missing),
             #[allow(unreachable_patterns, reason = "every other variant is a real path; none in some builds")]
             _ => None,
+        }
+    }
+
+    fn progress(&self) -> Option<Progress> {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.progress(),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.progress(),
+            BrokerSide::Unavailable(_) => None,
+        }
+    }
+
+    fn undelivered(&self) -> u64 {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.undelivered(),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.undelivered(),
+            BrokerSide::Unavailable(_) => 0,
+        }
+    }
+
+    fn connects(&self) -> u64 {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.connects(),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.connects(),
+            BrokerSide::Unavailable(_) => 0,
         }
     }
 }

@@ -326,6 +326,25 @@ impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
         &self.stage
     }
 
+    /// Guards the broker path's primary role (stages `dual_broker_primary`
+    /// and `broker`) with a breaker and spool; opens the spool now, and its
+    /// pump sends what an earlier run left there before anything new.
+    ///
+    /// # Errors
+    /// The spool cannot be opened (another producer holds its directory).
+    pub fn guard_broker_primary(&mut self, options: crate::PrimaryOptions) -> Result<(), Error>
+    where
+        B: Clone + 'static,
+    {
+        self.broker.guard_primary(options)
+    }
+
+    /// Copies both paths' own counts into their exported counters.
+    pub fn refresh(&self) {
+        self.relay.refresh();
+        self.broker.refresh();
+    }
+
     /// The current summary of both paths.
     pub fn summary(&self) -> crate::Summary {
         crate::Summary::of(self.served_stage(), &self.relay, &self.broker)
@@ -422,6 +441,26 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
                 }
             }
             Route { .. } => return Err(Error::NoPath),
+        }
+        Ok(())
+    }
+
+    /// With a spool on the primary broker path, one spool write for the
+    /// whole batch; otherwise message by message.
+    async fn publish_batch(&self, messages: &[u8]) -> Result<(), Error> {
+        let route = Route::of(self.stage.get());
+        if route.broker == Some(Role::Primary) && self.broker.has_spool() {
+            let list = crate::split(messages)?;
+            self.broker.primary_batch(&list)?;
+            if route.relay.is_some() {
+                for message in list {
+                    self.relay.shadow(message);
+                }
+            }
+            return Ok(());
+        }
+        for message in crate::split(messages)? {
+            self.publish(message).await?;
         }
         Ok(())
     }

@@ -16,6 +16,17 @@ pub struct PathSummary {
     pub failed: u64,
     /// Shadow publishes dropped.
     pub shadow_dropped: u64,
+    /// Publishes that met the open primary breaker.
+    pub circuit_open: u64,
+    /// Messages sent again after a reconnect.
+    pub resent: u64,
+    /// Messages appended to the spool.
+    pub spooled: u64,
+    /// Spooled messages handed to the broker.
+    pub replayed: u64,
+    /// Messages accepted and never handed over (acknowledged, written, or
+    /// left in the spool).
+    pub undelivered: u64,
 }
 
 /// Both paths' counts and the stage now.
@@ -29,25 +40,42 @@ pub struct Summary {
     pub broker: PathSummary,
 }
 
+impl PathSummary {
+    fn of<P: Publisher>(path: &GuardedPath<P>) -> PathSummary {
+        let counters = path.counters();
+        let guard = path.primary_guard().map(|guard| guard.counters());
+        let guarded = |pick: fn(&crate::GuardCounters) -> u64| guard.map_or(0, |counters| pick(counters));
+        PathSummary {
+            published: counters.published.get(),
+            failed: counters.failed.get(),
+            shadow_dropped: counters.shadow_dropped.get(),
+            circuit_open: guarded(|counters| counters.circuit_open.get()),
+            resent: counters.resent.get(),
+            spooled: guarded(|counters| counters.spooled.get()),
+            replayed: guarded(|counters| counters.replayed.get()),
+            undelivered: path.undelivered(),
+        }
+    }
+}
+
 impl Summary {
     pub(crate) fn of<R: Publisher, B: Publisher>(
         stage: myc_config::Stage,
         relay: &GuardedPath<R>,
         broker: &GuardedPath<B>,
     ) -> Summary {
-        let path = |counters: &crate::PathCounters| PathSummary {
-            published: counters.published.get(),
-            failed: counters.failed.get(),
-            shadow_dropped: counters.shadow_dropped.get(),
-        };
-        Summary { stage, relay: path(relay.counters()), broker: path(broker.counters()) }
+        relay.refresh();
+        broker.refresh();
+        Summary { stage, relay: PathSummary::of(relay), broker: PathSummary::of(broker) }
     }
 }
 
 impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, B> {
-    /// Registers this publisher's metrics under `myc_shim_*`, labelled with
-    /// `service` and `path`: published, failed, shadow dropped, shadow
-    /// breaker state, the current stage (0 relay … 3 broker), failed
+    /// Registers this publisher's metrics under `myc_shim_*` and
+    /// `myc_spool_*`, labelled with `service` and `path`: published, failed,
+    /// shadow dropped, shadow breaker state, reconnects and resends (kept
+    /// current by [`crate::ServicePublisher::refresh`]), the primary
+    /// breaker and the spool, the current stage (0 relay … 3 broker), failed
     /// reads of the rollout plan it follows (`myc_rollout_plan_errors_total`),
     /// and stage changes refused for a path the build left out.
     pub fn register(&self, registry: &mut Registry, service: &str) {
@@ -62,6 +90,29 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
                 "Shadow breaker: 0 closed, 1 open, 2 half-open",
                 counters.breaker.clone(),
             );
+            sub.register("myc_shim_reconnects", "Connections after the first", counters.reconnects.clone());
+            sub.register("myc_shim_resent", "Messages sent again after a reconnect", counters.resent.clone());
+        }
+        if let Some(guard) = self.broker().primary_guard() {
+            let sub = registry.sub_registry_with_label(("path".into(), "broker".into()));
+            let counters = guard.counters();
+            sub.register(
+                "myc_shim_breaker_state",
+                "Primary breaker: 0 closed, 1 open, 2 half-open",
+                counters.breaker_state.clone(),
+            );
+            sub.register("myc_shim_circuit_open", "Publishes that met the open breaker", counters.circuit_open.clone());
+            sub.register("myc_spool_messages", "Messages in the spool", counters.spool_messages.clone());
+            sub.register("myc_spool_bytes", "Bytes of the messages in the spool", counters.spool_bytes.clone());
+            sub.register("myc_spool_appended", "Messages appended to the spool", counters.spooled.clone());
+            sub.register("myc_spool_replayed", "Spooled messages handed to the broker", counters.replayed.clone());
+            sub.register("myc_spool_full", "Messages refused by a full spool", counters.spool_full.clone());
+            sub.register(
+                "myc_spool_truncated",
+                "Torn spool tails truncated at start",
+                counters.spool_truncated.clone(),
+            );
+            sub.register("myc_spool_corrupt", "Corrupt spool regions skipped at start", counters.spool_corrupt.clone());
         }
         registry.register("myc_shim_stage", "Current rollout stage: 0 relay … 3 broker", self.stage().gauge().clone());
         registry.register(

@@ -7,6 +7,8 @@
 #![allow(clippy::unwrap_used, reason = "a failed unwrap is a failed test")]
 
 mod common;
+#[path = "it/connections.rs"]
+mod connections;
 mod link;
 
 use common::{Seen, compare, sequence_of};

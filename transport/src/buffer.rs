@@ -312,6 +312,16 @@ impl FrameBuffer {
         self.room.notify_waiters();
     }
 
+    /// Refuses every later push (and waiting ones) with `reason`, keeping
+    /// what is queued; `None` accepts pushes again. For a connection that
+    /// gave up for now but keeps trying (`max_reconnects_exceeded`).
+    pub fn refuse(&self, reason: Option<&str>) {
+        let mut inner = self.lock();
+        inner.closed = reason.map(str::to_owned);
+        drop(inner);
+        self.room.notify_waiters();
+    }
+
     /// Fails every later push (and waiting ones) with `reason`; returns how
     /// many queued frames were discarded.
     pub fn close(&self, reason: &str) -> usize {

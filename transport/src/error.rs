@@ -56,6 +56,32 @@ pub enum Error {
         /// Bytes of the incomplete frame.
         buffered: usize,
     },
+    /// Another producer holds the spool directory's lock.
+    #[error("spool directory {} is in use by another producer ({holder}); each producer needs its own spool_dir", dir.display())]
+    SpoolLocked {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Who holds it, as far as the lock file says (`pid N`).
+        holder: String,
+    },
+    /// The spool holds `max_bytes` already: the message was not spooled.
+    #[error("spool_full: the spool in {} holds {used} of its {max_bytes} bytes", dir.display())]
+    SpoolFull {
+        /// The spool directory.
+        dir: PathBuf,
+        /// Bytes on disk now.
+        used: u64,
+        /// The limit (`spool_max_bytes`).
+        max_bytes: u64,
+    },
+    /// A message larger than a spool record may be.
+    #[error("message of {len} bytes is larger than a spool record may be ({max})")]
+    SpoolRecordTooLarge {
+        /// The message's length.
+        len: usize,
+        /// The largest record payload.
+        max: usize,
+    },
     /// An I/O error, with what was being done.
     #[error("{context}: {source}")]
     Io {

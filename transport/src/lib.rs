@@ -6,7 +6,8 @@
 //! bounded publish buffer ([`FrameBuffer`]) and the buffered reconnecting
 //! publisher built on it ([`Outbox`], [`reconnect`]) behind the broker, relay
 //! and NATS clients, the servers' [`SubscriberFlow`] (whether one reader still holds its writers
-//! back) and [`HoldBudget`] for slow readers.
+//! back) and [`HoldBudget`] for slow readers, and the producer's on-disk
+//! [`spool`].
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker
@@ -25,6 +26,7 @@ mod limits;
 mod once_a_second;
 mod publisher;
 mod socket_file;
+pub mod spool;
 mod task;
 
 pub use accept::accept_until;
@@ -38,4 +40,5 @@ pub use hold::HoldBudget;
 pub use limits::{RESERVED_DESCRIPTORS, check_open_file_limit, raise_open_file_limit};
 pub use once_a_second::OnceASecond;
 pub use publisher::{ConnectionState, Flushed, Link, Outbox, PublisherCounters, ReconnectOptions, reconnect};
+pub use spool::{Recovery, Spool, SpoolBatch, SpoolOptions, SpoolStats};
 pub use task::{AbortOnDrop, Running};

@@ -3,7 +3,8 @@
 //! (the bounded [`FrameBuffer`], the published / settled / failed counts,
 //! `flush`, the connection state and giving up) and [`reconnect`], the one
 //! loop that connects a [`Link`], runs it, backs off and counts attempts
-//! against `max_reconnects`.
+//! against `max_reconnects`, logging (rate-limited) a lost connection at
+//! WARN and its recovery at INFO.
 //!
 //! "Settled" means whatever the transport promises for a message: the
 //! broker client settles on ACK, the relay client once written (or failed),
@@ -12,10 +13,12 @@
 //! It deliberately knows nothing of a protocol: frames come in through an
 //! `encode` closure, and the link decides what connecting and a session
 //! mean. Extension points, each one place: a breaker in front of pushes
-//! wraps [`Outbox::push`] and watches [`Outbox::state`]; a spool takes what
-//! [`Outbox::push`] refuses as full; a live endpoint change is the link's
-//! business ([`Link::connect`] runs once per attempt, so it can read the
-//! endpoint afresh each time).
+//! wraps [`Outbox::push`] and watches [`Outbox::state`] and
+//! `connect_failures`; a spool takes what [`Outbox::push`] refuses as full;
+//! a live endpoint change is the link's business ([`Link::connect`] runs
+//! once per attempt, so it reads the endpoint afresh each time) plus
+//! [`Outbox::reconnect_now`], and new backoff settings go through
+//! [`Outbox::set_reconnect_options`].
 
 use std::future::Future;
 use std::sync::Mutex;
@@ -23,10 +26,12 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
+
+use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::{BufferLimits, FrameBuffer, PushError};
+use crate::{BufferLimits, FrameBuffer, OnceASecond, PushError};
 
 /// Where a publisher's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +40,9 @@ pub enum ConnectionState {
     Connecting,
     /// Connected (and past any handshake).
     Connected,
-    /// Gave up (`max_reconnects_exceeded`); publishes fail.
+    /// `max_reconnects_exceeded`: publishes fail at once. For a link that
+    /// keeps trying ([`Link::KEEP_TRYING`]) the next connection clears it;
+    /// otherwise it is final.
     Failed,
 }
 
@@ -46,7 +53,7 @@ pub struct ReconnectOptions {
     pub backoff_base: Duration,
     /// Backoff ceiling.
     pub backoff_max: Duration,
-    /// Consecutive failed attempts before giving up (`None`: never).
+    /// Consecutive failed attempts that give up (`None`: never).
     pub max_reconnects: Option<u32>,
     /// One attempt (connect and handshake) must complete within this.
     pub connect_timeout: Duration,
@@ -91,6 +98,8 @@ pub struct PublisherCounters {
     pub failed: AtomicU64,
     /// Successful connections (the first included).
     pub connects: AtomicU64,
+    /// Connection attempts that failed (connect, handshake, or its timeout).
+    pub connect_failures: AtomicU64,
 }
 
 /// The buffer and bookkeeping one publisher's handles share with its
@@ -103,8 +112,14 @@ pub struct Outbox {
     settled: watch::Sender<u64>,
     /// [`ConnectionState`] as 0 connecting, 1 connected, 2 failed.
     state: AtomicU8,
-    /// Why the publisher gave up; set once, with `state` failed.
+    /// Why the publisher gave up; set with `state` failed, cleared when a
+    /// publisher that keeps trying connects again.
     gave_up: Mutex<Option<String>>,
+    /// New reconnect settings for the loop to take at its next attempt.
+    new_options: Mutex<Option<ReconnectOptions>>,
+    /// Wakes the loop to drop its connection (or skip its wait) and connect
+    /// again at once.
+    reconnect_now: Notify,
 }
 
 impl Outbox {
@@ -116,6 +131,8 @@ impl Outbox {
             settled: watch::channel(0).0,
             state: AtomicU8::new(0),
             gave_up: Mutex::new(None),
+            new_options: Mutex::new(None),
+            reconnect_now: Notify::new(),
         }
     }
 
@@ -199,6 +216,37 @@ impl Outbox {
         self.settled.send_modify(|_| {});
     }
 
+    /// Refuses later pushes with `reason` (flushes return it) while keeping
+    /// what is queued: the loop still tries, every `backoff_max`, and the
+    /// next connection undoes this ([`Outbox::recover`]).
+    fn refuse_for_now(&self, reason: &str) {
+        *self.gave_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
+        self.state.store(2, Ordering::Release);
+        self.buffer.refuse(Some(reason));
+        self.settled.send_modify(|_| {});
+    }
+
+    /// Undoes [`Outbox::refuse_for_now`]: pushes are accepted again.
+    fn recover(&self) {
+        *self.gave_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.buffer.refuse(None);
+        self.state.store(1, Ordering::Release);
+    }
+
+    /// Drops the current connection, or cuts short a wait between
+    /// attempts, and connects again at once: after the link's endpoint or
+    /// credentials changed. What was sent and not settled is the link's to
+    /// resend on the new connection.
+    pub fn reconnect_now(&self) {
+        self.reconnect_now.notify_one();
+    }
+
+    /// New backoff, `max_reconnects` and connect timeout, in force from the
+    /// loop's next attempt.
+    pub fn set_reconnect_options(&self, options: ReconnectOptions) {
+        *self.new_options.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(options);
+    }
+
     /// Why the publisher gave up, if it did.
     pub fn gave_up(&self) -> Option<String> {
         self.gave_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -221,6 +269,12 @@ impl Outbox {
             ConnectionState::Failed => 2,
         };
         let _ = self.state.fetch_update(Ordering::AcqRel, Ordering::Acquire, |now| (now != 2).then_some(value));
+    }
+
+    /// Frames taken (sent) and not yet settled: what a new connection resends.
+    pub fn in_flight(&self) -> usize {
+        let (queued, held, _) = self.buffer.occupancy();
+        held.saturating_sub(queued)
     }
 
     /// Bytes held now: queued, or taken and not yet settled.
@@ -256,49 +310,131 @@ pub trait Link: Send {
     /// connect timeout).
     fn connect(&mut self) -> impl Future<Output = Result<Self::Session, Self::Error>> + Send;
 
-    /// Runs one connection until it ends, settling what it delivers.
+    /// Runs one connection until it ends, settling what it delivers. It
+    /// may be dropped at any await ([`Outbox::reconnect_now`]): what it
+    /// wrote and did not settle must be resent by the next session.
     fn run(&mut self, session: Self::Session) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Where it connects, for logs.
+    fn peer(&self) -> String;
+
+    /// After `max_reconnects` consecutive failed attempts: `false` gives up
+    /// for good (queued frames discarded, counted failed); `true` fails
+    /// publishes at once while still trying every `backoff_max`, keeping
+    /// what is queued, and the next connection clears the failure.
+    const KEEP_TRYING: bool = false;
 }
 
 /// A connection that stays up this long forgets past failures.
 const STABLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Connects `link`, runs it, and reconnects with jittered backoff until
-/// `max_reconnects` consecutive attempts failed; then gives `outbox` up with
-/// `give_up(attempts)` as the reason.
+/// Connects `link`, runs it, and reconnects with jittered backoff. After
+/// `max_reconnects` consecutive failed attempts it gives
+/// `outbox` up with `give_up(attempts)` as the reason: for good, or (with
+/// [`Link::KEEP_TRYING`]) until the next connection, retrying every
+/// `backoff_max`. A lost or refused connection is a WARN and the recovery an
+/// INFO, each at most once a second; each failed attempt is counted in
+/// `connect_failures`.
 pub async fn reconnect<L: Link>(
     outbox: &Outbox,
     options: ReconnectOptions,
     mut link: L,
     give_up: impl Fn(u32) -> String + Send,
 ) {
+    let mut options = options;
     let mut backoff = Backoff::new(options.backoff_base, options.backoff_max);
+    // Failed attempts since the last connection.
+    let mut failures: u32 = 0;
+    let warn_limit = OnceASecond::default();
+    let info_limit = OnceASecond::default();
+    // Since when the publisher has been without a connection it had.
+    let mut lost_at: Option<Instant> = None;
     loop {
+        let new_options = outbox.new_options.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(new) = new_options {
+            if (new.backoff_base, new.backoff_max) != (options.backoff_base, options.backoff_max) {
+                backoff = Backoff::new(new.backoff_base, new.backoff_max);
+            }
+            options = new;
+        }
+        let mut moved = false;
         match tokio::time::timeout(options.connect_timeout, link.connect()).await {
             Ok(Ok(session)) => {
+                failures = 0;
                 outbox.counters.connects.fetch_add(1, Ordering::Relaxed);
-                outbox.set_state(ConnectionState::Connected);
-                let up_since = tokio::time::Instant::now();
-                if let Err(error) = link.run(session).await {
-                    tracing::debug!(%error, "connection lost");
+                if outbox.state() == ConnectionState::Failed {
+                    outbox.recover();
                 }
+                outbox.set_state(ConnectionState::Connected);
+                if let Some(lost) = lost_at.take()
+                    && info_limit.ready()
+                {
+                    tracing::info!(
+                        peer = %link.peer(),
+                        after = ?lost.elapsed(),
+                        resent = outbox.in_flight(),
+                        "connected again; unsettled messages are resent"
+                    );
+                }
+                let up_since = Instant::now();
+                let ended = tokio::select! {
+                    result = link.run(session) => Some(result),
+                    () = outbox.reconnect_now.notified() => None,
+                };
                 outbox.set_state(ConnectionState::Connecting);
+                match ended {
+                    None => {
+                        moved = true;
+                        tracing::info!(peer = %link.peer(), "connection settings changed: reconnecting; unsettled messages are resent");
+                    }
+                    Some(result) => {
+                        lost_at = Some(Instant::now());
+                        let error = result.err().map_or_else(|| "closed".to_owned(), |error| error.to_string());
+                        if warn_limit.ready() {
+                            tracing::warn!(
+                                peer = %link.peer(),
+                                %error,
+                                buffered_bytes = outbox.buffered_bytes(),
+                                "lost the connection; publishes are buffered and unsettled ones resent after reconnecting"
+                            );
+                        }
+                    }
+                }
                 if up_since.elapsed() >= STABLE_AFTER {
                     backoff.reset();
                 }
             }
             failure => {
-                match failure {
-                    Ok(Err(error)) => tracing::debug!(%error, "connect failed"),
-                    _ => tracing::debug!(timeout = ?options.connect_timeout, "connect timed out"),
-                }
-                if options.max_reconnects.is_some_and(|max| backoff.attempts() >= max) {
-                    outbox.give_up(&give_up(backoff.attempts()));
+                let error = match failure {
+                    Ok(Err(error)) => error.to_string(),
+                    _ => format!("no connection within {:?}", options.connect_timeout),
+                };
+                tracing::debug!(%error, peer = %link.peer(), "connect failed");
+                outbox.counters.connect_failures.fetch_add(1, Ordering::Relaxed);
+                failures = failures.saturating_add(1);
+                let exceeded = options.max_reconnects.is_some_and(|max| failures >= max);
+                if exceeded && !L::KEEP_TRYING {
+                    outbox.give_up(&give_up(failures));
                     return;
                 }
+                if exceeded && outbox.state() != ConnectionState::Failed {
+                    let reason = give_up(failures);
+                    tracing::warn!(peer = %link.peer(), %error, %reason, "publishes fail at once until a connection is back; still trying");
+                    outbox.refuse_for_now(&reason);
+                } else if failures == 1 && lost_at.is_none() && warn_limit.ready() {
+                    tracing::warn!(peer = %link.peer(), %error, "cannot connect; publishes are buffered");
+                }
+                lost_at.get_or_insert_with(Instant::now);
             }
         }
-        tokio::time::sleep(backoff.next_delay()).await;
+        if moved {
+            continue;
+        }
+        let delay = if outbox.state() == ConnectionState::Failed { options.backoff_max } else { backoff.next_delay() };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = outbox.reconnect_now.notified() => {}
+        }
     }
 }
 
@@ -361,6 +497,10 @@ mod tests {
         async fn run(&mut self, (): ()) -> Result<(), &'static str> {
             Ok(())
         }
+
+        fn peer(&self) -> String {
+            "nowhere".to_owned()
+        }
     }
 
     #[tokio::test(start_paused = true)]
@@ -370,8 +510,7 @@ mod tests {
         let attempts = Arc::new(AtomicU64::new(0));
         let options = ReconnectOptions { max_reconnects: Some(3), ..ReconnectOptions::default() };
         reconnect(&outbox, options, Unreachable(Arc::clone(&attempts)), |n| format!("gave up after {n}")).await;
-        // The first attempt and three retries.
-        assert_eq!(attempts.load(Ordering::Relaxed), 4);
+        assert_eq!(attempts.load(Ordering::Relaxed), 3, "three failed attempts in a row");
         assert_eq!(outbox.state(), ConnectionState::Failed);
         assert_eq!(outbox.flush(Duration::from_secs(1)).await, Flushed::GaveUp("gave up after 3".to_owned()));
         assert_eq!(outbox.counters().failed.load(Ordering::Relaxed), 1);
@@ -381,5 +520,62 @@ mod tests {
         );
         outbox.set_state(ConnectionState::Connected);
         assert_eq!(outbox.state(), ConnectionState::Failed, "failed stays failed");
+    }
+
+    /// A link that keeps trying, refused until its `up_after`th attempt,
+    /// whose sessions never end.
+    struct Late {
+        attempts: Arc<AtomicU64>,
+        up_after: u64,
+    }
+
+    impl Link for Late {
+        type Session = ();
+        type Error = &'static str;
+        const KEEP_TRYING: bool = true;
+
+        async fn connect(&mut self) -> Result<(), &'static str> {
+            let attempt = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+            if attempt < self.up_after { Err("refused") } else { Ok(()) }
+        }
+
+        async fn run(&mut self, (): ()) -> Result<(), &'static str> {
+            std::future::pending().await
+        }
+
+        fn peer(&self) -> String {
+            "later".to_owned()
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_link_that_keeps_trying_fails_fast_past_max_reconnects_keeps_its_frames_and_recovers() {
+        let outbox = Arc::new(outbox());
+        push(&outbox, 1);
+        let attempts = Arc::new(AtomicU64::new(0));
+        let options = ReconnectOptions { max_reconnects: Some(3), ..ReconnectOptions::default() };
+        let link = Late { attempts: Arc::clone(&attempts), up_after: 8 };
+        let task = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move { reconnect(&outbox, options, link, |n| format!("failed {n}")).await }
+        });
+        while outbox.state() != ConnectionState::Failed {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(attempts.load(Ordering::Relaxed), 3, "three failed attempts in a row");
+        assert_eq!(outbox.try_push(2, |dst| dst.put_slice(&[1, 9])), Err(PushError::Closed("failed 3".to_owned())));
+        assert_eq!(outbox.flush(Duration::from_secs(1)).await, Flushed::GaveUp("failed 3".to_owned()));
+        assert_eq!(outbox.buffered_bytes(), 2, "what was queued is kept");
+        // Still trying, every backoff_max (5 s): four more refusals, then up.
+        let before = tokio::time::Instant::now();
+        while outbox.state() != ConnectionState::Connected {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(before.elapsed() >= Duration::from_secs(15), "retried every backoff_max: {:?}", before.elapsed());
+        assert_eq!(outbox.counters().connect_failures.load(Ordering::Relaxed), 7);
+        assert_eq!(outbox.gave_up(), None, "the connection cleared the failure");
+        push(&outbox, 2);
+        assert_eq!(outbox.buffered_bytes(), 4);
+        task.abort();
     }
 }

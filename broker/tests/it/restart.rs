@@ -1,7 +1,8 @@
 //! Restarts: the broker killed five times under load loses nothing
 //! (at-least-once, duplicates counted; 200,000 messages, 1,000,000 with
 //! `MYC_SOAK=1`) and never blocks the producer past its deadline; a broker down at start gets the buffered publishes
-//! once it appears; `max_reconnects` gives up with `max_reconnects_exceeded`.
+//! once it appears; after `max_reconnects` failures publishes fail at once
+//! with `max_reconnects_exceeded`, and the client recovers by itself.
 
 use std::time::Duration;
 
@@ -86,18 +87,48 @@ async fn publishes_made_while_the_broker_is_down_are_delivered_once_it_appears()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn max_reconnects_exhausted_fails_pending_and_new_publishes() {
+async fn max_reconnects_fails_fast_after_the_third_failure_and_recovers_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = ClientOptions::new(myc_transport::Endpoint::Unix(dir.path().join("nobody.sock")));
+    let path = dir.path().join("late.sock");
+    let mut options = ClientOptions::new(myc_transport::Endpoint::Unix(path.clone()));
     options.reconnect.backoff_base = Duration::from_millis(1);
-    options.reconnect.backoff_max = Duration::from_millis(5);
+    options.reconnect.backoff_max = Duration::from_millis(20);
     options.reconnect.max_reconnects = Some(3);
     let publisher = myc_broker::Client::start(options);
-    publisher.publish("t", b"x").await.unwrap();
+    publisher.publish("t", b"kept").await.unwrap();
     let flushed = publisher.flush(Duration::from_secs(5)).await;
     assert!(flushed.unwrap_err().to_string().contains("max_reconnects_exceeded"));
-    let later = publisher.publish("t", b"y").await;
-    assert!(later.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+    assert_eq!(publisher.state(), myc_broker::ConnectionState::Failed);
+    let failures = publisher.publisher_counters().connect_failures.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(failures >= 3, "gave up after {failures} failures");
+    let started = std::time::Instant::now();
+    let refused = publisher.publish("t", b"refused").await;
+    assert!(refused.unwrap_err().to_string().contains("max_reconnects_exceeded"));
+    assert!(started.elapsed() < Duration::from_millis(100), "a refused publish waited {:?}", started.elapsed());
+    // Still trying in the background, at backoff_max.
+    assert!(
+        eventually(|| publisher.publisher_counters().connect_failures.load(std::sync::atomic::Ordering::Relaxed)
+            > failures + 2)
+        .await
+    );
+
+    // The broker appears: the client recovers by itself, with what it buffered.
+    // The grace holds publishes until the subscriber is in place.
+    let settings = myc_broker::Settings { restart_grace: Duration::from_secs(1), ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    let subscriber = client(&broker.endpoint);
+    let mut subscription = subscriber.subscribe("t", "").unwrap();
+    subscription.wait_active(Duration::from_secs(10)).await.unwrap();
+    assert!(eventually(|| publisher.state() == myc_broker::ConnectionState::Connected).await, "never recovered");
+    publisher.publish("t", b"after").await.unwrap();
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let delivery = tokio::time::timeout(Duration::from_secs(5), subscription.recv()).await.unwrap().unwrap();
+        got.push(delivery.payload);
+    }
+    assert_eq!(got, [&b"kept"[..], &b"after"[..]], "what was buffered before giving up is delivered, in order");
+    broker.stop().await;
 }
 
 /// Polls `condition` every 5 ms for up to 5 s.

@@ -19,7 +19,7 @@ use myc_codec::Source;
 use myc_producers::{
     Adapter, Binance, Coinbase, FeedCounters, Input, Kraken, Outbox, Pace, Paths, Polygon, Stamper, Summary, Synthetic,
 };
-use myc_shim::{BrokerSide, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
+use myc_shim::{BrokerSide, PrimaryOptions, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 
 use super::{Outcome, shutdown_signal};
 use crate::args::{GlobalArgs, ProduceArgs};
@@ -104,7 +104,7 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
         repeat: args.repeat,
     };
     let runtime = super::runtime()?;
-    let summary = runtime.block_on(async {
+    let (summary, stage) = runtime.block_on(async {
         let stop = Arc::new(AtomicBool::new(false));
         let stopper = Arc::clone(&stop);
         tokio::spawn(async move {
@@ -136,8 +136,8 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
             (_, None) => bail!("no input"),
         };
         counter.finish_and_clear();
-        let paths = sink.finish().await?;
-        anyhow::Ok(Summary { feed: feed_counters, paths })
+        let (paths, stage) = sink.finish().await?;
+        anyhow::Ok((Summary { feed: feed_counters, paths }, stage))
     })?;
     let mut stdout = std::io::stdout().lock();
     if args.summary_json {
@@ -160,6 +160,21 @@ pub(crate) fn run(args: &ProduceArgs, global: &GlobalArgs) -> anyhow::Result<Out
             paths.broker.failed,
             paths.broker.shadow_dropped + paths.relay.shadow_dropped
         )?;
+    }
+    let primary = match stage {
+        None => None,
+        Some(stage) if myc_rollout::Route::of(stage).relay == Some(myc_rollout::Role::Primary) => {
+            Some(&summary.paths.relay)
+        }
+        Some(_) => Some(&summary.paths.broker),
+    };
+    if let Some(primary) = primary.filter(|primary| primary.undelivered > 0) {
+        writeln!(
+            std::io::stderr().lock(),
+            "{service}: {} messages of the primary path were never delivered (not acknowledged, and not in a spool)",
+            primary.undelivered
+        )?;
+        return Ok(Outcome::Negative);
     }
     Ok(Outcome::Success)
 }
@@ -213,19 +228,20 @@ enum Sink {
 }
 
 impl Sink {
-    /// Flushes and returns the per-path counts.
-    async fn finish(self) -> anyhow::Result<Paths> {
+    /// Flushes and returns the per-path counts and the stage at the end
+    /// (`None` for a dry run).
+    async fn finish(self) -> anyhow::Result<(Paths, Option<myc_config::Stage>)> {
         match self {
             Sink::Shim(shim) => {
                 if let Err(error) = shim.publisher.flush(FLUSH_DEADLINE).await {
                     tracing::warn!(%error, "not everything was delivered before the flush deadline");
                 }
                 let summary = shim.publisher.summary();
-                Ok(Paths { relay: summary.relay, broker: summary.broker })
+                Ok((Paths { relay: summary.relay, broker: summary.broker }, Some(summary.stage)))
             }
             Sink::Capture(capture) => {
                 capture.writer.finish()?;
-                Ok(Paths::default())
+                Ok((Paths::default(), None))
             }
         }
     }
@@ -234,7 +250,7 @@ impl Sink {
 impl myc_producers::Sink for Sink {
     async fn deliver(&mut self, out: &Outbox) -> Result<(), String> {
         match self {
-            Sink::Shim(shim) => (&shim.publisher).deliver(out).await,
+            Sink::Shim(shim) => (&*shim.publisher).deliver(out).await,
             Sink::Capture(capture) => capture.write(out).map_err(|error| error.to_string()),
         }
     }
@@ -243,7 +259,11 @@ impl myc_producers::Sink for Sink {
 /// The shim, routed by the service's rollout stage, and what keeps it
 /// current: the rollout plan and settings watches, the metrics server.
 struct ShimSink {
-    publisher: ServicePublisher<RelayPublisher, BrokerSide>,
+    publisher: Arc<ServicePublisher<RelayPublisher, BrokerSide>>,
+    /// Keeps the exported reconnect and resend counts current.
+    _refresh: myc_transport::AbortOnDrop,
+    /// Applies good settings edits to the publisher.
+    _follow: Option<myc_transport::AbortOnDrop>,
     _plan_watch: myc_config::Watched<myc_rollout::Plan>,
     _settings_watch: Option<myc_config::Watched<myc_config::Settings>>,
     _metrics: Option<myc_transport::AbortOnDrop>,
@@ -260,15 +280,27 @@ impl ShimSink {
         let (stage, plan_watch) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)
             .with_context(|| format!("cannot follow the rollout plan {}", rollout.file.display()))?;
         tracing::info!(service, stage = %stage.get(), plan = %rollout.file.display(), "producing");
-        let publisher = ServicePublisher::new(
+        let mut publisher = ServicePublisher::new(
             RelayPublisher::from_settings(settings),
             BrokerSide::from_settings(settings, service).await?,
             stage,
             ShadowLimits::from_settings(&settings.shadow),
         );
-        // Settings are re-read on change too: a bad edit is logged and counted.
-        // (Routes follow the rollout plan; connection settings take effect at
-        // the next start.)
+        // The broker path's breaker and spool; a spool left by an earlier
+        // run is sent before anything new.
+        publisher.guard_broker_primary(PrimaryOptions::from_settings(&settings.broker))?;
+        let publisher = Arc::new(publisher);
+        let refreshed = Arc::clone(&publisher);
+        let refresh = myc_transport::AbortOnDrop::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tick.tick().await;
+                refreshed.refresh();
+            }
+        });
+        // Settings are re-read on change too: a bad edit is logged and
+        // counted, a good one applied (the broker path's connection and
+        // breaker settings at once; see `myc_shim::live`).
         let settings_watch = match myc_config::Sources::discover(global.config.clone()).file {
             Some(file) => {
                 let sources = myc_config::Sources::discover(Some(file.clone()));
@@ -276,6 +308,7 @@ impl ShimSink {
             }
             None => None,
         };
+        let follow = settings_watch.as_ref().map(|watch| myc_shim::live::follow(Arc::clone(&publisher), watch));
         let address = metrics.or(Some(settings.metrics.listen.as_str()).filter(|address| !address.is_empty()));
         let listener = crate::metrics_http::bind(address).await?;
         let metrics = crate::metrics_http::spawn(listener, |registry| {
@@ -284,9 +317,21 @@ impl ShimSink {
             plan_watch.counts().register(registry, "rollout");
             if let Some(watch) = &settings_watch {
                 watch.counts().register(registry, "settings");
+                registry.register(
+                    "myc_config_reload_failures",
+                    "Settings edits that did not load or validate (the last good settings kept)",
+                    watch.counts().rejected.clone(),
+                );
             }
         });
-        Ok(ShimSink { publisher, _plan_watch: plan_watch, _settings_watch: settings_watch, _metrics: metrics })
+        Ok(ShimSink {
+            publisher,
+            _refresh: refresh,
+            _follow: follow,
+            _plan_watch: plan_watch,
+            _settings_watch: settings_watch,
+            _metrics: metrics,
+        })
     }
 }
 

@@ -184,3 +184,71 @@ fn coinbase_and_binance_replays_publish_through_produce_with_bad_input_counted()
         assert!(summary["events_ignored"]["error"].as_u64() > Some(0), "{feed}: errors counted");
     }
 }
+
+/// Settings for the `broker` stage with the broker at a socket nobody
+/// serves, and the spool given.
+fn broker_away_settings(dir: &Path, spool: &str) -> PathBuf {
+    let file = dir.join("myc.toml");
+    let text = format!(
+        "[broker]\nendpoint = \"unix:{}\"\nspool = \"{spool}\"\nbackoff_initial = \"10ms\"\nbackoff_max = \"50ms\"\n\
+         [rollout]\ndefault_stage = \"broker\"\n",
+        dir.join("nobody.sock").display()
+    );
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn summary_of(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap_or_else(|error| panic!("{error}: {stdout}"))
+}
+
+#[test]
+fn with_the_broker_away_an_always_spool_keeps_every_message_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broker_away_settings(dir.path(), "always");
+    let args = ["--config", arg(&config), "produce", "--feed", "synthetic", "--count", "5000", "--summary-json"];
+    let output = myc(&args, b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let broker = &summary_of(&output)["paths"]["broker"];
+    assert_eq!(broker["published"], 5000, "{broker}");
+    assert_eq!(broker["spooled"], 5000, "{broker}");
+    assert_eq!(broker["undelivered"], 0, "{broker}");
+    for key in ["circuit_open", "resent", "replayed"] {
+        assert!(broker[key].is_u64(), "{key} missing: {broker}");
+    }
+    assert!(dir.path().join("spool").join("LOCK").exists(), "the spool lives beside the settings file");
+
+    // The next run finds them and counts them as still spooled.
+    let output = myc(&args, b"");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(summary_of(&output)["paths"]["broker"]["spooled"], 5000);
+}
+
+#[test]
+fn with_the_broker_away_and_no_spool_the_undelivered_are_counted_and_the_exit_is_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = broker_away_settings(dir.path(), "off");
+    // A second at 2,000 msg/s: time for the breaker to open.
+    let args = [
+        "--config",
+        arg(&config),
+        "produce",
+        "--feed",
+        "synthetic",
+        "--count",
+        "2000",
+        "--rate",
+        "2000",
+        "--summary-json",
+    ];
+    let output = myc(&args, b"");
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let broker = &summary_of(&output)["paths"]["broker"];
+    let accepted = broker["published"].as_u64().unwrap();
+    assert_eq!(broker["undelivered"].as_u64(), Some(accepted), "{broker}");
+    assert_eq!(accepted + broker["failed"].as_u64().unwrap(), 2000, "{broker}");
+    assert!(broker["circuit_open"].as_u64().unwrap() > 0, "the breaker opened: {broker}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("{accepted} messages of the primary path were never delivered")), "{stderr}");
+}

@@ -17,6 +17,7 @@ mod process;
 mod produce_scenarios;
 mod relay_scenarios;
 mod shim_scenarios;
+mod spool_scenarios;
 mod verify_scenarios;
 
 use std::io::{self, Write};
@@ -179,6 +180,7 @@ const GROUPS: &[(&str, &[&str])] = &[
     ("shim", &["broker_e2e_1", "shim_broker", "dual", "stage_lookup"]),
     ("link", &["relay_e2e_1", "relay_link"]),
     ("producers", &["produce", "produce_coinbase", "produce_binance"]),
+    ("spool", &["shim_broker", "spool_always", "spool_replay"]),
     ("nats", &["broker_e2e_1", "nats_e2e_1", "shim_nats"]),
     ("guard", &["memory"]),
 ];
@@ -266,6 +268,7 @@ fn all_scenarios() -> Vec<Scenario> {
     all.extend(link_scenarios::scenarios());
     all.extend(nats_scenarios::scenarios());
     all.extend(shim_scenarios::scenarios());
+    all.extend(spool_scenarios::scenarios());
     all.extend(produce_scenarios::scenarios());
     all.extend(memory_scenarios::scenarios());
     all.extend(verify_scenarios::scenarios());
@@ -484,6 +487,29 @@ pub(crate) async fn publish_numbered(
     for sequence in 1..=n_messages {
         template[8..16].copy_from_slice(&sequence.to_le_bytes());
         publisher.publish(&template).await?;
+    }
+    publisher.flush(Duration::from_secs(120)).await?;
+    Ok(started)
+}
+
+/// As [`publish_numbered`], `batch` messages per `publish_batch` call.
+pub(crate) async fn publish_numbered_in_batches(
+    publisher: &impl myc_shim::Publisher,
+    n_messages: u64,
+    payload_bytes: usize,
+    batch: usize,
+) -> anyhow::Result<std::time::Instant> {
+    let template = message_of_len(payload_bytes, 1)?;
+    let mut buffer = template.repeat(batch);
+    let started = std::time::Instant::now();
+    let mut sequence = 0;
+    while sequence < n_messages {
+        let count = usize::try_from(n_messages - sequence).unwrap_or(usize::MAX).min(batch);
+        for message in buffer.chunks_exact_mut(template.len()).take(count) {
+            sequence += 1;
+            message[8..16].copy_from_slice(&sequence.to_le_bytes());
+        }
+        publisher.publish_batch(&buffer[..count * template.len()]).await?;
     }
     publisher.flush(Duration::from_secs(120)).await?;
     Ok(started)

@@ -32,18 +32,28 @@ pub(super) fn scenarios() -> Vec<Scenario> {
 }
 
 fn shim_broker(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    through_shim(n_messages, payload_bytes, Stage::Broker)
+    through_shim(n_messages, payload_bytes, Stage::Broker, None, 1)
 }
 
 fn dual(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
-    through_shim(n_messages, payload_bytes, Stage::DualRelayPrimary)
+    through_shim(n_messages, payload_bytes, Stage::DualRelayPrimary, None, 1)
 }
 
 /// Counts what arrives until `n` messages or a stall; returns the count and
 /// when the last arrived.
 type Counter = tokio::task::JoinHandle<(u64, Instant)>;
 
-fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::Result<RunResult> {
+/// `n_messages` through a service publisher at `stage` (its broker path
+/// guarded by `guard` when given) to a child broker and relay, every one
+/// counted at the far end; `batch` messages per publish call (1: `publish`,
+/// more: `publish_batch`).
+pub(super) fn through_shim(
+    n_messages: u64,
+    payload_bytes: usize,
+    stage: Stage,
+    guard: Option<myc_shim::PrimaryOptions>,
+    batch: usize,
+) -> anyhow::Result<RunResult> {
     let broker = ChildBroker::start()?;
     let relay = ChildServer::start(&["relay", "--domain", "market_data"], |socket| {
         vec!["--socket".to_owned(), socket.display().to_string()]
@@ -93,13 +103,20 @@ fn through_shim(n_messages: u64, payload_bytes: usize, stage: Stage) -> anyhow::
         };
         let mut broker_options = myc_broker::ClientOptions::new(broker.endpoint.clone());
         broker_options.buffer = whole_run;
-        let publisher = ServicePublisher::new(
+        let mut publisher = ServicePublisher::new(
             RelayPublisher::new(relay_paths, BufferLimits::default()),
             BrokerPublisher::new(myc_broker::Client::start(broker_options), topics),
             StageHandle::new(stage),
             ShadowLimits { queue_bytes: whole_run.max_bytes, breaker: myc_transport::BreakerOptions::default() },
         );
-        let started = super::publish_numbered(&publisher, n_messages, payload_bytes).await?;
+        if let Some(guard) = guard {
+            publisher.guard_broker_primary(guard)?;
+        }
+        let started = if batch > 1 {
+            super::publish_numbered_in_batches(&publisher, n_messages, payload_bytes, batch).await?
+        } else {
+            super::publish_numbered(&publisher, n_messages, payload_bytes).await?
+        };
         let mut lost = 0;
         let mut finished = started;
         for counter in counters {

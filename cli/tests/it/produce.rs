@@ -192,7 +192,7 @@ fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_
     // legacy producer must still write at its own pace in every stage —
     // each dual stage's verify report covers its source (the rollout gate
     // refuses to advance it otherwise) and the walk reaches `broker`.
-    let output = myc(&["demo", "--stage-seconds", "0.5", "--keep", "--format", "json"], b"");
+    let output = myc(&["demo", "--stage-seconds", "1", "--keep", "--format", "json"], b"");
     let stdout = String::from_utf8(output.stdout).unwrap();
     let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
     let kept = PathBuf::from(summary["kept"].as_str().unwrap());

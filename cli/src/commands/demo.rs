@@ -149,6 +149,10 @@ impl<A: Adapter> Producer<A> {
     }
 }
 
+/// Messages the legacy producer writes at most per turn (a turn is one
+/// frame of each shim producer, a few to a few dozen messages).
+const LEGACY_TURN: u64 = 16;
+
 /// Both producers at `rate` each, without pause, until `stop`.
 async fn produce<A: Adapter, B: Adapter>(
     mut polygon: Producer<A>,
@@ -159,26 +163,32 @@ async fn produce<A: Adapter, B: Adapter>(
 ) -> anyhow::Result<()> {
     let mut out = Outbox::default();
     let started = Instant::now();
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss,
+        reason = "a message count"
+    )]
+    let due = || (started.elapsed().as_secs_f64() * rate as f64) as u64;
     let mut tick = tokio::time::interval(Duration::from_millis(5));
     while !stop.load(Ordering::Relaxed) {
         tick.tick().await;
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss,
-            reason = "a message count"
-        )]
-        let due = (started.elapsed().as_secs_f64() * rate as f64) as u64;
         // Frame by frame, in turn: a producer that fell behind on a busy
         // machine catches up without starving the others. The legacy
         // producer writes straight to the relay socket, as a legacy program
-        // does (no shim, no buffer), a few messages a turn.
+        // does (no shim, no buffer), a few messages a turn. What is due is
+        // read again every turn: when the shim producers cannot keep up
+        // with `rate` (a debug build, a loaded machine), a figure taken once
+        // per tick leaves the legacy producer idle until they reach it, ever
+        // longer as they fall further behind — whole stages without a
+        // legacy message.
         let (legacy_producer, legacy_sent) = &mut legacy;
         while !stop.load(Ordering::Relaxed) {
+            let due = due();
             let polygon_behind = polygon.produce_toward(due, &mut out).await?;
             let kraken_behind = kraken.produce_toward(due, &mut out).await?;
             let legacy_before = legacy_producer.sent;
-            legacy_producer.produce_until(due.min(legacy_before + 4)).await?;
+            legacy_producer.produce_until(due.min(legacy_before + LEGACY_TURN)).await?;
             legacy_sent.store(legacy_producer.sent, Ordering::Relaxed);
             polygon.produced.fetch_add(legacy_producer.sent - legacy_before, Ordering::Relaxed);
             if !(polygon_behind || kraken_behind || legacy_producer.sent < due) {

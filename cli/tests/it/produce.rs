@@ -252,3 +252,36 @@ fn with_the_broker_away_and_no_spool_the_undelivered_are_counted_and_the_exit_is
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains(&format!("{accepted} messages of the primary path were never delivered")), "{stderr}");
 }
+
+#[test]
+fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_up() {
+    // The default rate is more than a debug build makes through the
+    // adapters on a shared machine: the shim producers are behind, and the
+    // legacy producer must still write at its own pace in every stage —
+    // each dual stage's verify report covers its source (the rollout gate
+    // refuses to advance it otherwise) and the walk reaches `broker`.
+    let output = myc(&["demo", "--stage-seconds", "1", "--keep", "--format", "json"], b"");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
+    let stages = summary["stages"].as_array().unwrap().clone();
+    let reports: Vec<serde_json::Value> = stages
+        .iter()
+        .filter_map(|stage| stage["report"].as_str())
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect();
+    std::fs::remove_dir_all(&kept).unwrap();
+    let names: Vec<_> = stages.iter().map(|stage| stage["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["relay", "dual_relay_primary", "dual_broker_primary", "broker"], "{stdout}");
+    assert_eq!(reports.len(), 2, "{stdout}");
+    for report in &reports {
+        assert_eq!(report["sources"], serde_json::json!([2, 3, 4]), "{report}");
+        assert_eq!(report["verdict"], "identical", "{report}");
+    }
+    // Up to the switch to `broker` (the shim producers' handover there is
+    // the other test's business), the legacy consumer has every message
+    // of every producer once.
+    for stage in &stages[..3] {
+        assert_eq!(stage["legacy_consumer"], "exactly_once", "{stage}");
+    }
+}

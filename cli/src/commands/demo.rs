@@ -58,9 +58,15 @@ struct StageResult {
     verdict: Option<String>,
     capture: PathBuf,
     report: Option<PathBuf>,
-    /// What the legacy relay consumer received of every producer's
-    /// messages so far: `exactly_once`, or what is missing and repeated.
+    /// What the legacy relay consumer received of the legacy producer's
+    /// messages so far (the broker link's promise): `exactly_once`, or what
+    /// is missing and repeated.
     legacy_consumer: String,
+    /// What it received of the shim producers' messages, which they publish
+    /// to the broker themselves: at the instant of a stage change a message
+    /// may come twice or not at all (the producers and the relay's link each
+    /// follow the plan on their own), which these counts show.
+    shim_producers: legacy::SourceJudgement,
 }
 
 pub(crate) fn run(args: &DemoArgs, format: Format) -> anyhow::Result<Outcome> {
@@ -345,7 +351,23 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         let carried = rotate(&tx, transition_path(dir, index)).await?;
         // Relay consumers receive every message of every producer (the link
         // brings down what producers at broker no longer write to the relay).
-        let legacy_verdict = legacy_consumer.judge(&last_sequences()).await;
+        let judged = legacy_consumer.judge(&last_sequences()).await;
+        let (legacy_verdict, shim_producers) = {
+            let (linked, shims): (Vec<_>, Vec<_>) =
+                judged.iter().partition(|judgement| judgement.source == legacy::SOURCE.as_u8());
+            let linked: Option<legacy::SourceJudgement> =
+                linked.first().map(|judgement: &&legacy::SourceJudgement| **judgement);
+            let verdict = match linked {
+                Some(legacy::SourceJudgement { missing: 0, repeated: 0, .. }) | None => "exactly_once".to_owned(),
+                Some(judgement) => format!("missing {}, repeated {}", judgement.missing, judgement.repeated),
+            };
+            let mut shim_producers = legacy::SourceJudgement { source: 0, missing: 0, repeated: 0 };
+            for judgement in shims {
+                shim_producers.missing += judgement.missing;
+                shim_producers.repeated += judgement.repeated;
+            }
+            (verdict, shim_producers)
+        };
         #[allow(clippy::cast_precision_loss, reason = "a rate")]
         let msgs_per_sec = produced_in_stage as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
         let mut result = StageResult {
@@ -358,6 +380,7 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
             capture: capture.clone(),
             report: None,
             legacy_consumer: legacy_verdict,
+            shim_producers,
         };
         let mut line = format!(
             "stage {} {:<20} {:>8} produced ({:>7.0}/s)  relay carried {:>8}  broker carried {:>8}",
@@ -385,11 +408,18 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         line.push_str(&format!(
             "  legacy consumer: {}",
             if result.legacy_consumer == "exactly_once" {
-                "every message exactly once"
+                "every legacy message exactly once"
             } else {
                 &result.legacy_consumer
             }
         ));
+        let shims = result.shim_producers;
+        if shims.missing + shims.repeated > 0 {
+            line.push_str(&format!(
+                " (shim producers' messages at the stage change: {} missed, {} twice)",
+                shims.missing, shims.repeated
+            ));
+        }
         say(line);
         let failed = result.verdict.as_deref().is_some_and(|verdict| verdict != "identical");
         results.push(result);

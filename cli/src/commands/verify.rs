@@ -43,7 +43,11 @@ pub(crate) fn run(command: &VerifyCommand, global: &GlobalArgs) -> anyhow::Resul
                 Some(candidate) => (reference.clone(), candidate.clone()),
                 None => {
                     if reference_if.is_none() || candidate_if.is_none() {
-                        bail!("one capture file holds both streams: name them with --reference-if and --candidate-if");
+                        bail!(
+                            "one capture file holds both streams: name them with --reference-if and --candidate-if \
+                             (this file has: {})",
+                            interface_names(reference)
+                        );
                     }
                     (reference.clone(), reference.clone())
                 }
@@ -321,4 +325,15 @@ fn parse_ignore(fields: &[String]) -> anyhow::Result<Ignore> {
         }
     }
     Ok(ignore)
+}
+
+/// The interfaces a capture declares before its first packet (where a
+/// capture names its streams), for an error message: read no further, so a
+/// large file costs nothing.
+fn interface_names(path: &std::path::Path) -> String {
+    let Ok(file) = std::fs::File::open(path) else { return "nothing readable".to_owned() };
+    let mut reader = myc_verify::pcapng::Reader::new(std::io::BufReader::new(file));
+    let _ = reader.next_packet();
+    let names: Vec<&str> = reader.interfaces().iter().map(|interface| interface.name.as_str()).collect();
+    if names.is_empty() { "no interface".to_owned() } else { names.join(", ") }
 }

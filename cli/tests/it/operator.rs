@@ -135,3 +135,13 @@ fn produce_loop_replays_a_sample_until_the_count_with_sequences_continuing() {
     let stdin = myc(&["produce", "--feed", "kraken", "--input", "-", "--loop", "--out", out_text, "--count", "1"], b"");
     assert_eq!(stdin.status.code(), Some(2));
 }
+
+#[test]
+fn verify_files_of_one_capture_without_interface_names_lists_the_names_it_has() {
+    let dir = tempfile::tempdir().unwrap();
+    let capture = kraken_capture(dir.path());
+    let output = myc(&["verify", "files", capture.to_str().unwrap()], b"");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--reference-if") && stderr.contains("this file has: produce:kraken_adapter"), "{stderr}");
+}

@@ -44,6 +44,7 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
             match global.format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string(&log.entries)?)?,
                 Format::Human => {
+                    writeln!(out, "plan {} (audit log {})", rollout.plan_file.display(), rollout.audit_log.display())?;
                     for entry in &log.entries {
                         writeln!(out, "{}", describe(entry))?;
                     }
@@ -84,7 +85,10 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
         Ok(entry) => {
             match global.format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string(&entry)?)?,
-                Format::Human => writeln!(out, "{}", describe(&entry))?,
+                Format::Human => {
+                    writeln!(out, "plan {}", rollout.plan_file.display())?;
+                    writeln!(out, "{}", describe(&entry))?;
+                }
             }
             Ok(Outcome::Success)
         }
@@ -102,18 +106,47 @@ pub(crate) fn run(args: &RolloutArgs, global: &GlobalArgs) -> anyhow::Result<Out
 fn describe(entry: &audit::Entry) -> String {
     let forced = if entry.forced { " (forced)" } else { "" };
     let reason = if entry.reason.is_empty() { String::new() } else { format!(": {}", entry.reason) };
+    // The evidence digest, shortened as git shortens commits: enough to
+    // find the report (`sha256sum reports/*.json`), and the full value is in
+    // the JSON history.
+    let evidence = entry
+        .evidence_sha256
+        .as_deref()
+        .map_or_else(String::new, |digest| format!(" [evidence {}]", digest.get(..12).unwrap_or(digest)));
     format!(
-        "{} {}@{} {} {} {} -> {}{forced}{reason}",
+        "{} {}@{} {} {} {} -> {}{forced}{evidence}{reason}",
         entry.time, entry.user, entry.host, entry.action, entry.service, entry.from, entry.to
     )
 }
 
-/// Who is making the change: `$USER` (or `$LOGNAME`) on this host.
+/// Who is making the change: `$USER` (or `$LOGNAME`) on this host; where
+/// neither is set (a service, a container, cron), the name `/etc/passwd`
+/// gives the process's uid, or `uid N`, rather than "unknown".
 fn actor() -> Actor {
-    let user = std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned());
+    let user = std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(user_of_this_process);
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| "unknown".to_owned());
     Actor { user, host }
+}
+
+/// The passwd name of this process's uid, with the uid: `alice (uid 1001)`.
+fn user_of_this_process() -> String {
+    let uid = rustix::process::getuid().as_raw();
+    let name = std::fs::read_to_string("/etc/passwd").ok().and_then(|passwd| {
+        passwd.lines().find_map(|line| {
+            let mut fields = line.split(':');
+            let name = fields.next()?;
+            (fields.nth(1)?.parse::<u32>().ok()? == uid).then(|| name.to_owned())
+        })
+    });
+    match name {
+        Some(name) => format!("{name} (uid {uid})"),
+        None => format!("uid {uid}"),
+    }
 }

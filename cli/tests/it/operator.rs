@@ -145,3 +145,29 @@ fn verify_files_of_one_capture_without_interface_names_lists_the_names_it_has() 
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--reference-if") && stderr.contains("this file has: produce:kraken_adapter"), "{stderr}");
 }
+
+#[test]
+fn rollout_names_its_plan_and_an_unset_user_is_resolved_from_the_uid() {
+    let dir = tempfile::tempdir().unwrap();
+    let plan = dir.path().join("rollout.toml");
+    let config = dir.path().join("myc.toml");
+    std::fs::write(&config, "").unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(["--config", config.to_str().unwrap(), "rollout", "--file", plan.to_str().unwrap()])
+        .args(["set", "polygon_adapter", "dual_relay_primary", "--reason", "start"])
+        .env_remove("USER")
+        .env_remove("LOGNAME")
+        .env_remove("MYC_CONFIG")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    assert!(stdout.contains(&format!("plan {}", plan.display())), "{stdout}");
+    let uid = rustix::process::getuid().as_raw();
+    assert!(stdout.contains(&format!("uid {uid})")) || stdout.contains(&format!("uid {uid}@")), "{stdout}");
+    assert!(!stdout.contains("unknown@"), "{stdout}");
+    let history =
+        myc(&["--config", config.to_str().unwrap(), "rollout", "--file", plan.to_str().unwrap(), "history"], b"");
+    let text = String::from_utf8(history.stdout).unwrap();
+    assert!(text.starts_with(&format!("plan {}", plan.display())), "{text}");
+}

@@ -295,6 +295,8 @@ async fn a_three_node_cluster_carries_identical_bytes_and_survives_a_node() {
     }
 }
 
+// The relay's broker link needs the broker feature too (its Mycelium side).
+#[cfg(feature = "broker")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_broker_link_works_over_nats_at_broker_and_dual_broker_primary() {
     let Some(nats) = Nats::start(&[]) else { return };

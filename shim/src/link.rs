@@ -15,6 +15,7 @@
 //! others' (shim producers) the stage does: `broker` only. It deliberately never changes bytes,
 //! never publishes what came down, and never blocks the relay's fan-out.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -346,45 +347,63 @@ impl RelayLink {
         tokio::time::timeout(deadline, ready.wait_for(|ready| *ready)).await.is_ok_and(|waited| waited.is_ok())
     }
 
-    fn count_refusal(&self, error: &Error) {
+    /// Counts `n` messages refused by the broker path for `error`.
+    fn count_refusals(&self, error: &Error, n: usize) {
         match error {
-            Error::Broker(myc_broker::Error::Buffer(_)) => self.counters.up_buffer_full.inc(),
-            _ => self.counters.up_error.inc(),
+            Error::Broker(myc_broker::Error::Buffer(_)) => self.counters.up_buffer_full.inc_by(n as u64),
+            _ => self.counters.up_error.inc_by(n as u64),
         };
     }
 }
 
 impl Link for RelayLink {
-    fn uplink(&self, message: &Bytes) -> bool {
-        let source = message.get(6).copied().unwrap_or(0);
-        let route = Route::of(self.stages.of(source));
-        let fanned = route.relay.is_some();
-        let Some(role) = route.broker else { return fanned };
-        // Recorded before the publish: the message may come back down
-        // before this call returns.
-        let previous = self.handover.publishing(source, crate::handover::fingerprint(message), fanned);
-        let accepted = match role {
-            Role::Primary => match self.uplink.try_primary(message) {
-                Ok(()) => true,
-                Err(error) => {
-                    self.count_refusal(&error);
-                    false
-                }
-            },
-            Role::Shadow => {
-                let accepted = self.uplink.shadow(message);
-                if !accepted {
-                    self.counters.up_shadow.inc();
-                }
-                accepted
+    fn uplink(&self, batch: &Bytes, messages: &[Range<usize>], fanned: &mut Vec<bool>) {
+        let mut first = 0;
+        while first < messages.len() {
+            // A group: adjacent messages of one source, routed by one look
+            // at its stage and published as one run.
+            let source = batch[messages[first].start + 6];
+            let mut end = first + 1;
+            while end < messages.len()
+                && messages[end].start == messages[end - 1].end
+                && batch[messages[end].start + 6] == source
+            {
+                end += 1;
             }
-        };
-        if accepted {
-            self.counters.up.inc();
-        } else {
-            self.handover.not_published(source, previous);
+            let group = &messages[first..end];
+            first = end;
+            let n = group.len();
+            let route = Route::of(self.stages.of(source));
+            let is_fanned = route.relay.is_some();
+            fanned.extend(std::iter::repeat_n(is_fanned, n));
+            let Some(role) = route.broker else { continue };
+            let run = &batch[group[0].start..group[n - 1].end];
+            // Recorded before the publish: the messages may come back down
+            // before this call returns. Only a run's newest message matters.
+            let newest = handover::fingerprint(&batch[group[n - 1].clone()]);
+            let previous = self.handover.publishing(source, newest, is_fanned);
+            let taken = match role {
+                Role::Primary => {
+                    let (taken, outcome) = self.uplink.try_primary_run(run, n);
+                    if let Err(error) = outcome {
+                        self.count_refusals(&error, n - taken);
+                    }
+                    taken
+                }
+                Role::Shadow => {
+                    let taken = self.uplink.shadow_run(run, n);
+                    self.counters.up_shadow.inc_by((n - taken) as u64);
+                    taken
+                }
+            };
+            self.counters.up.inc_by(taken as u64);
+            if taken < n {
+                // The newest publish is the last message taken.
+                let newest =
+                    if taken == 0 { previous } else { handover::fingerprint(&batch[group[taken - 1].clone()]) };
+                self.handover.not_published(source, newest);
+            }
         }
-        fanned
     }
 
     fn attach(&self, downlink: Downlink) {

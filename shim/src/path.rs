@@ -12,6 +12,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::primary::{PrimaryGuard, PrimaryOptions};
+use crate::publisher::Messages;
 use crate::{Error, Publisher};
 
 /// Polls a future once; it must be ready (the guard's publish without
@@ -157,13 +158,42 @@ impl<P: Publisher> GuardedPath<P> {
 
     /// As the primary, without waiting.
     pub(crate) fn try_primary(&self, message: &[u8]) -> Result<(), Error> {
-        let result = match &self.guard {
-            // Never waits: with `wait` false the guard's future is ready at once.
-            Some(guard) => now_or_never(guard.publish(&self.publisher, message, false)),
-            None => self.publisher.try_publish(message),
-        };
+        let result = self.publish_guarded_now(message);
         self.count(&result);
         result
+    }
+
+    /// As the primary, without waiting, for a run of `n` concatenated whole
+    /// messages: how many were taken, in order, and why the next was not
+    /// (the rest are not tried, and are counted as failed).
+    pub(crate) fn try_primary_run(&self, messages: &[u8], n: usize) -> (usize, Result<(), Error>) {
+        let (taken, outcome) = if self.guard.is_some() {
+            // The guard (breaker, spool) judges message by message.
+            let mut taken = 0;
+            let mut outcome = Ok(());
+            for message in Messages(messages) {
+                if let Err(error) = message.and_then(|message| self.publish_guarded_now(message)) {
+                    outcome = Err(error);
+                    break;
+                }
+                taken += 1;
+            }
+            (taken, outcome)
+        } else {
+            self.publisher.try_publish_run(messages)
+        };
+        self.counters.published.inc_by(taken as u64);
+        self.counters.failed.inc_by(n.saturating_sub(taken) as u64);
+        (taken, outcome)
+    }
+
+    /// The guard's publish, never waiting.
+    fn publish_guarded_now(&self, message: &[u8]) -> Result<(), Error> {
+        match &self.guard {
+            // With `wait` false the guard's future is ready at once.
+            Some(guard) => now_or_never(guard.publish(&self.publisher, message, false)),
+            None => self.publisher.try_publish(message),
+        }
     }
 
     /// Whether the primary role has a spool (batches then take one write).
@@ -219,6 +249,39 @@ impl<P: Publisher> GuardedPath<P> {
             self.breaker_state();
         }
         accepted
+    }
+
+    /// As the shadow, for a run of `n` concatenated whole messages: the
+    /// first ones that fit are handed over without waiting, the rest
+    /// dropped and counted; returns how many were handed over.
+    pub(crate) fn shadow_run(&self, messages: &[u8], n: usize) -> usize {
+        let tripped = self.tripped.load(Ordering::Relaxed);
+        if tripped && !self.breaker.allows(self.publisher.is_connected()) {
+            self.counters.shadow_dropped.inc_by(n as u64);
+            return 0;
+        }
+        // The queue bound is asked once for the run: what fits is taken.
+        let room = self.queue_bytes.saturating_sub(self.publisher.buffered_bytes());
+        let mut fits = 0;
+        for message in Messages(messages) {
+            match message {
+                Ok(message) if fits + message.len() <= room => fits += message.len(),
+                _ => break,
+            }
+        }
+        let (taken, _) = if fits > 0 { self.publisher.try_publish_run(&messages[..fits]) } else { (0, Ok(())) };
+        self.counters.published.inc_by(taken as u64);
+        if taken == n {
+            if tripped && self.breaker_state() == BreakerState::Closed && self.publisher.is_connected() {
+                self.tripped.store(false, Ordering::Relaxed);
+            }
+        } else {
+            self.breaker.failure();
+            self.tripped.store(true, Ordering::Relaxed);
+            self.counters.shadow_dropped.inc_by((n - taken) as u64);
+            self.breaker_state();
+        }
+        taken
     }
 
     /// Flushes the path: with a spool, waits for it to drain first; what

@@ -49,6 +49,20 @@ pub trait Publisher: Send + Sync {
         }
     }
 
+    /// Publishes concatenated whole messages without waiting, in order,
+    /// stopping at the first refusal: how many were taken, and why the next
+    /// was not. Paths with a buffer take the run under one lock.
+    fn try_publish_run(&self, messages: &[u8]) -> (usize, Result<(), Error>) {
+        let mut taken = 0;
+        for message in Messages(messages) {
+            match message.and_then(|message| self.try_publish(message)) {
+                Ok(()) => taken += 1,
+                Err(error) => return (taken, Err(error)),
+            }
+        }
+        (taken, Ok(()))
+    }
+
     /// Waits until everything published so far is delivered (written to the
     /// relay, acknowledged by the broker), or `deadline` passes.
     fn flush(&self, deadline: Duration) -> impl Future<Output = Result<(), Error>> + Send;
@@ -141,6 +155,42 @@ pub fn split(mut messages: &[u8]) -> Result<Vec<&[u8]>, Error> {
 }
 
 #[cfg(any(feature = "relay", feature = "broker", feature = "nats"))]
+/// The whole messages of concatenated messages, in order; an error (and
+/// the end) where what is left is not a whole message.
+pub(crate) struct Messages<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Iterator for Messages<'a> {
+    type Item = Result<&'a [u8], Error>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let Some(len) = myc_codec::peek_message_len(self.0).filter(|&len| len <= self.0.len()) else {
+            self.0 = &[];
+            return Some(Err(Error::NotAMessage));
+        };
+        let (message, rest) = self.0.split_at(len);
+        self.0 = rest;
+        Some(Ok(message))
+    }
+}
+
+/// How many bytes of `messages` are whole messages of the same relay domain
+/// as the first one (what one topic takes at once).
+#[cfg(feature = "broker")]
+fn same_domain_prefix(messages: &[u8]) -> usize {
+    let domain = messages.get(4);
+    let mut end = 0;
+    for message in Messages(messages) {
+        match message {
+            Ok(message) if message.get(4) == domain => end += message.len(),
+            _ => break,
+        }
+    }
+    end
+}
+
 fn domain_of(message: &[u8]) -> Result<u8, Error> {
     message.get(4).copied().ok_or(Error::NotAMessage)
 }
@@ -305,6 +355,27 @@ impl Publisher for BrokerPublisher {
 
     fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
         Ok(self.client.try_publish(self.topic(message)?, message)?)
+    }
+
+    fn try_publish_run(&self, mut messages: &[u8]) -> (usize, Result<(), Error>) {
+        let mut taken = 0;
+        // Runs of one domain (one topic) go to the client's buffer at once.
+        while !messages.is_empty() {
+            let prefix = same_domain_prefix(messages);
+            let topic = match self.topic(messages) {
+                Ok(topic) if prefix > 0 => topic,
+                Ok(_) => return (taken, Err(Error::NotAMessage)),
+                Err(error) => return (taken, Err(error)),
+            };
+            let (run, rest) = messages.split_at(prefix);
+            let (queued, outcome) = self.client.try_publish_each(topic, Messages(run).map_while(Result::ok));
+            taken += queued;
+            if let Err(error) = outcome {
+                return (taken, Err(error.into()));
+            }
+            messages = rest;
+        }
+        (taken, Ok(()))
     }
 
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {
@@ -593,6 +664,16 @@ impl Publisher for BrokerSide {
             #[cfg(feature = "nats")]
             BrokerSide::Nats(path) => path.try_publish(message),
             BrokerSide::Unavailable(missing) => Err(missing.error()),
+        }
+    }
+
+    fn try_publish_run(&self, messages: &[u8]) -> (usize, Result<(), Error>) {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.try_publish_run(messages),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.try_publish_run(messages),
+            BrokerSide::Unavailable(missing) => (0, Err(missing.error())),
         }
     }
 

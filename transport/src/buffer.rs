@@ -199,17 +199,66 @@ impl FrameBuffer {
 
     /// Pushes if the policy allows now; `None` means "full, wait" (`block`).
     fn push_now(&self, len: usize, encode: &mut Option<impl FnOnce(&mut BytesMut)>) -> Option<Result<(), PushError>> {
+        let mut inner = self.lock();
+        let was_empty = inner.queued_frames == 0;
+        let pushed = self.push_locked(&mut inner, len, encode);
+        drop(inner);
+        if was_empty && matches!(pushed, Some(Ok(()))) {
+            self.ready.notify_one();
+        }
+        pushed
+    }
+
+    /// Queues frames without waiting, in order, under one lock, stopping at
+    /// the first one refused: `frames` yields each frame's length and its
+    /// encoder. Returns how many were queued, and why the next one was not.
+    /// For callers with a run of messages at hand (a relay read batch), so
+    /// the lock and the consumer's wake-up are paid once per run.
+    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(
+        &self,
+        frames: impl IntoIterator<Item = (usize, E)>,
+    ) -> (usize, Result<(), PushError>) {
+        let mut inner = self.lock();
+        let was_empty = inner.queued_frames == 0;
+        let mut queued = 0;
+        let mut outcome = Ok(());
+        for (len, encode) in frames {
+            match self.push_locked(&mut inner, len, &mut Some(encode)) {
+                Some(Ok(())) => queued += 1,
+                Some(Err(error)) => {
+                    outcome = Err(error);
+                    break;
+                }
+                None => {
+                    outcome = Err(PushError::Full);
+                    break;
+                }
+            }
+        }
+        drop(inner);
+        if was_empty && queued > 0 {
+            self.ready.notify_one();
+        }
+        (queued, outcome)
+    }
+
+    /// [`FrameBuffer::push_now`] under the caller's lock.
+    fn push_locked(
+        &self,
+        inner: &mut Inner,
+        len: usize,
+        encode: &mut Option<impl FnOnce(&mut BytesMut)>,
+    ) -> Option<Result<(), PushError>> {
         if len > self.limits.max_bytes {
             return Some(Err(PushError::TooLarge(len)));
         }
-        let mut inner = self.lock();
         if let Some(reason) = &inner.closed {
             return Some(Err(PushError::Closed(reason.clone())));
         }
         let fits = |inner: &Inner| {
             inner.held_bytes + len <= self.limits.max_bytes && inner.held_frames < self.limits.max_messages
         };
-        if !fits(&inner) {
+        if !fits(inner) {
             match self.limits.policy {
                 FullPolicy::Block => return None,
                 FullPolicy::DropNewest => {
@@ -217,7 +266,7 @@ impl FrameBuffer {
                     return Some(Err(PushError::Dropped));
                 }
                 FullPolicy::DropOldest => {
-                    while !fits(&inner) {
+                    while !fits(inner) {
                         if inner.queued_frames == 0 {
                             // Everything held is in flight: nothing to drop but this one.
                             self.dropped_newest.fetch_add(1, Ordering::Relaxed);
@@ -231,12 +280,15 @@ impl FrameBuffer {
                 }
             }
         }
-        let was_empty = inner.queued_frames == 0;
-        if inner.current.len() + len > inner.current.capacity() && !inner.current.is_empty() {
+        if inner.current.len() + len > inner.current.capacity() {
+            // A full block is queued whole; the empty rest of a block split
+            // by `take` is dropped (its memory goes with its last chunk).
             let block = inner.fresh_block(len);
             let full = std::mem::replace(&mut inner.current, block);
-            let frames = std::mem::take(&mut inner.current_frames);
-            inner.full.push_back((full, frames));
+            if !full.is_empty() {
+                let frames = std::mem::take(&mut inner.current_frames);
+                inner.full.push_back((full, frames));
+            }
         }
         let before = inner.current.len();
         if let Some(encode) = encode.take() {
@@ -247,10 +299,6 @@ impl FrameBuffer {
         inner.queued_frames += 1;
         inner.held_bytes += written;
         inner.held_frames += 1;
-        drop(inner);
-        if was_empty {
-            self.ready.notify_one();
-        }
         Some(Ok(()))
     }
 
@@ -266,8 +314,10 @@ impl FrameBuffer {
         if inner.current_frames == 0 {
             return None;
         }
-        let block = inner.fresh_block(0);
-        let chunk = std::mem::replace(&mut inner.current, block);
+        // Only the filled part leaves: the block's free room stays for the
+        // next pushes, so a consumer that keeps up (taking a few frames at a
+        // time) does not hold a whole block per chunk in flight.
+        let chunk = inner.current.split();
         let frames = std::mem::take(&mut inner.current_frames);
         inner.queued_frames -= frames;
         Some((chunk.freeze(), frames))
@@ -410,6 +460,54 @@ mod tests {
         assert!(buffer.take().is_none());
         assert_eq!(buffer.occupancy(), (0, 3, 6));
         assert_eq!(frames_len(&chunk, 2, byte_prefixed), 4);
+    }
+
+    #[test]
+    fn a_run_is_queued_in_order_up_to_the_first_refusal_and_nothing_after_it() {
+        let buffer = FrameBuffer::new(limits(FullPolicy::DropNewest), byte_prefixed);
+        let (queued, outcome) = buffer.try_push_each((0..5).map(|value| (2, frame(value))));
+        assert_eq!((queued, outcome), (3, Err(PushError::Dropped)), "max_messages is 3");
+        assert_eq!(buffer.dropped_newest(), 1, "only the refused one counts as dropped: the rest was not tried");
+        let (chunk, frames) = buffer.take().unwrap();
+        assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1, 1, 2][..], 3));
+        // Under drop_oldest a run pushes out what is queued, never itself.
+        let buffer = FrameBuffer::new(limits(FullPolicy::DropOldest), byte_prefixed);
+        assert_eq!(buffer.try_push_each((0..5).map(|value| (2, frame(value)))), (5, Ok(())));
+        assert_eq!(buffer.dropped_oldest(), 2);
+        assert_eq!(&buffer.take().unwrap().0[..], &[1, 2, 1, 3, 1, 4]);
+        // A closed buffer takes nothing of a run.
+        buffer.close("gone");
+        assert_eq!(buffer.try_push_each([(2, frame(9))]), (0, Err(PushError::Closed("gone".to_owned()))));
+    }
+
+    #[tokio::test]
+    async fn a_run_wakes_the_consumer_once_it_is_queued() {
+        let buffer = Arc::new(FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed));
+        let consumer = tokio::spawn({
+            let buffer = Arc::clone(&buffer);
+            async move { buffer.next_chunk().await }
+        });
+        tokio::task::yield_now().await;
+        assert_eq!(buffer.try_push_each((0..2).map(|value| (2, frame(value)))), (2, Ok(())));
+        let (chunk, frames) = tokio::time::timeout(Duration::from_secs(5), consumer).await.unwrap().unwrap();
+        assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1][..], 2));
+    }
+
+    #[test]
+    fn taking_a_partly_filled_block_leaves_its_room_for_the_next_frames() {
+        let buffer = FrameBuffer::new(
+            BufferLimits { max_bytes: 1 << 20, max_messages: 1000, ..limits(FullPolicy::Block) },
+            byte_prefixed,
+        );
+        buffer.try_push(2, frame(1)).unwrap();
+        let (first, _) = buffer.take().unwrap();
+        buffer.try_push(2, frame(2)).unwrap();
+        let (second, _) = buffer.take().unwrap();
+        // The second chunk was written right after the first, in the same
+        // block: a consumer taking a few frames at a time holds one block,
+        // not one per chunk.
+        assert_eq!(second.as_ptr(), first.as_ptr().wrapping_add(first.len()));
+        assert_eq!((&first[..], &second[..]), (&[1, 1][..], &[1, 2][..]));
     }
 
     #[test]

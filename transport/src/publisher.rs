@@ -155,6 +155,17 @@ impl Outbox {
         self.count_push(pushed)
     }
 
+    /// Queues frames without waiting, in order, under one lock, stopping at
+    /// the first refusal: how many were queued, and why the next was not.
+    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(
+        &self,
+        frames: impl IntoIterator<Item = (usize, E)>,
+    ) -> (usize, Result<(), PushError>) {
+        let (queued, outcome) = self.buffer.try_push_each(frames);
+        self.counters.published.fetch_add(queued as u64, Ordering::Relaxed);
+        (queued, outcome)
+    }
+
     fn count_push(&self, pushed: Result<(), PushError>) -> Result<(), PushError> {
         if pushed.is_ok() {
             self.counters.published.fetch_add(1, Ordering::Relaxed);

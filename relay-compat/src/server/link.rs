@@ -6,6 +6,7 @@
 //! It deliberately knows nothing about brokers, topics or rollout stages:
 //! the link behind [`Link`] decides; the relay only asks and delivers.
 
+use std::ops::Range;
 use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
@@ -22,11 +23,14 @@ pub const WRITES_TO_BROKER: u8 = 0x80;
 
 /// A broker link as the relay sees it.
 pub trait Link: Send + Sync + 'static {
-    /// A valid message from a linked producer, before fan-out: hands it to
-    /// the link as the link sees fit (without waiting: the relay's fan-out
-    /// never waits on the link), and answers whether the relay fans it out
-    /// to its consumers too.
-    fn uplink(&self, message: &Bytes) -> bool;
+    /// The valid messages of one read batch from a linked producer
+    /// (`batch[range]` each, in order), before fan-out: hands them to the
+    /// link as the link sees fit (without waiting: the relay's fan-out never
+    /// waits on the link), and pushes onto `fanned`, one per message,
+    /// whether the relay fans it out to its consumers too. A whole batch at
+    /// once, so the link pays its bookkeeping per run of messages, not per
+    /// message.
+    fn uplink(&self, batch: &Bytes, messages: &[Range<usize>], fanned: &mut Vec<bool>);
 
     /// Called once, when the relay of the link's domain starts: messages the
     /// link brings down go to the relay's consumers through `downlink`.

@@ -14,6 +14,7 @@ mod peer;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -263,6 +264,7 @@ async fn read_loop(
     let bytes_in = Metrics::get(&relay.metrics.bytes_in, domain, "all");
     let messages_in = Metrics::get(&relay.metrics.messages_in, domain, "all");
     let mut runs: Vec<(Bytes, u64)> = Vec::new();
+    let mut linked = LinkedBatch::default();
     let mut targets: Vec<Arc<Peer>> = Vec::new();
     let mut behind: Vec<Arc<Peer>> = Vec::new();
     loop {
@@ -284,7 +286,7 @@ async fn read_loop(
             Err(_) => return Err("framing"),
         };
         bytes_in.inc_by(batch.len() as u64);
-        let n_messages = split_batch(relay, peer, &batch, &mut runs);
+        let n_messages = split_batch(relay, peer, &batch, &mut runs, &mut linked);
         messages_in.inc_by(n_messages);
         if runs.is_empty() {
             continue;
@@ -316,13 +318,35 @@ async fn read_loop(
     }
 }
 
+/// A read batch's messages as judged, kept per connection so a linked
+/// relay allocates nothing per batch: what the link is asked about, and what
+/// it answered.
+#[derive(Default)]
+struct LinkedBatch {
+    /// Every message of the batch: where it is, and whether it is forwarded
+    /// (`Some(linked)`) or dropped (`None`).
+    judged: Vec<(Range<usize>, Option<bool>)>,
+    /// The valid messages handed to the link.
+    handed: Vec<Range<usize>>,
+    /// Per handed message: whether the relay fans it out too.
+    fanned: Vec<bool>,
+}
+
 /// Validates every message of `batch`: consumes identification headers
-/// (the peer becomes a producer), drops and counts invalid ones, and appends
-/// the valid ones to `runs` as contiguous slices with their message counts.
+/// (the peer becomes a producer), drops and counts invalid ones, hands the
+/// valid ones of a linked producer to the broker link, and appends what is
+/// fanned out here to `runs` as contiguous slices with their message counts.
 /// Returns how many valid messages there are.
-fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes, u64)>) -> u64 {
+fn split_batch(
+    relay: &Relay,
+    peer: &Peer,
+    batch: &Bytes,
+    runs: &mut Vec<(Bytes, u64)>,
+    linked: &mut LinkedBatch,
+) -> u64 {
     let domain = relay.domain.name();
     let check = relay.checksum_check();
+    let link = relay.link.as_deref();
     let mut offset = 0;
     let mut run_start = 0;
     let mut run_count = 0;
@@ -330,31 +354,31 @@ fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes,
     while offset < batch.len() {
         let len = crate::framing::message_len(&batch[offset..]);
         let bytes = &batch[offset..offset + len];
-        let mut verdict = judge(relay.domain, check, bytes);
-        match verdict {
-            Verdict::Forward => n_valid += 1,
+        let forward = match judge(relay.domain, check, bytes) {
+            Verdict::Forward => true,
             Verdict::ForwardReported(reason) => {
-                n_valid += 1;
                 Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+                true
             }
             Verdict::Identification(header) => {
                 peer.become_producer(header.source, header.flags & WRITES_TO_BROKER == 0, &relay.metrics, domain);
+                false
             }
             Verdict::Drop(reason) => {
                 Metrics::get(&relay.metrics.invalid, domain, reason).inc();
+                false
             }
-            Verdict::Linked => {}
-        }
-        // Only what the relay accepts reaches the link, and only from linked
-        // producers (the flag may arrive in this very batch); the link says
-        // whether it is fanned out here too.
-        if let Some(link) = relay.link.as_deref().filter(|_| peer.linked()) {
-            let valid = matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_));
-            if valid && !link.uplink(&batch.slice(offset..offset + len)) {
-                verdict = Verdict::Linked;
+        };
+        n_valid += u64::from(forward);
+        if link.is_some() {
+            // Only what the relay accepts reaches the link, and only from
+            // linked producers (the flag may arrive in this very batch).
+            let handed = forward && peer.linked();
+            if handed {
+                linked.handed.push(offset..offset + len);
             }
-        }
-        if matches!(verdict, Verdict::Forward | Verdict::ForwardReported(_)) {
+            linked.judged.push((offset..offset + len, forward.then_some(handed)));
+        } else if forward {
             run_count += 1;
         } else {
             if run_count > 0 {
@@ -363,6 +387,30 @@ fn split_batch(relay: &Relay, peer: &Peer, batch: &Bytes, runs: &mut Vec<(Bytes,
             run_start = offset + len;
         }
         offset += len;
+    }
+    if let Some(link) = link {
+        // The link says which of its messages are fanned out here too.
+        if !linked.handed.is_empty() {
+            link.uplink(batch, &linked.handed, &mut linked.fanned);
+        }
+        let mut fanned = linked.fanned.iter();
+        for (range, judged) in linked.judged.drain(..) {
+            let fan_out = match judged {
+                Some(true) => fanned.next().copied().unwrap_or(true),
+                Some(false) => true,
+                None => false,
+            };
+            if fan_out {
+                run_count += 1;
+            } else {
+                if run_count > 0 {
+                    runs.push((batch.slice(run_start..range.start), std::mem::take(&mut run_count)));
+                }
+                run_start = range.end;
+            }
+        }
+        linked.handed.clear();
+        linked.fanned.clear();
     }
     if run_count > 0 {
         runs.push((batch.slice(run_start..offset), run_count));
@@ -377,8 +425,6 @@ enum Verdict {
     ForwardReported(&'static str),
     Identification(Header),
     Drop(&'static str),
-    /// Valid, and handed to the broker link only (not fanned out here).
-    Linked,
 }
 
 fn judge(relay_domain: Domain, check: ChecksumCheck, bytes: &[u8]) -> Verdict {

@@ -4,6 +4,7 @@
 //! reaches consumers only — never producers, even with the legacy echo —
 //! after the relay's own validation.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +24,12 @@ struct FakeLink {
 }
 
 impl Link for FakeLink {
-    fn uplink(&self, message: &Bytes) -> bool {
-        self.handed.lock().unwrap().push(message.clone());
-        message[6] == 2
+    fn uplink(&self, batch: &Bytes, messages: &[Range<usize>], fanned: &mut Vec<bool>) {
+        let mut handed = self.handed.lock().unwrap();
+        for range in messages {
+            handed.push(batch.slice(range.clone()));
+            fanned.push(batch[range.start + 6] == 2);
+        }
     }
 
     fn attach(&self, downlink: Downlink) {

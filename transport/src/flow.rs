@@ -13,10 +13,19 @@
 //! breaks: the transitions into [`FlowState::Closed`] and into a stall are
 //! each reported once, as a [`Verdict`] the caller acts on.
 //!
+//! The relay asks the same machine a simpler question: a producer that
+//! finds a consumer over its queue bound waits for it while the consumer's
+//! [`HoldBudget`] lasts ([`SubscriberFlow::hold_for`], [`SubscriberFlow::held`]);
+//! a consumer that exhausts it is [`FlowState::Lagging`] and gets the queue
+//! policy at once ([`SubscriberFlow::holds_feeders`] is false) until it has
+//! caught up ([`SubscriberFlow::caught_up`]).
+//!
 //! It deliberately does no I/O and keeps no clock: the writer task reports
 //! writes, publishers report the limit, and anyone may ask.
 
 use std::time::{Duration, Instant};
+
+use crate::HoldBudget;
 
 /// What happens to a reader over its limit or stuck past the deadline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,12 +34,17 @@ pub enum SlowPolicy {
     Disconnect,
     /// Drop what does not fit and keep it.
     DropNew,
+    /// Drop the oldest queued copies to make room and keep it. Which copies
+    /// go is the caller's business: the flow marks no position done for it.
+    DropOldest,
 }
 
 /// The rules of one reader's flow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FlowRules {
-    /// A write blocked this long (with [`FlowRules::hold_backlog`] queued
+    /// With a hold budget ([`SubscriberFlow::with_hold_budget`]): its
+    /// capacity, the longest a feeder waits at once. Otherwise: a write
+    /// blocked this long (with [`FlowRules::hold_backlog`] queued
     /// behind it) stops holding writers; deliveries this long from queued
     /// to written make the reader lagging.
     pub hold: Duration,
@@ -91,6 +105,9 @@ pub struct SubscriberFlow {
     abandoned_upto: u64,
     /// Whether the current stuck write has been reported as a stall.
     stall_reported: bool,
+    /// How much longer feeders may wait for this reader, for a flow whose
+    /// feeders wait (the relay's); `None` for one whose feeders never do.
+    budget: Option<HoldBudget>,
 }
 
 impl SubscriberFlow {
@@ -104,7 +121,15 @@ impl SubscriberFlow {
             writing_since: None,
             abandoned_upto: 0,
             stall_reported: false,
+            budget: None,
         }
+    }
+
+    /// A reader keeping up whose feeders wait for it when it is over its
+    /// limit, while a [`HoldBudget`] of `rules.hold` (full at `now`) lasts.
+    #[must_use]
+    pub fn with_hold_budget(rules: FlowRules, now: Instant) -> SubscriberFlow {
+        SubscriberFlow { budget: Some(HoldBudget::new(rules.hold, now)), ..SubscriberFlow::new(rules) }
     }
 
     /// Its rules.
@@ -137,7 +162,7 @@ impl SubscriberFlow {
         match self.blocked_for(now) {
             Some(blocked) => {
                 (blocked >= self.rules.hold && queued_bytes >= self.rules.hold_backlog)
-                    || (blocked >= self.rules.write_deadline && self.rules.policy == SlowPolicy::DropNew)
+                    || (blocked >= self.rules.write_deadline && self.rules.policy != SlowPolicy::Disconnect)
             }
             None => false,
         }
@@ -175,9 +200,49 @@ impl SubscriberFlow {
             return self.become_lagging();
         }
         if queued_bytes < self.rules.hold_backlog {
-            self.state = FlowState::KeepingUp;
+            self.caught_up();
         }
         Verdict::Nothing
+    }
+
+    /// The reader has caught up (the caller judged so by its own queue, for
+    /// a flow it does not report writes to): a lagging reader keeps up again.
+    pub fn caught_up(&mut self) {
+        if self.state == FlowState::Lagging {
+            self.state = FlowState::KeepingUp;
+        }
+    }
+
+    /// Whether a feeder that finds the reader over its limit should wait for
+    /// it ([`SubscriberFlow::hold_for`]) rather than have the policy apply
+    /// at once: it keeps up.
+    pub fn holds_feeders(&self) -> bool {
+        self.state == FlowState::KeepingUp
+    }
+
+    /// How long a feeder may wait at `now` for the reader to drain below its
+    /// limit: what is left of its hold budget (the hold time for a flow
+    /// without one); nothing once closed.
+    pub fn hold_for(&mut self, now: Instant) -> Duration {
+        if self.state == FlowState::Closed {
+            return Duration::ZERO;
+        }
+        self.budget.as_mut().map_or(self.rules.hold, |budget| budget.available(now))
+    }
+
+    /// A feeder waited `held` for the reader, which `drained` below its
+    /// limit or not. The wait is spent from the budget; a reader that did
+    /// not drain stops holding its feeders: the caller applies the policy
+    /// ([`SubscriberFlow::over_limit`]). Returns [`Verdict::Lagging`] when
+    /// it just became so.
+    pub fn held(&mut self, held: Duration, drained: bool) -> Verdict {
+        if let Some(budget) = self.budget.as_mut() {
+            budget.spend(held);
+        }
+        if drained || self.state == FlowState::Closed {
+            return Verdict::Nothing;
+        }
+        self.become_lagging()
     }
 
     /// The writer's write, started earlier, is still blocked at `now`.
@@ -194,11 +259,11 @@ impl SubscriberFlow {
                     self.state = FlowState::Closed;
                     Verdict::Disconnect
                 }
-                SlowPolicy::DropNew if !self.stall_reported => {
+                SlowPolicy::DropNew | SlowPolicy::DropOldest if !self.stall_reported => {
                     self.stall_reported = true;
                     Verdict::Stalled
                 }
-                SlowPolicy::DropNew => Verdict::Nothing,
+                SlowPolicy::DropNew | SlowPolicy::DropOldest => Verdict::Nothing,
             };
         }
         if blocked >= self.rules.hold {
@@ -226,6 +291,7 @@ impl SubscriberFlow {
                 self.abandoned_upto = self.abandoned_upto.max(queued_upto);
                 Verdict::Drop
             }
+            SlowPolicy::DropOldest => Verdict::Drop,
             SlowPolicy::Disconnect => {
                 self.state = FlowState::Closed;
                 Verdict::Disconnect
@@ -374,5 +440,70 @@ mod tests {
         flow.write_started(start + 400 * MS);
         assert!(!flow.is_lagging(start + 499 * MS));
         assert!(flow.is_lagging(start + 500 * MS));
+    }
+
+    /// The relay's rules: a 50 ms budget, no write deadline.
+    fn relay_rules(policy: SlowPolicy) -> FlowRules {
+        FlowRules { hold: 50 * MS, hold_backlog: usize::MAX, write_deadline: Duration::MAX, policy }
+    }
+
+    #[test]
+    fn feeders_wait_for_a_reader_over_its_limit_while_its_budget_lasts() {
+        let start = Instant::now();
+        let mut flow = SubscriberFlow::with_hold_budget(relay_rules(SlowPolicy::DropOldest), start);
+        assert!(flow.holds_feeders());
+        assert_eq!(flow.hold_for(start), 50 * MS);
+        // Drained after 20 ms: still held, 30 ms left.
+        assert_eq!(flow.held(20 * MS, true), Verdict::Nothing);
+        assert!(flow.holds_feeders());
+        assert_eq!(flow.hold_for(start + 20 * MS), 40 * MS, "refilled at half the time that passed");
+        // Not drained within what was left: lagging, reported once.
+        assert_eq!(flow.held(40 * MS, false), Verdict::Lagging);
+        assert_eq!(flow.held(Duration::ZERO, false), Verdict::Nothing);
+        assert!(!flow.holds_feeders(), "the policy applies at once");
+        assert_eq!(flow.state(), FlowState::Lagging);
+        assert_eq!(flow.over_limit(9), Verdict::Drop);
+        assert!(!flow.counts_as_done(1, 0, start), "drop_oldest marks no position done");
+        // Caught up: held again, with the budget it earned meanwhile.
+        flow.caught_up();
+        assert!(flow.holds_feeders());
+        assert_eq!(flow.hold_for(start + 100 * MS), 40 * MS);
+    }
+
+    #[test]
+    fn a_reader_that_never_reads_holds_its_feeders_half_the_time_at_most() {
+        // A feeder that finds it over its limit every millisecond, waits
+        // what the budget allows, and the reader catches up in between.
+        let start = Instant::now();
+        let mut flow = SubscriberFlow::with_hold_budget(relay_rules(SlowPolicy::DropOldest), start);
+        let mut now = start;
+        let mut held = Duration::ZERO;
+        while now < start + 10_000 * MS {
+            let allowed = flow.hold_for(now).min(MS);
+            flow.held(allowed, false);
+            flow.caught_up();
+            held += allowed;
+            now += MS;
+        }
+        assert!(held >= 5_000 * MS && held <= 5_050 * MS, "{held:?}");
+    }
+
+    #[test]
+    fn a_disconnected_or_closed_reader_holds_no_one() {
+        let start = Instant::now();
+        let mut flow = SubscriberFlow::with_hold_budget(relay_rules(SlowPolicy::Disconnect), start);
+        assert_eq!(flow.held(50 * MS, false), Verdict::Lagging);
+        assert_eq!(flow.over_limit(0), Verdict::Disconnect);
+        assert!(flow.is_closed());
+        assert_eq!(flow.hold_for(start + 10_000 * MS), Duration::ZERO);
+        assert!(!flow.holds_feeders());
+        flow.caught_up();
+        assert!(flow.is_closed(), "a closed reader never comes back");
+        assert_eq!(flow.held(MS, false), Verdict::Nothing);
+
+        let mut flow = SubscriberFlow::with_hold_budget(relay_rules(SlowPolicy::DropOldest), start);
+        assert!(flow.close());
+        assert_eq!(flow.hold_for(start), Duration::ZERO);
+        assert_eq!(flow.over_limit(0), Verdict::Nothing);
     }
 }

@@ -6,9 +6,9 @@
 //! or reads far slower than it is fed, must not slow anyone (relay and broker
 //! specs: slow consumers never slow producers). The budget tells them apart
 //! by the share of time a reader holds its writers back: at most `capacity`
-//! at once, refilled at a fixed share of the time that passes. The relay
-//! spends it while a producer waits for a consumer's queue to drain; the
-//! broker while a subscriber's socket write is blocked.
+//! at once, refilled at a fixed share of the time that passes. It is a part
+//! of [`crate::SubscriberFlow`] (built `with_hold_budget`): the relay's
+//! consumers spend it while a producer waits for their queue to drain.
 
 use std::time::{Duration, Instant};
 

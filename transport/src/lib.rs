@@ -5,9 +5,9 @@
 //! backoff function ([`backoff::delay`]), the sans-IO [`CircuitBreaker`], the
 //! bounded publish buffer ([`FrameBuffer`]) and the buffered reconnecting
 //! publisher built on it ([`Outbox`], [`reconnect`]) behind the broker, relay
-//! and NATS clients, the servers' [`SubscriberFlow`] (whether one reader still holds its writers
-//! back) and [`HoldBudget`] for slow readers, and the producer's on-disk
-//! [`spool`].
+//! and NATS clients, the servers' [`SubscriberFlow`] (whether one reader
+//! still holds its writers back, with the relay's [`HoldBudget`] inside),
+//! and the producer's on-disk [`spool`].
 //!
 //! It deliberately knows nothing of message contents: framing rules come in
 //! through the [`Framing`] trait, Protocol V2 lives in `codec` and the broker

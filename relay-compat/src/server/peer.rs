@@ -2,17 +2,21 @@
 //! runs (shared slices of some producer's read buffer), its writer task, and
 //! whether the peer has identified itself as a producer.
 //!
+//! Whether producers wait for a consumer over its bound, and when its queue
+//! policy applies, is the consumer's `transport::SubscriberFlow` (with a
+//! hold budget), kept under the queue's lock.
+//!
 //! It deliberately does not frame or validate: the read loop hands it only
 //! whole, valid messages.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use myc_codec::Source;
-use myc_transport::HoldBudget;
+use myc_transport::{FlowRules, SlowPolicy, SubscriberFlow, Verdict};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -27,35 +31,29 @@ pub(super) enum Role {
     Producer,
 }
 
-#[derive(Default)]
 struct Queue {
     /// Runs of whole messages, oldest first, with their message counts.
     runs: VecDeque<(Bytes, u64)>,
     messages: u64,
     bytes: usize,
+    /// Whether producers still wait for this consumer over its bound: they
+    /// do while it keeps up and its hold budget (the stall timeout at once,
+    /// half the time over the long run) lasts. A consumer briefly behind
+    /// loses nothing; one that does not read, or reads far slower than its
+    /// producers write, exhausts it and is lagging: its policy applies at
+    /// once, until its writer finds less than a full queue waiting. Closed
+    /// once nothing more will be queued: the writer drains and exits.
+    flow: SubscriberFlow,
 }
 
 pub(super) struct Peer {
     queue: Mutex<Queue>,
     /// Wakes the writer when runs are queued or the peer finishes.
     ready: Notify,
-    /// Set when nothing more will be queued: the writer drains and exits.
-    finished: AtomicBool,
     /// Wakes the reader when the peer is closed from outside.
     closing: Notify,
     /// Wakes producers waiting for this consumer's queue to drain.
     progress: Notify,
-    /// Set when a producer stopped waiting for this consumer (it stayed over
-    /// its bound for the stall timeout): from then on the policy applies at
-    /// once, until the consumer has caught up (its writer finds less than a
-    /// full queue waiting).
-    stuck: AtomicBool,
-    /// How much longer producers may wait for this consumer: the stall
-    /// timeout at once, half the time over the long run. A consumer briefly
-    /// behind loses nothing; one that does not read, or reads far slower
-    /// than its producers write, exhausts it and gets its policy instead of
-    /// slowing anyone.
-    hold: Mutex<HoldBudget>,
     /// "Not keeping up" is logged at most once a second.
     warnings: myc_transport::OnceASecond,
     /// 0 consumer, 1 producer.
@@ -73,14 +71,28 @@ pub(super) struct Peer {
 
 impl Peer {
     pub(super) fn new(settings: &RelaySettings, metrics: &Metrics, domain: &'static str) -> Peer {
+        let rules = FlowRules {
+            hold: settings.stall_timeout,
+            // The relay judges "caught up" by its own two bounds
+            // (`Peer::take`) and reports no writes: it has no write
+            // deadline, since producers wait only on the budget.
+            hold_backlog: settings.queue_bytes,
+            write_deadline: Duration::MAX,
+            policy: match settings.policy {
+                QueuePolicy::DropOldest => SlowPolicy::DropOldest,
+                QueuePolicy::Disconnect => SlowPolicy::Disconnect,
+            },
+        };
         Peer {
-            queue: Mutex::new(Queue::default()),
+            queue: Mutex::new(Queue {
+                runs: VecDeque::new(),
+                messages: 0,
+                bytes: 0,
+                flow: SubscriberFlow::with_hold_budget(rules, Instant::now()),
+            }),
             ready: Notify::new(),
-            finished: AtomicBool::new(false),
             closing: Notify::new(),
             progress: Notify::new(),
-            stuck: AtomicBool::new(false),
-            hold: Mutex::new(HoldBudget::new(settings.stall_timeout, Instant::now())),
             warnings: myc_transport::OnceASecond::default(),
             role: AtomicU8::new(0),
             linked: AtomicBool::new(true),
@@ -91,6 +103,10 @@ impl Peer {
             bytes_out: Metrics::get(&metrics.bytes_out, domain, "all"),
             dropped: Metrics::get(&metrics.dropped, domain, "slow_consumer"),
         }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(super) fn role(&self) -> Role {
@@ -116,13 +132,13 @@ impl Peer {
     /// Queues `runs` (slices with their message counts) for this peer. Returns
     /// `true` when the queue is now over its bound and the peer is still
     /// reading: the producer should wait for it ([`Peer::wait_below_bound`])
-    /// rather than have its messages dropped. A stuck peer gets the policy at
-    /// once.
+    /// rather than have its messages dropped. A lagging peer gets the policy
+    /// at once.
     pub(super) fn push(&self, runs: &[(Bytes, u64)]) -> bool {
-        if self.finished.load(Ordering::Acquire) {
+        let mut queue = self.lock();
+        if queue.flow.is_closed() {
             return false;
         }
-        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let was_empty = queue.runs.is_empty();
         let mut n_messages = 0;
         for (run, count) in runs {
@@ -133,14 +149,16 @@ impl Peer {
         queue.messages += n_messages;
         self.messages_out.inc_by(n_messages);
         let over = self.over_bound(&queue);
-        if over && self.stuck.load(Ordering::Acquire) {
+        if over && !queue.flow.holds_feeders() {
             self.enforce_bound(&mut queue);
         }
+        let wait = over && queue.flow.holds_feeders();
+        let closed = queue.flow.is_closed();
         drop(queue);
-        if was_empty || self.finished.load(Ordering::Acquire) {
+        if was_empty || closed {
             self.ready.notify_one();
         }
-        over && !self.stuck.load(Ordering::Acquire) && !self.finished.load(Ordering::Acquire)
+        wait
     }
 
     fn over_bound(&self, queue: &Queue) -> bool {
@@ -148,29 +166,31 @@ impl Peer {
     }
 
     /// Waits until the queue is back under its bound, as long as this
-    /// consumer's hold budget lasts; past it, marks the peer stuck and applies
-    /// the policy, so the producer goes on at full speed.
+    /// consumer's hold budget lasts; past it, the consumer is lagging and
+    /// gets its policy, so the producer goes on at full speed.
     pub(super) async fn wait_below_bound(&self) {
-        let stall = self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).available(Instant::now());
         let started = Instant::now();
+        let stall = self.lock().flow.hold_for(started);
         let drained = async {
             loop {
                 let progress = self.progress.notified();
                 tokio::pin!(progress);
                 progress.as_mut().enable();
-                let over = self.over_bound(&self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
-                if !over || self.finished.load(Ordering::Acquire) {
+                let waiting = {
+                    let queue = self.lock();
+                    self.over_bound(&queue) && !queue.flow.is_closed()
+                };
+                if !waiting {
                     return;
                 }
                 progress.await;
             }
         };
         let timed_out = tokio::time::timeout(stall, drained).await.is_err();
-        self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spend(started.elapsed());
+        let mut queue = self.lock();
+        queue.flow.held(started.elapsed(), !timed_out);
         if timed_out {
-            self.stuck.store(true, Ordering::Release);
             self.warn_stuck();
-            let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             self.enforce_bound(&mut queue);
         }
     }
@@ -187,8 +207,8 @@ impl Peer {
     /// Applies the policy to a queue over its bound.
     fn enforce_bound(&self, queue: &mut Queue) {
         while self.over_bound(queue) {
-            match self.policy {
-                QueuePolicy::DropOldest => {
+            match queue.flow.over_limit(queue.messages) {
+                Verdict::Drop => {
                     // Drop whole messages from the front until within bounds.
                     let Some((run, count)) = queue.runs.pop_front() else { break };
                     let mut cut = 0;
@@ -205,16 +225,18 @@ impl Peer {
                         queue.runs.push_front((run.slice(cut..), count - dropped));
                     }
                 }
-                QueuePolicy::Disconnect => {
+                Verdict::Disconnect => {
                     self.dropped.inc_by(queue.messages);
                     queue.runs.clear();
                     queue.messages = 0;
                     queue.bytes = 0;
-                    self.finished.store(true, Ordering::Release);
                     self.ready.notify_one();
                     self.closing.notify_one();
                     tracing::warn!("closing a consumer over its queue bound");
                 }
+                // Closed already: the writer drains what is queued and
+                // exits.
+                _ => break,
             }
         }
     }
@@ -222,7 +244,7 @@ impl Peer {
     /// No more pushes; the writer drains what is queued and exits, and the
     /// reader stops.
     pub(super) fn finish(&self) {
-        self.finished.store(true, Ordering::Release);
+        self.lock().flow.close();
         self.ready.notify_one();
         self.closing.notify_one();
     }
@@ -232,20 +254,21 @@ impl Peer {
         self.closing.notified().await;
     }
 
-    /// Takes everything queued: runs and their total bytes and messages.
-    fn take(&self, out: &mut Vec<Bytes>) -> (usize, u64) {
+    /// Takes everything queued: runs and their total bytes; and whether
+    /// nothing more will be queued.
+    fn take(&self, out: &mut Vec<Bytes>) -> (usize, bool) {
         self.progress.notify_waiters();
-        let mut queue = self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let taken = (queue.bytes, queue.messages);
+        let mut queue = self.lock();
+        let taken = queue.bytes;
         // Less than a full queue built up while the last batch was written:
         // the consumer keeps up again, so producers may wait for it.
         if queue.messages < self.max_messages && queue.bytes < self.max_bytes {
-            self.stuck.store(false, Ordering::Release);
+            queue.flow.caught_up();
         }
         out.extend(queue.runs.drain(..).map(|(run, _)| run));
         queue.bytes = 0;
         queue.messages = 0;
-        taken
+        (taken, queue.flow.is_closed())
     }
 }
 
@@ -260,9 +283,9 @@ pub(super) async fn write_loop(peer: Arc<Peer>, mut write_half: impl AsyncWrite 
         tokio::pin!(notified);
         notified.as_mut().enable();
         runs.clear();
-        let (bytes, _) = peer.take(&mut runs);
+        let (bytes, closed) = peer.take(&mut runs);
         if runs.is_empty() {
-            if peer.finished.load(Ordering::Acquire) {
+            if closed {
                 break;
             }
             notified.await;

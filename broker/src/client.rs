@@ -337,6 +337,7 @@ impl Client {
         peer.token.clone_from(&options.token);
         drop(peer);
         self.inner.outbox.set_reconnect_options(options.reconnect);
+        self.inner.outbox.set_limits(options.buffer);
         if moved {
             self.inner.outbox.reconnect_now();
         }

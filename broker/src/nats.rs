@@ -195,6 +195,11 @@ impl NatsPublisher {
         }
     }
 
+    /// New buffer bounds, deadline and policy, from the next publish.
+    pub fn set_buffer_limits(&self, limits: BufferLimits) {
+        self.inner.outbox.set_limits(limits);
+    }
+
     /// Whether the client is connected now.
     pub fn is_connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

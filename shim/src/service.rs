@@ -451,7 +451,16 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
         let route = Route::of(self.stage.get());
         if route.broker == Some(Role::Primary) && self.broker.has_spool() {
             let list = crate::split(messages)?;
-            self.broker.primary_batch(&list)?;
+            match self.broker.primary_batch(&list) {
+                Some(result) => result?,
+                // The spool was turned off meanwhile.
+                None => {
+                    for message in list {
+                        self.publish(message).await?;
+                    }
+                    return Ok(());
+                }
+            }
             if route.relay.is_some() {
                 for message in list {
                     self.relay.shadow(message);

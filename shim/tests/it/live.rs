@@ -457,3 +457,45 @@ async fn spool_max_bytes_changed_live_refuses_with_spool_full_and_a_locked_direc
     assert_eq!(first_arrivals(&on_md), outcomes.accepted, "every accepted message, in order, on the old topic");
     assert!(on_renamed.lock().unwrap().is_empty(), "the refused edit renamed nothing");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_built_from_a_settings_file_follows_its_edits_once_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let back = dir.path().join("broker.sock");
+    let _broker = broker(&back).await;
+    let ((on_a, _tap_a), (on_b, _tap_b)) = (tap_topic(&back, "md_a").await, tap_topic(&back, "md_b").await);
+    let rollout = format!(
+        "[rollout]\nfile = \"{}\"\ndefault_stage = \"broker\"\n",
+        dir.path().join("rollout.toml").display()
+    );
+    let file = dir.path().join("myc.toml");
+    let text = |topic: &str| settings(&back, "", &format!("{rollout}[topics]\nmarket_data = \"{topic}\"\n"));
+    std::fs::write(&file, text("md_a")).unwrap();
+    let publisher = Arc::new(ServicePublisher::from_settings_file(&file, "ported").await.unwrap());
+    let _live = publisher.follow_settings().expect("built from a settings file");
+    assert!(publisher.broker().primary_guard().is_some(), "the breaker and spool of [broker]");
+    let mut sequence = 0;
+    while on_a.lock().unwrap().is_empty() {
+        sequence += 1;
+        publisher.publish(&message(sequence)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    replace(&file, &text("md_b"));
+    let edited = Instant::now();
+    while on_b.lock().unwrap().is_empty() {
+        assert!(edited.elapsed() < Duration::from_secs(10), "the edit was never applied");
+        sequence += 1;
+        publisher.publish(&message(sequence)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_landed("the topic change", edited);
+    publisher.flush(Duration::from_secs(10)).await.unwrap();
+    let sent = usize::try_from(sequence).unwrap();
+    wait_until("every message", Duration::from_secs(10), || {
+        first_arrivals(&on_a).len() + first_arrivals(&on_b).len() >= sent
+    })
+    .await;
+    let mut union = [first_arrivals(&on_a), first_arrivals(&on_b)].concat();
+    union.sort_unstable();
+    assert_eq!(union, (1..=sequence).collect::<Vec<_>>(), "every message on one topic or the other");
+}

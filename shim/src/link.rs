@@ -316,7 +316,7 @@ impl RelayLink {
             }
             #[cfg(feature = "nats")]
             BrokerSide::Nats(path) => {
-                DownSource::Nats(path.publisher().client().clone(), path.publisher().subject(&topic))
+                DownSource::Nats(path.publisher().client(), path.publisher().subject(&topic))
             }
             BrokerSide::Unavailable(missing) => return Err(missing.error()),
         };

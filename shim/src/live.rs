@@ -7,8 +7,9 @@
 //!
 //! It deliberately does not validate the file (the settings watch hands
 //! over only files that loaded and validated) and does not rebuild paths:
-//! the NATS connection (`[nats]`) and `broker.backend` apply at the next
-//! start, and are reported so. What can still fail here — a new spool
+//! `broker.backend` and the NATS keys other than its servers (`urls`,
+//! `token`, `credentials_file`) apply at the next start, and are reported
+//! so. What can still fail here — a new spool
 //! directory that cannot be opened — is tried first, and a failure applies
 //! nothing: the last good settings stay, as for a file that does not load.
 
@@ -51,11 +52,15 @@ const LIVE_BROKER: &[&str] = &[
 /// Tables whose changes matter to a producer.
 const WATCHED: &[&str] = &["broker", "nats", "relay", "topics", "shadow"];
 
+/// `[nats]` keys applied at once.
+const LIVE_NATS: &[&str] = &["urls", "token", "credentials_file"];
+
 /// Whether a running producer applies `key` (`table.key`) at once.
 pub fn is_live(key: &str) -> bool {
     match key.split_once('.') {
         Some(("relay" | "topics" | "shadow", _)) => true,
         Some(("broker", key)) => LIVE_BROKER.contains(&key),
+        Some(("nats", key)) => LIVE_NATS.contains(&key),
         _ => false,
     }
 }
@@ -192,12 +197,13 @@ mod tests {
     }
 
     #[test]
-    fn every_producer_key_but_the_backend_and_nats_applies_live() {
+    fn every_producer_key_but_the_backend_and_the_nats_stream_applies_live() {
         for key in ["broker.buffer_policy", "broker.spool_dir", "relay.market_data", "topics.signal", "shadow.open_for"]
         {
             assert!(is_live(key), "{key}");
         }
-        for key in ["broker.backend", "nats.urls", "broker.server", "gate.min_messages"] {
+        assert!(is_live("nats.urls"));
+        for key in ["broker.backend", "nats.jetstream", "broker.server", "gate.min_messages"] {
             assert!(!is_live(key), "{key}");
         }
     }

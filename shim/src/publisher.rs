@@ -459,12 +459,30 @@ impl NatsBrokerPublisher {
         Ok(NatsBrokerPublisher::new(publisher, settings.topics.by_domain().map(str::to_owned)))
     }
 
-    /// Applies the buffer and topic settings of `settings` while running.
-    /// The connection settings (`[nats] urls, token, credentials_file`)
-    /// apply at the next start.
-    pub fn reconfigure(&self, settings: &myc_config::Settings) {
+    /// Applies the buffer, topic and server settings of `settings` while
+    /// running: new `[nats] urls, token, credentials_file` connect a new
+    /// client in the background and move the undelivered messages there.
+    ///
+    /// # Errors
+    /// A credentials file that cannot be read (nothing changes).
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<(), Error> {
+        let nats = &settings.nats;
+        let non_empty = |text: &str| Some(text.to_owned()).filter(|text| !text.is_empty());
+        let credentials = non_empty(&nats.credentials_file).map(PathBuf::from);
+        if let Some(path) = &credentials
+            && let Err(error) = std::fs::metadata(path)
+        {
+            return Err(Error::Settings(format!("NATS credentials {}: {error}", path.display())));
+        }
         self.publisher.set_buffer_limits(crate::buffer_limits(&settings.broker));
         self.topics.set(settings.topics.by_domain().map(str::to_owned));
+        let (publisher, urls, token) = (self.publisher.clone(), nats.urls.clone(), non_empty(&nats.token));
+        tokio::spawn(async move {
+            if let Err(error) = publisher.set_servers(urls, token, credentials).await {
+                tracing::warn!(%error, "the new NATS servers were not applied");
+            }
+        });
+        Ok(())
     }
 
     /// The NATS publisher underneath.
@@ -556,10 +574,7 @@ impl crate::live::Reconfigure for BrokerSide {
             #[cfg(feature = "broker")]
             BrokerSide::Mycelium(path) => path.reconfigure(settings).map(|()| true),
             #[cfg(feature = "nats")]
-            BrokerSide::Nats(path) => {
-                path.reconfigure(settings);
-                Ok(true)
-            }
+            BrokerSide::Nats(path) => path.reconfigure(settings).map(|()| true),
             BrokerSide::Unavailable(_) => Ok(false),
         }
     }

@@ -107,7 +107,9 @@ where
     if touched("broker.spool") {
         match guard {
             Some(guard) => guard.set_spool(PrimaryOptions::from_settings(&new.broker).spool)?,
-            None => later.extend(changed.iter().map(|(key, _)| key.as_str()).filter(|key| key.starts_with("broker.spool"))),
+            None => {
+                later.extend(changed.iter().map(|(key, _)| key.as_str()).filter(|key| key.starts_with("broker.spool")))
+            }
         }
     }
     let shown: Vec<String> = changed.iter().map(|(key, value)| format!("{key} = {value}")).collect();
@@ -116,7 +118,10 @@ where
         match publisher.broker().publisher().reconfigure(new) {
             Ok(true) => {}
             Ok(false) => later.extend(
-                changed.iter().map(|(key, _)| key.as_str()).filter(|key| key.starts_with("broker.") || key.starts_with("topics.")),
+                changed
+                    .iter()
+                    .map(|(key, _)| key.as_str())
+                    .filter(|key| key.starts_with("broker.") || key.starts_with("topics.")),
             ),
             Err(error) => tracing::warn!(%error, "broker path settings not applied"),
         }
@@ -149,7 +154,10 @@ where
 /// within the watch's debounce; stops when the returned guard drops. A
 /// change that cannot be applied is logged (WARN) and counted with the
 /// watch's refused edits; the last good settings stay.
-pub fn follow<R, B>(publisher: Arc<ServicePublisher<R, B>>, watched: &myc_config::Watched<Settings>) -> myc_transport::AbortOnDrop
+pub fn follow<R, B>(
+    publisher: Arc<ServicePublisher<R, B>>,
+    watched: &myc_config::Watched<Settings>,
+) -> myc_transport::AbortOnDrop
 where
     R: Publisher + Reconfigure + 'static,
     B: Publisher + Reconfigure + 'static,

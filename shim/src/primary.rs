@@ -413,8 +413,7 @@ impl PrimaryGuard {
     /// Spooled messages the path holds and has not acknowledged: still in
     /// the spool, so not lost if the path never delivers them.
     pub fn handed_in_spool(&self) -> u64 {
-        self.current_spool()
-            .map_or(0, |shared| shared.lock().handed.iter().map(|(first, last)| last - first + 1).sum())
+        self.current_spool().map_or(0, |shared| shared.lock().handed.iter().map(|(first, last)| last - first + 1).sum())
     }
 
     /// Messages in the spool now (0 without one).
@@ -528,11 +527,7 @@ impl PrimaryGuard {
     /// Publishes whole messages in order as [`PrimaryGuard::publish`]
     /// does, with one spool write for the batch; `None` (nothing done)
     /// when there is no spool in a policy now: publish them one by one.
-    pub(crate) fn publish_batch<P: Publisher>(
-        &self,
-        publisher: &P,
-        messages: &[&[u8]],
-    ) -> Option<Result<(), Error>> {
+    pub(crate) fn publish_batch<P: Publisher>(&self, publisher: &P, messages: &[&[u8]]) -> Option<Result<(), Error>> {
         let allowed = self.allows(publisher);
         let slot = self.spool.read().unwrap_or_else(PoisonError::into_inner);
         let shared = slot.as_ref()?;

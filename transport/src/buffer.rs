@@ -218,9 +218,8 @@ impl FrameBuffer {
         if let Some(reason) = &inner.closed {
             return Some(Err(PushError::Closed(reason.clone())));
         }
-        let fits = |inner: &Inner| {
-            inner.held_bytes + len <= limits.max_bytes && inner.held_frames < limits.max_messages
-        };
+        let fits =
+            |inner: &Inner| inner.held_bytes + len <= limits.max_bytes && inner.held_frames < limits.max_messages;
         if !fits(&inner) {
             match limits.policy {
                 FullPolicy::Block => return None,

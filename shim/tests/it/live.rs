@@ -162,9 +162,12 @@ async fn a_topic_renamed_live_applies_to_the_messages_published_after_it_and_los
     let back = dir.path().join("broker.sock");
     let _broker = broker(&back).await;
     let ((on_a, _tap_a), (on_b, _tap_b)) = (tap_topic(&back, "md_a").await, tap_topic(&back, "md_b").await);
-    let live =
-        Live::start(&dir.path().join("myc.toml"), &settings(&back, "", "[topics]\nmarket_data = \"md_a\"\n"), Stage::Broker)
-            .await;
+    let live = Live::start(
+        &dir.path().join("myc.toml"),
+        &settings(&back, "", "[topics]\nmarket_data = \"md_a\"\n"),
+        Stage::Broker,
+    )
+    .await;
     let producer = Producer::start(&live.publisher);
     producer.publishes_more(2_000).await;
     let edited = live.edit(&settings(&back, "", "[topics]\nmarket_data = \"md_b\"\n"));
@@ -196,8 +199,8 @@ async fn a_relay_socket_changed_live_moves_the_relay_path_and_loses_nothing_queu
     let ((on_a, _tap_a), (on_b, _tap_b)) = (tap_relay(&relay_a, &path_a).await, tap_relay(&relay_b, &path_b).await);
     let relay_lines = |path: &Path| format!("[relay]\nmarket_data = \"{}\"\n", path.display());
     let nowhere = dir.path().join("no-broker.sock");
-    let live = Live::start(&dir.path().join("myc.toml"), &settings(&nowhere, "", &relay_lines(&path_a)), Stage::Relay)
-        .await;
+    let live =
+        Live::start(&dir.path().join("myc.toml"), &settings(&nowhere, "", &relay_lines(&path_a)), Stage::Relay).await;
     let producer = Producer::start(&live.publisher);
     producer.publishes_more(2_000).await;
     let edited = live.edit(&settings(&nowhere, "", &relay_lines(&path_b)));
@@ -415,7 +418,8 @@ async fn spool_max_bytes_changed_live_refuses_with_spool_full_and_a_locked_direc
     let (on_md, _tap) = tap_topic(&back, "market_data").await;
     let (on_renamed, _tap_renamed) = tap_topic(&back, "renamed").await;
     let (spool_dir, taken) = (dir.path().join("spool"), dir.path().join("taken"));
-    let text = |at: &Path, max_bytes: u64, topics: &str| settings(&front, &spool_lines("always", at, max_bytes), topics);
+    let text =
+        |at: &Path, max_bytes: u64, topics: &str| settings(&front, &spool_lines("always", at, max_bytes), topics);
     let live = Live::start(&dir.path().join("myc.toml"), &text(&spool_dir, 1 << 30, ""), Stage::Broker).await;
     let guard = live.publisher.broker().primary_guard().unwrap();
     let producer = Producer::start(&live.publisher);
@@ -426,10 +430,8 @@ async fn spool_max_bytes_changed_live_refuses_with_spool_full_and_a_locked_direc
     let (_other, _) = myc_transport::Spool::open(myc_transport::SpoolOptions::new(&taken)).unwrap();
     let refused_edits = live.watched.counts().rejected.get();
     live.edit(&text(&taken, 1 << 30, "[topics]\nmarket_data = \"renamed\"\n"));
-    wait_until("the edit is refused", Duration::from_secs(10), || {
-        live.watched.counts().rejected.get() > refused_edits
-    })
-    .await;
+    wait_until("the edit is refused", Duration::from_secs(10), || live.watched.counts().rejected.get() > refused_edits)
+        .await;
     producer.publishes_more(2_000).await;
     assert_eq!(guard.spool_options().unwrap().0.dir, spool_dir, "the spool stays");
 
@@ -464,10 +466,8 @@ async fn a_publisher_built_from_a_settings_file_follows_its_edits_once_asked() {
     let back = dir.path().join("broker.sock");
     let _broker = broker(&back).await;
     let ((on_a, _tap_a), (on_b, _tap_b)) = (tap_topic(&back, "md_a").await, tap_topic(&back, "md_b").await);
-    let rollout = format!(
-        "[rollout]\nfile = \"{}\"\ndefault_stage = \"broker\"\n",
-        dir.path().join("rollout.toml").display()
-    );
+    let rollout =
+        format!("[rollout]\nfile = \"{}\"\ndefault_stage = \"broker\"\n", dir.path().join("rollout.toml").display());
     let file = dir.path().join("myc.toml");
     let text = |topic: &str| settings(&back, "", &format!("{rollout}[topics]\nmarket_data = \"{topic}\"\n"));
     std::fs::write(&file, text("md_a")).unwrap();

@@ -117,14 +117,26 @@ pub struct NatsCounters {
 struct Inner {
     outbox: Outbox,
     counters: NatsCounters,
+    /// The options it started with (the servers in force are `servers`).
     options: NatsOptions,
+    /// The servers' options (`urls`, `token`, `credentials_file`) and the
+    /// client connected to them; replaced by [`NatsPublisher::set_servers`].
+    servers: std::sync::Mutex<(NatsOptions, async_nats::Client)>,
+    /// Bumped at each change of servers: the drain task sends the block it
+    /// holds again, whole, to the new ones.
+    moved: tokio::sync::watch::Sender<u64>,
+}
+
+impl Inner {
+    fn client(&self) -> async_nats::Client {
+        self.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
 }
 
 /// Publishes Protocol V2 messages to NATS subjects, buffered.
 #[derive(Clone)]
 pub struct NatsPublisher {
     inner: Arc<Inner>,
-    client: async_nats::Client,
     _task: Arc<AbortOnDrop>,
 }
 
@@ -150,10 +162,39 @@ impl NatsPublisher {
         let inner = Arc::new(Inner {
             outbox: Outbox::new(options.buffer, frame_len),
             counters: NatsCounters::default(),
+            servers: std::sync::Mutex::new((options.clone(), client)),
             options,
+            moved: tokio::sync::watch::channel(0).0,
         });
-        let task = AbortOnDrop::spawn(drain(Arc::clone(&inner), client.clone()));
-        Ok(NatsPublisher { inner, client, _task: Arc::new(task) })
+        let task = AbortOnDrop::spawn(drain(Arc::clone(&inner)));
+        Ok(NatsPublisher { inner, _task: Arc::new(task) })
+    }
+
+    /// Moves to other servers while running (`urls`, `token`,
+    /// `credentials_file`): a client for them is made, the block being
+    /// delivered goes again, whole, to them (JetStream drops the duplicates
+    /// by message id; core NATS may deliver it twice, counted in
+    /// `retried`), and the old client is flushed and closed. Unchanged
+    /// servers change nothing.
+    ///
+    /// # Errors
+    /// Options NATS refuses at once (an unreadable credentials file);
+    /// nothing changes then.
+    pub async fn set_servers(
+        &self,
+        urls: Vec<String>,
+        token: Option<String>,
+        credentials_file: Option<PathBuf>,
+    ) -> Result<(), Error> {
+        let mut options = self.inner.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0.clone();
+        if (&options.urls, &options.token, &options.credentials_file) == (&urls, &token, &credentials_file) {
+            return Ok(());
+        }
+        (options.urls, options.token, options.credentials_file) = (urls, token, credentials_file);
+        let client = connect_options(&options).await?.connect(&options.urls).await.map_err(nats_error)?;
+        *self.inner.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (options, client);
+        self.inner.moved.send_modify(|generation| *generation += 1);
+        Ok(())
     }
 
     /// Buffers `message` for `topic`, waiting for room up to the deadline
@@ -189,15 +230,21 @@ impl NatsPublisher {
             Flushed::GaveUp(reason) => return Err(Error::Buffer(myc_transport::PushError::Closed(reason))),
         }
         // Core NATS: handed over is not yet sent; its own flush says sent.
-        match tokio::time::timeout(deadline.saturating_sub(started.elapsed()), self.client.flush()).await {
+        let client = self.inner.client();
+        match tokio::time::timeout(deadline.saturating_sub(started.elapsed()), client.flush()).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(Error::FlushTimeout { pending: 0 }),
         }
     }
 
+    /// New buffer bounds, deadline and policy, from the next publish.
+    pub fn set_buffer_limits(&self, limits: BufferLimits) {
+        self.inner.outbox.set_limits(limits);
+    }
+
     /// Whether the client is connected now.
     pub fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.inner.client().connection_state() == async_nats::connection::State::Connected
     }
 
     /// Bytes buffered now (queued or awaiting delivery).
@@ -220,9 +267,9 @@ impl NatsPublisher {
         format!("{}{topic}", self.inner.options.subject_prefix)
     }
 
-    /// The async-nats client underneath (taps, tests).
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
+    /// The async-nats client underneath now (taps, tests).
+    pub fn client(&self) -> async_nats::Client {
+        self.inner.client()
     }
 }
 
@@ -273,26 +320,84 @@ fn nats_error(error: impl std::fmt::Display) -> Error {
     Error::Protocol(format!("NATS: {error}"))
 }
 
-/// Takes blocks from the buffer and delivers them, in order.
-async fn drain(inner: Arc<Inner>, client: async_nats::Client) {
-    let jetstream =
-        if inner.options.jetstream { Some(ensure_stream(&inner.options, client.clone()).await) } else { None };
+/// Takes blocks from the buffer and delivers them, in order; after a change
+/// of servers the block in hand goes again, whole, to the new ones.
+async fn drain(inner: Arc<Inner>) {
+    let mut moved = inner.moved.subscribe();
+    let (mut client, mut jetstream) = connected(&inner, &mut moved).await;
     loop {
         let (chunk, frames) = inner.outbox.next_chunk().await;
-        let messages = split(&chunk, &inner.options.subject_prefix);
-        match &jetstream {
-            None => {
-                for (subject, payload) in messages {
-                    // Errs only once the client is closed for good.
-                    if let Err(error) = client.publish(subject, payload).await {
-                        tracing::warn!(%error, "NATS publish failed");
-                    }
-                }
+        loop {
+            if moved.has_changed().unwrap_or(false) {
+                (client, jetstream) = switch(&inner, &mut moved, client).await;
             }
-            Some(context) => publish_acknowledged(&inner, context, messages).await,
+            let messages = split(&chunk, &inner.options.subject_prefix);
+            let delivered = tokio::select! {
+                () = deliver(&inner, &client, jetstream.as_ref(), messages) => true,
+                _ = moved.changed() => false,
+            };
+            if delivered {
+                break;
+            }
+            inner.counters.retried.fetch_add(frames as u64, Ordering::Relaxed);
+            tracing::info!(frames, "NATS servers changed: the block in hand goes again to the new ones");
         }
         inner.outbox.settle(frames, chunk.len(), false);
         inner.outbox.recycle(chunk);
+    }
+}
+
+/// The client in force and, with JetStream, its stream (waiting for it
+/// until it exists or the servers change again).
+async fn connected(
+    inner: &Inner,
+    moved: &mut tokio::sync::watch::Receiver<u64>,
+) -> (async_nats::Client, Option<async_nats::jetstream::Context>) {
+    loop {
+        moved.borrow_and_update();
+        let client = inner.client();
+        if !inner.options.jetstream {
+            return (client, None);
+        }
+        tokio::select! {
+            context = ensure_stream(&inner.options, client.clone()) => return (client, Some(context)),
+            _ = moved.changed() => {}
+        }
+    }
+}
+
+/// Takes the new servers' client; the old one is flushed (what it holds
+/// reaches the old servers if they are there) and closed off this task.
+async fn switch(
+    inner: &Inner,
+    moved: &mut tokio::sync::watch::Receiver<u64>,
+    old: async_nats::Client,
+) -> (async_nats::Client, Option<async_nats::jetstream::Context>) {
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(2), old.flush()).await;
+        drop(old);
+    });
+    connected(inner, moved).await
+}
+
+/// Delivers one block: core NATS hands each message over; JetStream waits
+/// for every acknowledgement.
+async fn deliver(
+    inner: &Inner,
+    client: &async_nats::Client,
+    jetstream: Option<&async_nats::jetstream::Context>,
+    messages: Vec<(async_nats::Subject, Bytes)>,
+) {
+    match jetstream {
+        None => {
+            for (subject, payload) in messages {
+                // Errs only once the client is closed for good.
+                if let Err(error) = client.publish(subject, payload).await {
+                    tracing::warn!(%error, "NATS publish failed");
+                }
+            }
+        }
+        Some(context) => publish_acknowledged(inner, context, messages).await,
     }
 }
 

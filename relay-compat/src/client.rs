@@ -73,7 +73,11 @@ pub struct RelayCounters {
 }
 
 struct Inner {
+    /// The options it started with; the socket in force is `path`.
     options: RelayClientOptions,
+    /// The relay's socket now: read at each connection attempt, changed
+    /// live by [`RelayClient::reconfigure`].
+    path: std::sync::Mutex<PathBuf>,
     outbox: Outbox,
     counters: RelayCounters,
 }
@@ -87,7 +91,7 @@ pub struct RelayClient {
 
 impl std::fmt::Debug for RelayClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RelayClient").field("path", &self.inner.options.path).finish_non_exhaustive()
+        f.debug_struct("RelayClient").field("path", &self.inner.path()).finish_non_exhaustive()
     }
 }
 
@@ -96,13 +100,14 @@ impl RelayClient {
     pub fn start(options: RelayClientOptions) -> RelayClient {
         let inner = Arc::new(Inner {
             outbox: Outbox::new(options.buffer, message_len),
+            path: std::sync::Mutex::new(options.path.clone()),
             options,
             counters: RelayCounters::default(),
         });
         let task = AbortOnDrop::spawn({
             let inner = Arc::clone(&inner);
             async move {
-                let link = RelayLink { inner: Arc::clone(&inner) };
+                let link = RelayLink { inner: Arc::clone(&inner), unwritten: None };
                 myc_transport::reconnect(&inner.outbox, inner.options.reconnect, link, |attempts| {
                     Error::MaxReconnectsExceeded(attempts).to_string()
                 })
@@ -110,6 +115,30 @@ impl RelayClient {
             }
         });
         RelayClient { inner, _task: Arc::new(task) }
+    }
+
+    /// Applies new settings while running: the socket `path`, the buffer's
+    /// bounds and policy (from the next publish) and the reconnect settings
+    /// (from the next attempt). A new socket drops the connection and
+    /// connects there at once; what the old one had not written is written
+    /// to the new one, so nothing queued is lost.
+    pub fn reconfigure(&self, path: &std::path::Path, buffer: BufferLimits, reconnect: ReconnectOptions) {
+        let moved = {
+            let mut now = self.inner.path.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let moved = now.as_path() != path;
+            path.clone_into(&mut now);
+            moved
+        };
+        self.inner.outbox.set_limits(buffer);
+        self.inner.outbox.set_reconnect_options(reconnect);
+        if moved {
+            self.inner.outbox.reconnect_now();
+        }
+    }
+
+    /// The relay socket in force.
+    pub fn path(&self) -> PathBuf {
+        self.inner.path()
     }
 
     /// Queues one whole Protocol V2 message, waiting only for buffer room.
@@ -181,10 +210,20 @@ fn check(message: &[u8]) -> Result<(), Error> {
     }
 }
 
+impl Inner {
+    fn path(&self) -> PathBuf {
+        self.path.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
 /// The relay side of [`reconnect`]: dial, send the identification header,
 /// write blocks until the relay goes away.
 struct RelayLink {
     inner: Arc<Inner>,
+    /// A block taken from the outbox whose write was cut short by a live
+    /// socket change (the session dropped mid-write): written first by the
+    /// next session, so it is neither lost nor left holding buffer room.
+    unwritten: Option<(bytes::Bytes, usize)>,
 }
 
 impl Link for RelayLink {
@@ -192,7 +231,7 @@ impl Link for RelayLink {
     type Error = Error;
 
     async fn connect(&mut self) -> Result<Stream, Error> {
-        let endpoint = Endpoint::Unix(self.inner.options.path.clone());
+        let endpoint = Endpoint::Unix(self.inner.path());
         let mut stream = endpoint.connect().await?;
         let options = &self.inner.options;
         let mut identification = Header::identification(options.domain, options.source);
@@ -208,7 +247,7 @@ impl Link for RelayLink {
     }
 
     fn peer(&self) -> String {
-        format!("unix:{}", self.inner.options.path.display())
+        format!("unix:{}", self.inner.path().display())
     }
 
     async fn run(&mut self, stream: Stream) -> Result<(), Error> {
@@ -219,11 +258,17 @@ impl Link for RelayLink {
         let closed = async { while matches!(read_half.read(&mut probe).await, Ok(n) if n > 0) {} };
         tokio::pin!(closed);
         loop {
-            let (chunk, frames) = tokio::select! {
-                () = &mut closed => return Ok(()),
-                chunk = inner.outbox.next_chunk() => chunk,
+            let (chunk, frames) = match self.unwritten.take() {
+                Some(unwritten) => unwritten,
+                None => tokio::select! {
+                    () = &mut closed => return Ok(()),
+                    chunk = inner.outbox.next_chunk() => chunk,
+                },
             };
+            // Kept until settled: this future may be dropped mid-write.
+            self.unwritten = Some((chunk.clone(), frames));
             let written = write_half.write_all(&chunk).await;
+            self.unwritten = None;
             let (messages, bytes) = (frames as u64, chunk.len() as u64);
             inner.outbox.settle(frames, chunk.len(), written.is_err());
             if let Err(source) = written {

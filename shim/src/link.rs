@@ -316,9 +316,7 @@ impl RelayLink {
                 DownSource::Mycelium(myc_broker::Client::start(options))
             }
             #[cfg(feature = "nats")]
-            BrokerSide::Nats(path) => {
-                DownSource::Nats(path.publisher().client().clone(), path.publisher().subject(&topic))
-            }
+            BrokerSide::Nats(path) => DownSource::Nats(path.publisher().client(), path.publisher().subject(&topic)),
             BrokerSide::Unavailable(missing) => return Err(missing.error()),
         };
         let (ready, _) = watch::channel(false);

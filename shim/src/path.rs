@@ -4,7 +4,7 @@
 //! blocks, slows or fails the primary.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use myc_transport::{BreakerOptions, BreakerState, PublishBreaker};
@@ -69,7 +69,9 @@ impl ShadowLimits {
 pub struct GuardedPath<P> {
     publisher: P,
     counters: Arc<PathCounters>,
-    queue_bytes: usize,
+    /// The shadow queue's bound ([`ShadowLimits::queue_bytes`]); changed
+    /// live by [`GuardedPath::set_shadow_limits`].
+    queue_bytes: AtomicUsize,
     breaker: PublishBreaker,
     /// Whether the breaker has seen a failure not yet cleared by a success
     /// (or is open): while false, the shadow skips the breaker's lock.
@@ -84,7 +86,7 @@ impl<P: Publisher> GuardedPath<P> {
         GuardedPath {
             publisher,
             counters: Arc::default(),
-            queue_bytes: shadow.queue_bytes,
+            queue_bytes: AtomicUsize::new(shadow.queue_bytes),
             breaker: PublishBreaker::new(Some(shadow.breaker)),
             tripped: AtomicBool::new(false),
             guard: None,
@@ -101,6 +103,15 @@ impl<P: Publisher> GuardedPath<P> {
     {
         self.guard = Some(PrimaryGuard::start(self.publisher.clone(), options)?);
         Ok(())
+    }
+
+    /// New shadow limits, in force from the next shadow publish; the
+    /// shadow breaker starts closed under them.
+    pub fn set_shadow_limits(&self, shadow: ShadowLimits) {
+        self.queue_bytes.store(shadow.queue_bytes, Ordering::Relaxed);
+        self.breaker.set(shadow.breaker);
+        self.tripped.store(false, Ordering::Relaxed);
+        self.breaker_state();
     }
 
     /// Copies the path's own counts (reconnects, resends) into the
@@ -202,17 +213,15 @@ impl<P: Publisher> GuardedPath<P> {
     }
 
     /// As the primary with a spool: whole messages, in order, one spool
-    /// write for the batch; never waits.
-    pub(crate) fn primary_batch(&self, messages: &[&[u8]]) -> Result<(), Error> {
-        let result = match &self.guard {
-            Some(guard) => guard.publish_batch(&self.publisher, messages),
-            None => Err(Error::Settings("a batch through the guard needs a spool".to_owned())),
-        };
+    /// write for the batch; never waits. `None` (nothing done) when there
+    /// is no spool taking messages now: publish them one by one.
+    pub(crate) fn primary_batch(&self, messages: &[&[u8]]) -> Option<Result<(), Error>> {
+        let result = self.guard.as_ref()?.publish_batch(&self.publisher, messages)?;
         match &result {
             Ok(()) => self.counters.published.inc_by(messages.len() as u64),
             Err(_) => self.counters.failed.inc_by(messages.len() as u64),
         };
-        result
+        Some(result)
     }
 
     fn count(&self, result: &Result<(), Error>) {
@@ -234,7 +243,7 @@ impl<P: Publisher> GuardedPath<P> {
             self.counters.shadow_dropped.inc();
             return false;
         }
-        let accepted = self.publisher.buffered_bytes() + message.len() <= self.queue_bytes
+        let accepted = self.publisher.buffered_bytes() + message.len() <= self.queue_bytes.load(Ordering::Relaxed)
             && self.publisher.try_publish(message).is_ok();
         if accepted {
             self.counters.published.inc();
@@ -261,7 +270,7 @@ impl<P: Publisher> GuardedPath<P> {
             return 0;
         }
         // The queue bound is asked once for the run: what fits is taken.
-        let room = self.queue_bytes.saturating_sub(self.publisher.buffered_bytes());
+        let room = self.queue_bytes.load(Ordering::Relaxed).saturating_sub(self.publisher.buffered_bytes());
         let mut fits = 0;
         for message in Messages(messages) {
             match message {

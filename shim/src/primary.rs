@@ -15,7 +15,7 @@
 //! shadow role (the shadow has its own guard and never fails the producer).
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use myc_transport::{AbortOnDrop, BreakerOptions, BreakerState, CircuitBreaker, Spool, SpoolOptions};
@@ -120,6 +120,8 @@ impl Breaker {
 #[derive(Debug)]
 struct SpoolState {
     spool: Spool,
+    /// How it takes messages now (changed live).
+    mode: Mode,
     /// Spooled messages handed to the path, as ranges (first, last) of the
     /// path's accepted count: each leaves the spool when the acknowledged
     /// count reaches it.
@@ -163,11 +165,22 @@ impl SpoolState {
     }
 }
 
+/// How a spool takes messages now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// As the settings say.
+    Policy(SpoolPolicy),
+    /// The settings turned the spool off while it held messages: a new
+    /// message still queues behind them (to keep the order) while any are
+    /// unread, and goes straight to the path after; once the spool is empty
+    /// the pump closes it (releasing its directory).
+    Draining,
+}
+
 #[derive(Debug)]
 struct SpoolShared {
-    policy: SpoolPolicy,
     state: Mutex<SpoolState>,
-    /// Wakes the pump: something was spooled.
+    /// Wakes the pump: something was spooled, or the mode changed.
     wake: Notify,
 }
 
@@ -177,14 +190,37 @@ impl SpoolShared {
     }
 }
 
+/// The spool in force, if any: replaced live by [`PrimaryGuard::set_spool`]
+/// and emptied by the pump of a drained spool. Lock order: this slot, then
+/// the spool's state.
+type Slot = Arc<RwLock<Option<Arc<SpoolShared>>>>;
+
+/// Starts the pump of a spool (it holds a clone of the path).
+type PumpStarter = Box<dyn Fn(Arc<SpoolShared>) -> AbortOnDrop + Send + Sync>;
+
 /// The guard (see the module documentation).
-#[derive(Debug)]
 pub struct PrimaryGuard {
-    breaker: Option<Mutex<Breaker>>,
-    spool: Option<Arc<SpoolShared>>,
+    /// Always there: `breaker_failures = 0` is a threshold no path reaches,
+    /// so the settings can turn it on and off live.
+    breaker: Mutex<Breaker>,
+    spool: Slot,
     counters: Arc<GuardCounters>,
-    /// The pump, stopped with the guard.
-    _pump: Option<AbortOnDrop>,
+    /// The pump of the spool in the slot; replaced (the old one stopped)
+    /// with the spool.
+    pump: Mutex<Option<AbortOnDrop>>,
+    start_pump: PumpStarter,
+    /// Whether the path learns what was delivered (a spool needs that).
+    spool_capable: bool,
+}
+
+impl std::fmt::Debug for PrimaryGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PrimaryGuard")
+            .field("breaker", &self.breaker)
+            .field("spool", &self.spool)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The breaker state as exported: 0 closed, 1 open, 2 half-open.
@@ -194,6 +230,11 @@ fn gauge_value(state: BreakerState) -> i64 {
         BreakerState::Open => 1,
         BreakerState::HalfOpen => 2,
     }
+}
+
+/// The breaker `failures` and `open_for` describe (0: never opens).
+fn breaker_of(failures: u32, open_for: Duration) -> CircuitBreaker {
+    CircuitBreaker::new(if failures == 0 { u32::MAX } else { failures }, open_for)
 }
 
 /// The largest read the pump hands to the path at once.
@@ -211,54 +252,152 @@ impl PrimaryGuard {
         P: Publisher + Clone + 'static,
     {
         let counters = Arc::new(GuardCounters::default());
-        let breaker = options.breaker.map(|options| {
-            let progress = publisher.progress().unwrap_or_default();
-            Mutex::new(Breaker {
-                breaker: CircuitBreaker::with_options(options),
-                failures_seen: progress.connect_failures,
-                connects_seen: progress.connects,
-            })
+        let progress = publisher.progress();
+        let breaker = options.breaker.map_or_else(
+            || breaker_of(0, Duration::from_secs(1)),
+            |options| breaker_of(options.failure_threshold, options.open_for),
+        );
+        let breaker = Mutex::new(Breaker {
+            breaker,
+            failures_seen: progress.unwrap_or_default().connect_failures,
+            connects_seen: progress.unwrap_or_default().connects,
         });
-        let mut spool = None;
-        let mut pump = None;
-        if let Some((policy, spool_options)) = options.spool {
-            if publisher.progress().is_none() {
-                return Err(Error::Settings("a spool needs a path that learns what was delivered".to_owned()));
-            }
-            let (opened, recovery) = Spool::open(spool_options).map_err(Error::Spool)?;
-            counters.spool_truncated.inc_by(recovery.truncated.len() as u64);
-            counters.spool_corrupt.inc_by(recovery.corrupt.len() as u64);
-            if recovery.messages > 0 {
-                tracing::info!(
-                    dir = %opened.dir().display(),
-                    messages = recovery.messages,
-                    bytes = recovery.bytes,
-                    "spool holds messages from an earlier run; they are sent first"
-                );
-            }
-            let shared = Arc::new(SpoolShared {
-                policy,
-                state: Mutex::new(SpoolState { spool: opened, handed: VecDeque::new() }),
-                wake: Notify::new(),
-            });
-            pump = Some(AbortOnDrop::spawn(run_pump(publisher, Arc::clone(&shared), Arc::clone(&counters))));
-            spool = Some(shared);
-        }
-        let guard = PrimaryGuard { breaker, spool, counters, _pump: pump };
+        let slot: Slot = Arc::default();
+        let start_pump: PumpStarter = {
+            let (counters, slot) = (Arc::clone(&counters), Arc::clone(&slot));
+            Box::new(move |shared| {
+                AbortOnDrop::spawn(run_pump(publisher.clone(), shared, Arc::clone(&counters), Arc::clone(&slot)))
+            })
+        };
+        let guard = PrimaryGuard {
+            breaker,
+            spool: slot,
+            counters,
+            pump: Mutex::new(None),
+            start_pump,
+            spool_capable: progress.is_some(),
+        };
+        guard.set_spool(options.spool)?;
         guard.update_gauges();
         Ok(guard)
     }
 
     /// Applies new breaker settings (the breaker starts closed under
-    /// them); a guard started without a breaker keeps none, and
-    /// `failures` 0 leaves it closed for good.
+    /// them); `failures` 0 turns it off.
     pub fn set_breaker(&self, failures: u32, open_for: Duration) {
-        let Some(breaker) = &self.breaker else { return };
-        let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
-        let threshold = if failures == 0 { u32::MAX } else { failures };
-        breaker.breaker = CircuitBreaker::new(threshold, open_for);
-        drop(breaker);
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner).breaker = breaker_of(failures, open_for);
         self.update_gauges();
+    }
+
+    /// Applies new spool settings while running, without losing or
+    /// reordering a message:
+    ///
+    /// * none before: the spool is opened (what it holds from an earlier
+    ///   run is sent first, as at a start);
+    /// * the same directory: the policy, `max_bytes` and `fsync_every`
+    ///   apply from the next publish;
+    /// * another directory: it must hold no messages; everything the old
+    ///   spool holds is copied there in order (and synced) before the old
+    ///   one is emptied and released;
+    /// * none now: the spool drains — new messages queue behind what is
+    ///   unread, then go straight to the path — and is closed once empty.
+    ///
+    /// # Errors
+    /// The new spool cannot be opened, holds messages of another run, or
+    /// the copy failed; nothing changes then.
+    pub fn set_spool(&self, wanted: Option<(SpoolPolicy, SpoolOptions)>) -> Result<(), Error> {
+        let current = self.current_spool();
+        let moving = match (&current, &wanted) {
+            (Some(current), Some((_, options))) => current.lock().spool.dir() != options.dir,
+            (None, Some(_)) => true,
+            _ => false,
+        };
+        // Opened before taking the slot: publishers keep going meanwhile.
+        let opened = match &wanted {
+            Some((policy, options)) if moving => Some(self.open_spool(*policy, options.clone(), current.is_some())?),
+            _ => None,
+        };
+        let mut slot = self.spool.write().unwrap_or_else(PoisonError::into_inner);
+        match (slot.clone(), wanted, opened) {
+            (old, Some(_), Some(new)) => {
+                if let Some(old) = old {
+                    let mut old_state = old.lock();
+                    let mut new_state = new.lock();
+                    let moved = move_spool(&mut old_state, &mut new_state)?;
+                    tracing::info!(
+                        from = %old_state.spool.dir().display(),
+                        to = %new_state.spool.dir().display(),
+                        messages = moved,
+                        "spool moved to its new directory"
+                    );
+                }
+                *slot = Some(Arc::clone(&new));
+                new.wake.notify_one();
+                *self.pump.lock().unwrap_or_else(PoisonError::into_inner) = Some((self.start_pump)(new));
+            }
+            (Some(shared), Some((policy, options)), None) => {
+                let mut state = shared.lock();
+                state.mode = Mode::Policy(policy);
+                state.spool.set_limits(options.max_bytes, options.fsync_every).map_err(Error::Spool)?;
+                drop(state);
+                shared.wake.notify_one();
+            }
+            (Some(shared), None, _) => {
+                let mut state = shared.lock();
+                if state.mode != Mode::Draining {
+                    state.mode = Mode::Draining;
+                    tracing::info!(
+                        dir = %state.spool.dir().display(),
+                        messages = state.spool.messages(),
+                        "spool turned off: it closes once what it holds is delivered"
+                    );
+                }
+                drop(state);
+                shared.wake.notify_one();
+            }
+            (None, Some((policy, options)), None) => {
+                // A drained spool of this directory closed meanwhile.
+                let new = self.open_spool(policy, options, true)?;
+                *slot = Some(Arc::clone(&new));
+                *self.pump.lock().unwrap_or_else(PoisonError::into_inner) = Some((self.start_pump)(new));
+            }
+            (None, None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Opens the spool `options` describe for the policy; `live` says the
+    /// producer is already running (the directory must then be empty).
+    fn open_spool(&self, policy: SpoolPolicy, options: SpoolOptions, live: bool) -> Result<Arc<SpoolShared>, Error> {
+        if !self.spool_capable {
+            return Err(Error::Settings("a spool needs a path that learns what was delivered".to_owned()));
+        }
+        let (opened, recovery) = Spool::open(options).map_err(Error::Spool)?;
+        if live && recovery.messages > 0 {
+            return Err(Error::Settings(format!(
+                "spool_dir {} holds {} messages of another run: move the spool there at a restart, or empty it",
+                opened.dir().display(),
+                recovery.messages
+            )));
+        }
+        self.counters.spool_truncated.inc_by(recovery.truncated.len() as u64);
+        self.counters.spool_corrupt.inc_by(recovery.corrupt.len() as u64);
+        if recovery.messages > 0 {
+            tracing::info!(
+                dir = %opened.dir().display(),
+                messages = recovery.messages,
+                bytes = recovery.bytes,
+                "spool holds messages from an earlier run; they are sent first"
+            );
+        }
+        Ok(Arc::new(SpoolShared {
+            state: Mutex::new(SpoolState { spool: opened, handed: VecDeque::new(), mode: Mode::Policy(policy) }),
+            wake: Notify::new(),
+        }))
+    }
+
+    fn current_spool(&self) -> Option<Arc<SpoolShared>> {
+        self.spool.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// The counters.
@@ -266,29 +405,39 @@ impl PrimaryGuard {
         &self.counters
     }
 
-    /// The breaker's state now (closed when there is none).
+    /// The breaker's state now.
     pub fn breaker_state(&self) -> BreakerState {
-        self.breaker.as_ref().map_or(BreakerState::Closed, |breaker| {
-            breaker.lock().unwrap_or_else(PoisonError::into_inner).breaker.state(Instant::now())
-        })
+        self.breaker.lock().unwrap_or_else(PoisonError::into_inner).breaker.state(Instant::now())
     }
 
     /// Spooled messages the path holds and has not acknowledged: still in
     /// the spool, so not lost if the path never delivers them.
     pub fn handed_in_spool(&self) -> u64 {
-        self.spool.as_ref().map_or(0, |shared| shared.lock().handed.iter().map(|(first, last)| last - first + 1).sum())
+        self.current_spool().map_or(0, |shared| shared.lock().handed.iter().map(|(first, last)| last - first + 1).sum())
     }
 
     /// Messages in the spool now (0 without one).
     pub fn spooled_now(&self) -> u64 {
-        self.spool.as_ref().map_or(0, |shared| shared.lock().spool.messages())
+        self.current_spool().map_or(0, |shared| shared.lock().spool.messages())
+    }
+
+    /// The spool's directory and options in force, and whether it is
+    /// draining (turned off, closing once empty); `None` without a spool.
+    pub fn spool_options(&self) -> Option<(SpoolOptions, Option<SpoolPolicy>)> {
+        self.current_spool().map(|shared| {
+            let state = shared.lock();
+            let policy = match state.mode {
+                Mode::Policy(policy) => Some(policy),
+                Mode::Draining => None,
+            };
+            (state.spool.options().clone(), policy)
+        })
     }
 
     /// Whether the breaker lets a publish through now.
     fn allows<P: Publisher>(&self, publisher: &P) -> bool {
-        let Some(breaker) = &self.breaker else { return true };
         let now = Instant::now();
-        let mut breaker = breaker.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut breaker = self.breaker.lock().unwrap_or_else(PoisonError::into_inner);
         breaker.observe(publisher.progress(), now);
         let allowed = breaker.breaker.allow(now);
         let state = breaker.breaker.state(now);
@@ -301,9 +450,8 @@ impl PrimaryGuard {
     }
 
     fn record(&self, result: &Result<(), Error>) {
-        let Some(breaker) = &self.breaker else { return };
         if result.is_err() {
-            breaker.lock().unwrap_or_else(PoisonError::into_inner).breaker.on_failure(Instant::now());
+            self.breaker.lock().unwrap_or_else(PoisonError::into_inner).breaker.on_failure(Instant::now());
             self.update_gauges();
         }
     }
@@ -317,18 +465,29 @@ impl PrimaryGuard {
     /// when `wait` and there is no spool.
     pub(crate) async fn publish<P: Publisher>(&self, publisher: &P, message: &[u8], wait: bool) -> Result<(), Error> {
         let allowed = self.allows(publisher);
-        let Some(shared) = &self.spool else {
-            if !allowed {
-                return Err(Error::CircuitOpen);
-            }
-            let result = if wait { publisher.publish(message).await } else { publisher.try_publish(message) };
-            self.record(&result);
+        if let Some(result) = self.publish_spooled(publisher, message, allowed) {
             return result;
-        };
+        }
+        if !allowed {
+            return Err(Error::CircuitOpen);
+        }
+        let result = if wait { publisher.publish(message).await } else { publisher.try_publish(message) };
+        self.record(&result);
+        result
+    }
+
+    /// The spool's part of [`PrimaryGuard::publish`]; `None` when there is
+    /// no spool, or a draining one with nothing unread (the message then
+    /// goes as without a spool).
+    fn publish_spooled<P: Publisher>(&self, publisher: &P, message: &[u8], allowed: bool) -> Option<Result<(), Error>> {
+        let slot = self.spool.read().unwrap_or_else(PoisonError::into_inner);
+        let shared = slot.as_ref()?;
         let mut state = shared.lock();
-        let handed_now = match shared.policy {
-            SpoolPolicy::Always => {
-                self.append(&mut state, &[message])?;
+        let handed_now = match state.mode {
+            Mode::Policy(SpoolPolicy::Always) => {
+                if let Err(error) = self.append(&mut state, &[message]) {
+                    return Some(Err(error));
+                }
                 // Straight to the path too when nothing spooled waits before it.
                 if allowed && state.spool.unread() == 1 && publisher.try_publish(message).is_ok() {
                     state.spool.skip(1);
@@ -339,11 +498,22 @@ impl PrimaryGuard {
                     false
                 }
             }
-            SpoolPolicy::Overflow => {
+            Mode::Policy(SpoolPolicy::Overflow) => {
                 if allowed && state.spool.unread() == 0 && publisher.try_publish(message).is_ok() {
-                    return Ok(());
+                    return Some(Ok(()));
                 }
-                self.append(&mut state, &[message])?;
+                if let Err(error) = self.append(&mut state, &[message]) {
+                    return Some(Err(error));
+                }
+                false
+            }
+            Mode::Draining => {
+                if state.spool.unread() == 0 {
+                    return None;
+                }
+                if let Err(error) = self.append(&mut state, &[message]) {
+                    return Some(Err(error));
+                }
                 false
             }
         };
@@ -351,21 +521,23 @@ impl PrimaryGuard {
         if !handed_now {
             shared.wake.notify_one();
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     /// Publishes whole messages in order as [`PrimaryGuard::publish`]
-    /// does, with one spool write for the batch (spool only).
-    pub(crate) fn publish_batch<P: Publisher>(&self, publisher: &P, messages: &[&[u8]]) -> Result<(), Error> {
+    /// does, with one spool write for the batch; `None` (nothing done)
+    /// when there is no spool in a policy now: publish them one by one.
+    pub(crate) fn publish_batch<P: Publisher>(&self, publisher: &P, messages: &[&[u8]]) -> Option<Result<(), Error>> {
         let allowed = self.allows(publisher);
-        let Some(shared) = &self.spool else {
-            return Err(Error::Settings("a batch through the guard needs a spool".to_owned()));
-        };
+        let slot = self.spool.read().unwrap_or_else(PoisonError::into_inner);
+        let shared = slot.as_ref()?;
         let mut state = shared.lock();
         let n = messages.len() as u64;
-        let all_handed = match shared.policy {
-            SpoolPolicy::Always => {
-                self.append(&mut state, messages)?;
+        let all_handed = match state.mode {
+            Mode::Policy(SpoolPolicy::Always) => {
+                if let Err(error) = self.append(&mut state, messages) {
+                    return Some(Err(error));
+                }
                 let mut handed = 0;
                 if allowed && state.spool.unread() == n {
                     handed = messages.iter().take_while(|message| publisher.try_publish(message).is_ok()).count();
@@ -376,22 +548,25 @@ impl PrimaryGuard {
                 }
                 handed == messages.len()
             }
-            SpoolPolicy::Overflow => {
+            Mode::Policy(SpoolPolicy::Overflow) => {
                 let mut handed = 0;
                 if allowed && state.spool.unread() == 0 {
                     handed = messages.iter().take_while(|message| publisher.try_publish(message).is_ok()).count();
                 }
-                if handed < messages.len() {
-                    self.append(&mut state, &messages[handed..])?;
+                if handed < messages.len()
+                    && let Err(error) = self.append(&mut state, &messages[handed..])
+                {
+                    return Some(Err(error));
                 }
                 handed == messages.len()
             }
+            Mode::Draining => return None,
         };
         drop(state);
         if !all_handed {
             shared.wake.notify_one();
         }
-        Ok(())
+        Some(Ok(()))
     }
 
     fn append(&self, state: &mut SpoolState, messages: &[&[u8]]) -> Result<(), Error> {
@@ -415,7 +590,7 @@ impl PrimaryGuard {
     /// away), then syncs it; what is left stays for the next start.
     /// Returns how many messages are left in the spool.
     pub(crate) async fn drain<P: Publisher>(&self, publisher: &P, deadline: Duration) -> u64 {
-        let Some(shared) = &self.spool else { return 0 };
+        let Some(shared) = self.current_spool() else { return 0 };
         let now = tokio::time::Instant::now();
         let until = now + deadline;
         let mut connected_at = now;
@@ -447,15 +622,46 @@ impl PrimaryGuard {
 
     /// Whether there is a spool.
     pub(crate) fn has_spool(&self) -> bool {
-        self.spool.is_some()
+        self.spool.read().unwrap_or_else(PoisonError::into_inner).is_some()
     }
 }
 
+/// Copies everything `old` holds (handed to the path or not) into the
+/// empty `new`, in order, syncs it, and empties `old`; the handed ones stay
+/// marked handed. Returns how many. On failure `old` is as it was.
+fn move_spool(old: &mut SpoolState, new: &mut SpoolState) -> Result<u64, Error> {
+    let handed: u64 = old.handed.iter().map(|(first, last)| last - first + 1).sum();
+    old.spool.rewind();
+    let copied = copy_records(&mut old.spool, &mut new.spool);
+    if let Err(error) = copied {
+        // Back as it was: the handed ones in flight, the rest unread.
+        old.spool.rewind();
+        old.spool.skip(handed);
+        return Err(error);
+    }
+    new.spool.skip(handed);
+    new.handed = std::mem::take(&mut old.handed);
+    let moved = old.spool.messages();
+    if let Err(error) = old.spool.consume(moved) {
+        tracing::warn!(%error, "spool: the old directory could not be emptied after the move");
+    }
+    Ok(moved)
+}
+
+fn copy_records(from: &mut Spool, to: &mut Spool) -> Result<(), Error> {
+    while from.unread() > 0 {
+        let batch = from.read(PUMP_READ).map_err(Error::Spool)?;
+        let payloads: Vec<&[u8]> = batch.payloads().collect();
+        to.append_batch(&payloads).map_err(Error::Spool)?;
+    }
+    to.sync().map_err(Error::Spool)
+}
+
 /// Hands spooled messages to the path in order while it is connected, and
-/// releases those it acknowledged.
-async fn run_pump<P: Publisher>(publisher: P, shared: Arc<SpoolShared>, counters: Arc<GuardCounters>) {
+/// releases those it acknowledged; closes a drained spool once empty.
+async fn run_pump<P: Publisher>(publisher: P, shared: Arc<SpoolShared>, counters: Arc<GuardCounters>, slot: Slot) {
     loop {
-        let (handed, live) = {
+        let (handed, live, drained) = {
             let mut state = shared.lock();
             if let Some(progress) = publisher.progress() {
                 state.apply_acks(progress.acknowledged);
@@ -468,9 +674,12 @@ async fn run_pump<P: Publisher>(publisher: P, shared: Arc<SpoolShared>, counters
             let stats = state.spool.stats();
             counters.spool_messages.set(i64::try_from(stats.messages).unwrap_or(i64::MAX));
             counters.spool_bytes.set(i64::try_from(stats.bytes).unwrap_or(i64::MAX));
-            (handed, stats.messages)
+            (handed, stats.messages, state.mode == Mode::Draining && stats.messages == 0)
         };
         counters.replayed.inc_by(handed);
+        if drained && close_drained(&shared, &slot) {
+            return;
+        }
         if handed > 0 {
             tokio::task::yield_now().await;
         } else if live > 0 {
@@ -483,6 +692,21 @@ async fn run_pump<P: Publisher>(publisher: P, shared: Arc<SpoolShared>, counters
             shared.wake.notified().await;
         }
     }
+}
+
+/// Takes a drained, empty spool out of the slot (which releases its
+/// directory); false when it is no longer drained, empty or in force.
+fn close_drained(shared: &Arc<SpoolShared>, slot: &Slot) -> bool {
+    let mut slot = slot.write().unwrap_or_else(PoisonError::into_inner);
+    let state = shared.lock();
+    let ours = slot.as_ref().is_some_and(|current| Arc::ptr_eq(current, shared));
+    if !ours || state.mode != Mode::Draining || state.spool.messages() > 0 {
+        return !ours;
+    }
+    tracing::info!(dir = %state.spool.dir().display(), "spool turned off and empty: closed");
+    drop(state);
+    *slot = None;
+    true
 }
 
 /// Reads one batch from the spool and hands the path as much of it as it
@@ -522,7 +746,7 @@ mod tests {
             spool.append(&[n]).expect("append");
         }
         spool.skip(10);
-        let mut state = SpoolState { spool, handed: VecDeque::new() };
+        let mut state = SpoolState { spool, handed: VecDeque::new(), mode: Mode::Policy(SpoolPolicy::Always) };
         // Accepted 1–4 direct, 5–7 spooled, 8 direct, 9–15 spooled.
         state.note_handed(7, 3);
         state.note_handed(15, 7);

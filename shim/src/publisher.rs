@@ -195,14 +195,63 @@ fn domain_of(message: &[u8]) -> Result<u8, Error> {
     message.get(4).copied().ok_or(Error::NotAMessage)
 }
 
+/// The topic of each domain (1–4 in order), shared by a path's clones and
+/// replaced live ([`BrokerSide::reconfigure`]): a new name applies to
+/// messages published after the change.
+#[cfg(any(feature = "broker", feature = "nats"))]
+#[derive(Debug, Clone)]
+struct Topics(std::sync::Arc<std::sync::RwLock<[std::sync::Arc<str>; 4]>>);
+
+#[cfg(any(feature = "broker", feature = "nats"))]
+impl Topics {
+    fn new(topics: [String; 4]) -> Topics {
+        Topics(std::sync::Arc::new(std::sync::RwLock::new(topics.map(std::sync::Arc::from))))
+    }
+
+    fn set(&self, topics: [String; 4]) {
+        *self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner) = topics.map(std::sync::Arc::from);
+    }
+
+    /// Calls `with` on `message`'s topic, under the read lock (no copy):
+    /// for a publish that does not wait.
+    fn with<T>(&self, message: &[u8], with: impl FnOnce(&str) -> T) -> Result<T, Error> {
+        let index = Topics::index(message)?;
+        let topics = self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        Ok(with(&topics[index]))
+    }
+
+    /// `message`'s topic, to hold across a wait.
+    fn get(&self, message: &[u8]) -> Result<std::sync::Arc<str>, Error> {
+        let index = Topics::index(message)?;
+        Ok(std::sync::Arc::clone(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner)[index]))
+    }
+
+    fn index(message: &[u8]) -> Result<usize, Error> {
+        let domain = domain_of(message)?;
+        usize::from(domain).checked_sub(1).filter(|&index| index < 4).ok_or(Error::UnknownDomain(domain))
+    }
+}
+
 /// The relay path: one relay client per domain, each started on its
 /// domain's first message and identified with that message's source.
 #[cfg(feature = "relay")]
 #[derive(Debug)]
 pub struct RelayPublisher {
+    /// The sockets, buffer and reconnect settings in force: read when a
+    /// domain's client starts, changed live by [`RelayPublisher::reconfigure`]
+    /// (which holds this lock while it passes them to the started clients,
+    /// so a client starting meanwhile sees the new ones).
+    settings: std::sync::Mutex<RelaySettings>,
+    clients: [OnceLock<RelayClient>; 4],
+}
+
+/// What a [`RelayPublisher`] starts its clients with.
+#[cfg(feature = "relay")]
+#[derive(Debug, Clone)]
+struct RelaySettings {
     paths: [PathBuf; 4],
     buffer: BufferLimits,
-    clients: [OnceLock<RelayClient>; 4],
+    reconnect: myc_transport::ReconnectOptions,
 }
 
 #[cfg(feature = "relay")]
@@ -210,12 +259,39 @@ impl RelayPublisher {
     /// A relay path over the sockets `paths` (domains 1–4 in order), each
     /// client buffering up to `buffer`.
     pub fn new(paths: [PathBuf; 4], buffer: BufferLimits) -> RelayPublisher {
-        RelayPublisher { paths, buffer, clients: Default::default() }
+        let reconnect = myc_transport::ReconnectOptions::default();
+        RelayPublisher {
+            settings: std::sync::Mutex::new(RelaySettings { paths, buffer, reconnect }),
+            clients: Default::default(),
+        }
     }
 
     /// The relay path the settings describe.
     pub fn from_settings(settings: &myc_config::Settings) -> RelayPublisher {
-        RelayPublisher::new(settings.relay.by_domain().map(Clone::clone), crate::buffer_limits(&settings.broker))
+        let publisher =
+            RelayPublisher::new(settings.relay.by_domain().map(Clone::clone), crate::buffer_limits(&settings.broker));
+        publisher.lock().reconnect = crate::reconnect_options(&settings.broker);
+        publisher
+    }
+
+    /// Applies the relay sockets, buffer and reconnect settings of
+    /// `settings` while running: a domain whose socket changed connects to
+    /// the new one at once and writes there what the old one had not
+    /// written; buffer limits apply from the next publish.
+    pub fn reconfigure(&self, settings: &myc_config::Settings) {
+        let mut now = self.lock();
+        now.paths = settings.relay.by_domain().map(Clone::clone);
+        now.buffer = crate::buffer_limits(&settings.broker);
+        now.reconnect = crate::reconnect_options(&settings.broker);
+        for (client, path) in self.clients.iter().zip(&now.paths) {
+            if let Some(client) = client.get() {
+                client.reconfigure(path, now.buffer, now.reconnect);
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RelaySettings> {
+        self.settings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn client(&self, message: &[u8]) -> Result<&RelayClient, Error> {
@@ -224,8 +300,10 @@ impl RelayPublisher {
             usize::from(domain).checked_sub(1).filter(|&index| index < 4).ok_or(Error::UnknownDomain(domain))?;
         Ok(self.clients[index].get_or_init(|| {
             let source = Source::from_u8(message.get(6).copied().unwrap_or(0));
-            let mut options = RelayClientOptions::new(self.paths[index].clone(), Domain::from_u8(domain), source);
-            options.buffer = self.buffer;
+            let settings = self.lock().clone();
+            let mut options = RelayClientOptions::new(settings.paths[index].clone(), Domain::from_u8(domain), source);
+            options.buffer = settings.buffer;
+            options.reconnect = settings.reconnect;
             // The shim writes to the broker itself: a relay's broker link
             // must not publish these messages again.
             options.writes_to_broker = true;
@@ -286,14 +364,14 @@ impl Publisher for RelayPublisher {
 #[derive(Debug, Clone)]
 pub struct BrokerPublisher {
     client: Client,
-    topics: [String; 4],
+    topics: Topics,
 }
 
 #[cfg(feature = "broker")]
 impl BrokerPublisher {
     /// A broker path over `client`, with `topics` for domains 1–4 in order.
     pub fn new(client: Client, topics: [String; 4]) -> BrokerPublisher {
-        BrokerPublisher { client, topics }
+        BrokerPublisher { client, topics: Topics::new(topics) }
     }
 
     /// The broker path the settings describe, named `client_name`.
@@ -324,13 +402,15 @@ impl BrokerPublisher {
         Ok(options)
     }
 
-    /// Applies the connection settings of `settings` while running (a new
-    /// endpoint moves every unacknowledged message there).
+    /// Applies the connection, buffer and topic settings of `settings`
+    /// while running (a new endpoint moves every unacknowledged message
+    /// there; a new topic name applies to messages published after it).
     ///
     /// # Errors
     /// An endpoint that does not parse (nothing changes).
     pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<(), Error> {
         self.client.reconfigure(&BrokerPublisher::client_options(settings, "")?);
+        self.topics.set(settings.topics.by_domain().map(str::to_owned));
         Ok(())
     }
 
@@ -338,23 +418,22 @@ impl BrokerPublisher {
     pub fn client(&self) -> &Client {
         &self.client
     }
-
-    fn topic(&self, message: &[u8]) -> Result<&str, Error> {
-        let domain = domain_of(message)?;
-        let index =
-            usize::from(domain).checked_sub(1).filter(|&index| index < 4).ok_or(Error::UnknownDomain(domain))?;
-        Ok(&self.topics[index])
-    }
 }
 
 #[cfg(feature = "broker")]
 impl Publisher for BrokerPublisher {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
-        Ok(self.client.publish(self.topic(message)?, message).await?)
+        // Without waiting first, so the topic is borrowed, not copied.
+        match self.topics.with(message, |topic| self.client.try_publish(topic, message))? {
+            Err(myc_broker::Error::Buffer(myc_transport::PushError::Full)) => {}
+            done => return Ok(done?),
+        }
+        let topic = self.topics.get(message)?;
+        Ok(self.client.publish(&topic, message).await?)
     }
 
     fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
-        Ok(self.client.try_publish(self.topic(message)?, message)?)
+        Ok(self.topics.with(message, |topic| self.client.try_publish(topic, message))??)
     }
 
     fn try_publish_run(&self, mut messages: &[u8]) -> (usize, Result<(), Error>) {
@@ -362,13 +441,16 @@ impl Publisher for BrokerPublisher {
         // Runs of one domain (one topic) go to the client's buffer at once.
         while !messages.is_empty() {
             let prefix = same_domain_prefix(messages);
-            let topic = match self.topic(messages) {
-                Ok(topic) if prefix > 0 => topic,
-                Ok(_) => return (taken, Err(Error::NotAMessage)),
+            if prefix == 0 {
+                return (taken, Err(Error::NotAMessage));
+            }
+            let (run, rest) = messages.split_at(prefix);
+            let pushed =
+                self.topics.with(run, |topic| self.client.try_publish_each(topic, Messages(run).map_while(Result::ok)));
+            let (queued, outcome) = match pushed {
+                Ok(pushed) => pushed,
                 Err(error) => return (taken, Err(error)),
             };
-            let (run, rest) = messages.split_at(prefix);
-            let (queued, outcome) = self.client.try_publish_each(topic, Messages(run).map_while(Result::ok));
             taken += queued;
             if let Err(error) = outcome {
                 return (taken, Err(error.into()));
@@ -408,14 +490,14 @@ impl Publisher for BrokerPublisher {
 #[derive(Debug, Clone)]
 pub struct NatsBrokerPublisher {
     publisher: myc_broker::nats::NatsPublisher,
-    topics: [String; 4],
+    topics: Topics,
 }
 
 #[cfg(feature = "nats")]
 impl NatsBrokerPublisher {
     /// A NATS path over `publisher`, with `topics` for domains 1–4.
     pub fn new(publisher: myc_broker::nats::NatsPublisher, topics: [String; 4]) -> NatsBrokerPublisher {
-        NatsBrokerPublisher { publisher, topics }
+        NatsBrokerPublisher { publisher, topics: Topics::new(topics) }
     }
 
     /// The NATS path the settings describe, named `client_name`.
@@ -451,27 +533,51 @@ impl NatsBrokerPublisher {
         Ok(NatsBrokerPublisher::new(publisher, settings.topics.by_domain().map(str::to_owned)))
     }
 
+    /// Applies the buffer, topic and server settings of `settings` while
+    /// running: new `[nats] urls, token, credentials_file` connect a new
+    /// client in the background and move the undelivered messages there.
+    ///
+    /// # Errors
+    /// A credentials file that cannot be read (nothing changes).
+    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<(), Error> {
+        let nats = &settings.nats;
+        let non_empty = |text: &str| Some(text.to_owned()).filter(|text| !text.is_empty());
+        let credentials = non_empty(&nats.credentials_file).map(PathBuf::from);
+        if let Some(path) = &credentials
+            && let Err(error) = std::fs::metadata(path)
+        {
+            return Err(Error::Settings(format!("NATS credentials {}: {error}", path.display())));
+        }
+        self.publisher.set_buffer_limits(crate::buffer_limits(&settings.broker));
+        self.topics.set(settings.topics.by_domain().map(str::to_owned));
+        let (publisher, urls, token) = (self.publisher.clone(), nats.urls.clone(), non_empty(&nats.token));
+        tokio::spawn(async move {
+            if let Err(error) = publisher.set_servers(urls, token, credentials).await {
+                tracing::warn!(%error, "the new NATS servers were not applied");
+            }
+        });
+        Ok(())
+    }
+
     /// The NATS publisher underneath.
     pub fn publisher(&self) -> &myc_broker::nats::NatsPublisher {
         &self.publisher
-    }
-
-    fn topic(&self, message: &[u8]) -> Result<&str, Error> {
-        let domain = domain_of(message)?;
-        let index =
-            usize::from(domain).checked_sub(1).filter(|&index| index < 4).ok_or(Error::UnknownDomain(domain))?;
-        Ok(&self.topics[index])
     }
 }
 
 #[cfg(feature = "nats")]
 impl Publisher for NatsBrokerPublisher {
     async fn publish(&self, message: &[u8]) -> Result<(), Error> {
-        Ok(self.publisher.publish(self.topic(message)?, message).await?)
+        match self.topics.with(message, |topic| self.publisher.try_publish(topic, message))? {
+            Err(myc_broker::Error::Buffer(myc_transport::PushError::Full)) => {}
+            done => return Ok(done?),
+        }
+        let topic = self.topics.get(message)?;
+        Ok(self.publisher.publish(&topic, message).await?)
     }
 
     fn try_publish(&self, message: &[u8]) -> Result<(), Error> {
-        Ok(self.publisher.try_publish(self.topic(message)?, message)?)
+        Ok(self.topics.with(message, |topic| self.publisher.try_publish(topic, message))??)
     }
 
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {
@@ -529,22 +635,50 @@ impl RelaySide {
     }
 }
 
-impl BrokerSide {
-    /// Applies changed connection settings while running; `false` when
-    /// this backend takes them only at the next start (NATS) or the build
-    /// has no broker path.
-    ///
-    /// # Errors
-    /// Settings the backend cannot use (nothing changes).
-    #[cfg_attr(not(feature = "broker"), allow(unused_variables, reason = "no broker client to reconfigure"))]
-    pub fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+/// The connection, buffer and topic settings; NATS takes the buffer and
+/// topics (its connection applies at the next start); `false` when the
+/// build has no broker path.
+impl crate::live::Reconfigure for BrokerSide {
+    #[cfg_attr(
+        not(any(feature = "broker", feature = "nats")),
+        allow(unused_variables, reason = "no broker client to reconfigure")
+    )]
+    fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
         match self {
             #[cfg(feature = "broker")]
             BrokerSide::Mycelium(path) => path.reconfigure(settings).map(|()| true),
             #[cfg(feature = "nats")]
-            BrokerSide::Nats(_) => Ok(false),
+            BrokerSide::Nats(path) => path.reconfigure(settings).map(|()| true),
             BrokerSide::Unavailable(_) => Ok(false),
         }
+    }
+}
+
+/// The relay sockets, buffer and reconnect settings; `false` when the
+/// build has no relay path.
+impl crate::live::Reconfigure for RelaySide {
+    #[cfg_attr(not(feature = "relay"), allow(unused_variables, reason = "no relay client to reconfigure"))]
+    fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+        match self {
+            #[cfg(feature = "relay")]
+            RelaySide::Relay(path) => crate::live::Reconfigure::reconfigure(path, settings),
+            RelaySide::Unavailable => Ok(false),
+        }
+    }
+}
+
+#[cfg(feature = "relay")]
+impl crate::live::Reconfigure for RelayPublisher {
+    fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+        RelayPublisher::reconfigure(self, settings);
+        Ok(true)
+    }
+}
+
+#[cfg(feature = "broker")]
+impl crate::live::Reconfigure for BrokerPublisher {
+    fn reconfigure(&self, settings: &myc_config::Settings) -> Result<bool, Error> {
+        BrokerPublisher::reconfigure(self, settings).map(|()| true)
     }
 }
 

@@ -350,6 +350,19 @@ impl<R: Publisher, B: Publisher> ServicePublisher<R, B> {
         crate::Summary::of(self.served_stage(), &self.relay, &self.broker)
     }
 
+    /// Applies each good edit of the settings file this publisher was built
+    /// from ([`ServicePublisher::from_settings_file`]) while it runs, as
+    /// `myc produce` does (see [`crate::live`]); `None` for a publisher
+    /// built otherwise. Stops when the returned guard drops.
+    pub fn follow_settings(self: &Arc<Self>) -> Option<myc_transport::AbortOnDrop>
+    where
+        R: crate::live::Reconfigure + 'static,
+        B: crate::live::Reconfigure + 'static,
+    {
+        let (_, settings) = self.watches()?;
+        Some(crate::live::follow(Arc::clone(self), settings))
+    }
+
     /// The watches of the rollout plan and settings file, for a publisher
     /// built from a settings file.
     pub fn watches(&self) -> Option<(&myc_config::Watched<Plan>, &myc_config::Watched<myc_config::Settings>)> {
@@ -383,8 +396,9 @@ impl ServicePublisher<RelaySide, BrokerSide> {
     /// `settings_file` (then `MYC_*` from the environment), the stage of
     /// `service` in the rollout plan they name — followed live — and the
     /// settings file re-read on change (a bad edit is logged and counted,
-    /// the last good settings kept; connection settings apply at the next
-    /// start).
+    /// the last good settings kept). The broker path's breaker and spool
+    /// are those of `[broker]`. To apply good edits while running, share it
+    /// and call [`ServicePublisher::follow_settings`].
     ///
     /// # Errors
     /// Settings refused, a plan that cannot be read, settings a path cannot
@@ -399,6 +413,9 @@ impl ServicePublisher<RelaySide, BrokerSide> {
         let rollout = &settings.rollout;
         let (stage, plan) = StageHandle::follow(rollout.file.clone(), rollout.default_stage, service)?;
         let mut publisher = ServicePublisher::from_settings(&settings, service, stage).await?;
+        if publisher.broker.publisher().unavailable().is_none() {
+            publisher.guard_broker_primary(crate::PrimaryOptions::from_settings(&settings.broker))?;
+        }
         let watched_settings = myc_config::Watched::start(&file, move || myc_config::load(&sources))
             .map_err(|error| Error::Settings(error.to_string()))?;
         publisher.followers = Some(Followers { plan, settings: watched_settings });
@@ -451,7 +468,16 @@ impl<R: Publisher, B: Publisher> Publisher for ServicePublisher<R, B> {
         let route = Route::of(self.stage.get());
         if route.broker == Some(Role::Primary) && self.broker.has_spool() {
             let list = crate::split(messages)?;
-            self.broker.primary_batch(&list)?;
+            match self.broker.primary_batch(&list) {
+                Some(result) => result?,
+                // The spool was turned off meanwhile.
+                None => {
+                    for message in list {
+                        self.publish(message).await?;
+                    }
+                    return Ok(());
+                }
+            }
             if route.relay.is_some() {
                 for message in list {
                     self.relay.shadow(message);

@@ -10,6 +10,8 @@ mod common;
 #[path = "it/connections.rs"]
 mod connections;
 mod link;
+#[path = "it/live.rs"]
+mod live;
 
 use common::{Seen, compare, sequence_of};
 use std::collections::HashMap;

@@ -361,3 +361,68 @@ async fn the_relay_broker_link_works_over_nats_at_broker_and_dual_broker_primary
     let comparison = compare(&relay_seen, &nats_seen, 3);
     assert!(comparison.identical(), "{:?}", comparison.counts);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_servers_changed_in_the_settings_file_take_the_path_there_within_two_seconds_losing_nothing() {
+    let (Some(server_a), Some(server_b)) = (Nats::start(&[]), Nats::start(&[])) else { return };
+    let (on_a, _tap_a) = subscribe(&server_a.url(), "myc.market_data").await;
+    let (on_b, _tap_b) = subscribe(&server_b.url(), "myc.market_data").await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("myc.toml");
+    let text = |url: &str| format!("[broker]\nbackend = \"nats\"\n[nats]\nurls = [\"{url}\"]\n");
+    std::fs::write(&file, text(&server_a.url())).unwrap();
+    let sources = myc_config::Sources::file_only(&file);
+    let watched = myc_config::Watched::start(&file, move || myc_config::load(&sources)).unwrap();
+    let settings = watched.current();
+    let publisher = Arc::new(ServicePublisher::new(
+        RelayPublisher::from_settings(&settings),
+        myc_shim::BrokerSide::from_settings(&settings, "moving").await.unwrap(),
+        StageHandle::new(Stage::Broker),
+        ShadowLimits::from_settings(&settings.shadow),
+    ));
+    let _follow = myc_shim::live::follow(Arc::clone(&publisher), &watched);
+
+    // 20 messages a millisecond, never pausing, until B has a message
+    // published after the edit.
+    let mut sequence = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(1));
+    let mut edited = None;
+    loop {
+        tick.tick().await;
+        for _ in 0..20 {
+            sequence += 1;
+            publisher.publish(&message(sequence)).await.unwrap();
+        }
+        if edited.is_none() && sequence >= 4_000 {
+            let temporary = file.with_extension("tmp");
+            std::fs::write(&temporary, text(&server_b.url())).unwrap();
+            std::fs::rename(&temporary, &file).unwrap();
+            edited = Some((Instant::now(), sequence));
+        }
+        if let Some((at, before)) = edited {
+            if on_b.lock().unwrap().iter().any(|bytes| sequence_of(bytes) > before) {
+                let took = at.elapsed();
+                assert!(took < Duration::from_secs(2), "the move took {took:?}");
+                break;
+            }
+            assert!(at.elapsed() < Duration::from_secs(10), "never moved to B");
+        }
+    }
+    for _ in 0..2_000 {
+        sequence += 1;
+        publisher.publish(&message(sequence)).await.unwrap();
+    }
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    let sent = usize::try_from(sequence).unwrap();
+    let union = || {
+        let mut union: Vec<u64> =
+            on_a.lock().unwrap().iter().chain(on_b.lock().unwrap().iter()).map(|bytes| sequence_of(bytes)).collect();
+        union.sort_unstable();
+        union.dedup();
+        union
+    };
+    wait_until("every message on A or B", || union().len() >= sent).await;
+    assert_eq!(union(), (1..=sequence).collect::<Vec<_>>(), "A and B together hold every message");
+    let on_b: Vec<u64> = on_b.lock().unwrap().iter().map(|bytes| sequence_of(bytes)).collect();
+    assert_eq!(on_b.last().copied(), Some(sequence), "the newest went to B");
+}

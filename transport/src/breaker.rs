@@ -148,6 +148,14 @@ impl PublishBreaker {
         })
     }
 
+    /// New settings, in force at once; the breaker starts closed under
+    /// them. A breaker made without settings stays without.
+    pub fn set(&self, options: BreakerOptions) {
+        if let Some(mut breaker) = self.lock() {
+            *breaker = CircuitBreaker::with_options(options);
+        }
+    }
+
     /// Records a failure.
     pub fn failure(&self) {
         if let Some(mut breaker) = self.lock() {

@@ -80,6 +80,9 @@ const POOL: usize = 512;
 
 #[derive(Debug)]
 struct Inner {
+    /// The bounds in force; changed live by [`FrameBuffer::set_limits`],
+    /// read under the same lock as the counts they bound.
+    limits: BufferLimits,
     /// Full blocks of encoded frames, oldest first, with their frame counts.
     full: VecDeque<(BytesMut, usize)>,
     /// The block being filled, and its frame count.
@@ -125,7 +128,6 @@ impl Inner {
 /// A bounded multi-producer, single-consumer buffer of encoded frames.
 #[derive(Debug)]
 pub struct FrameBuffer {
-    limits: BufferLimits,
     /// The length of the complete frame at the start of a byte slice.
     frame_len: fn(&[u8]) -> usize,
     inner: Mutex<Inner>,
@@ -141,9 +143,9 @@ impl FrameBuffer {
     /// An empty buffer whose frames are delimited by `frame_len`.
     pub fn new(limits: BufferLimits, frame_len: fn(&[u8]) -> usize) -> FrameBuffer {
         FrameBuffer {
-            limits,
             frame_len,
             inner: Mutex::new(Inner {
+                limits,
                 full: VecDeque::new(),
                 current: BytesMut::with_capacity(BLOCK),
                 current_frames: 0,
@@ -160,9 +162,18 @@ impl FrameBuffer {
         }
     }
 
-    /// The limits.
+    /// The limits in force.
     pub fn limits(&self) -> BufferLimits {
-        self.limits
+        self.lock().limits
+    }
+
+    /// New bounds, deadline and policy, in force from the next push (a
+    /// push waiting now re-checks at once). Nothing held is dropped when
+    /// the bounds shrink: pushes wait (or drop, per the policy) until the
+    /// connection releases enough room.
+    pub fn set_limits(&self, limits: BufferLimits) {
+        self.lock().limits = limits;
+        self.room.notify_waiters();
     }
 
     /// Queues one frame of `len` bytes, written by `encode`, waiting for room
@@ -175,7 +186,7 @@ impl FrameBuffer {
         if let Some(result) = self.push_now(len, &mut encode) {
             return result;
         }
-        let deadline = tokio::time::Instant::now() + self.limits.deadline;
+        let deadline = tokio::time::Instant::now() + self.limits().deadline;
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -249,17 +260,17 @@ impl FrameBuffer {
         len: usize,
         encode: &mut Option<impl FnOnce(&mut BytesMut)>,
     ) -> Option<Result<(), PushError>> {
-        if len > self.limits.max_bytes {
+        let limits = inner.limits;
+        if len > limits.max_bytes {
             return Some(Err(PushError::TooLarge(len)));
         }
         if let Some(reason) = &inner.closed {
             return Some(Err(PushError::Closed(reason.clone())));
         }
-        let fits = |inner: &Inner| {
-            inner.held_bytes + len <= self.limits.max_bytes && inner.held_frames < self.limits.max_messages
-        };
+        let fits =
+            |inner: &Inner| inner.held_bytes + len <= limits.max_bytes && inner.held_frames < limits.max_messages;
         if !fits(inner) {
-            match self.limits.policy {
+            match limits.policy {
                 FullPolicy::Block => return None,
                 FullPolicy::DropNewest => {
                     self.dropped_newest.fetch_add(1, Ordering::Relaxed);
@@ -580,6 +591,31 @@ mod tests {
         let _ = buffer.take();
         buffer.release(1, 2);
         assert_eq!(waiter.await.unwrap(), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn new_limits_apply_to_the_next_push_and_wake_a_waiting_one_without_dropping_anything_held() {
+        let buffer = Arc::new(FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed));
+        for value in 0..3 {
+            buffer.try_push(2, frame(value)).unwrap();
+        }
+        let waiter = tokio::spawn({
+            let buffer = Arc::clone(&buffer);
+            async move { buffer.push(2, frame(3)).await }
+        });
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert!(!waiter.is_finished(), "full: the push waits");
+        // More room: the waiting push goes through at once.
+        buffer.set_limits(BufferLimits { max_messages: 5, ..limits(FullPolicy::Block) });
+        assert_eq!(waiter.await.unwrap(), Ok(()));
+        // Smaller than what is held, and drop_newest: nothing held goes,
+        // the new message is dropped and counted.
+        buffer.set_limits(BufferLimits { max_messages: 2, ..limits(FullPolicy::DropNewest) });
+        assert_eq!(buffer.try_push(2, frame(4)), Err(PushError::Dropped));
+        assert_eq!(buffer.dropped_newest(), 1);
+        let (chunk, frames) = buffer.take().unwrap();
+        assert_eq!((frames, &chunk[..]), (4, &[1, 0, 1, 1, 1, 2, 1, 3][..]), "all four held, in order");
+        assert_eq!(buffer.limits().max_messages, 2);
     }
 
     #[tokio::test]

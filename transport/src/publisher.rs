@@ -307,6 +307,12 @@ impl Outbox {
     pub fn limits(&self) -> BufferLimits {
         self.buffer.limits()
     }
+
+    /// New buffer bounds, deadline and policy, from the next push; nothing
+    /// queued is dropped when they shrink.
+    pub fn set_limits(&self, limits: BufferLimits) {
+        self.buffer.set_limits(limits);
+    }
 }
 
 /// One transport's way to connect and to run a connection, driven by

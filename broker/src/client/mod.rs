@@ -353,6 +353,7 @@ impl Client {
             moved
         });
         self.shared.outbox.set_reconnect_options(options.reconnect);
+        self.shared.outbox.set_limits(options.buffer);
         if moved {
             self.shared.outbox.reconnect_now();
         }

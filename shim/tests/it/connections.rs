@@ -24,14 +24,14 @@ use tokio::net::{UnixListener, UnixStream};
 use super::{broker, message, relay_paths, sequence_of, tap_broker, topics};
 
 /// A proxy from `front` to the broker at `back` that can be cut.
-struct Proxy {
+pub(super) struct Proxy {
     up: Arc<AtomicBool>,
     connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
     _accept: tokio::task::JoinHandle<()>,
 }
 
 impl Proxy {
-    fn start(front: &Path, back: PathBuf) -> Proxy {
+    pub(super) fn start(front: &Path, back: PathBuf) -> Proxy {
         let listener = UnixListener::bind(front).unwrap();
         let up = Arc::new(AtomicBool::new(true));
         let connections = Arc::new(Mutex::new(Vec::new()));
@@ -54,14 +54,14 @@ impl Proxy {
     }
 
     /// The broker is gone: every connection closes, new ones are refused.
-    fn cut(&self) {
+    pub(super) fn cut(&self) {
         self.up.store(false, Ordering::Release);
         for connection in self.connections.lock().unwrap().drain(..) {
             connection.abort();
         }
     }
 
-    fn restore(&self) {
+    pub(super) fn restore(&self) {
         self.up.store(true, Ordering::Release);
     }
 }
@@ -92,12 +92,12 @@ fn broker_stage_publisher(
 }
 
 /// The first arrival of each sequence, in arrival order.
-fn first_arrivals(seen: &super::Seen) -> Vec<u64> {
+pub(super) fn first_arrivals(seen: &super::Seen) -> Vec<u64> {
     let mut known = std::collections::HashSet::new();
     seen.lock().unwrap().iter().map(|bytes| sequence_of(bytes)).filter(|&seq| known.insert(seq)).collect()
 }
 
-async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
+pub(super) async fn wait_until(what: &str, deadline: Duration, mut done: impl FnMut() -> bool) {
     let until = Instant::now() + deadline;
     while !done() {
         assert!(Instant::now() < until, "{what}: not within {deadline:?}");
@@ -355,7 +355,7 @@ async fn batches_through_an_always_spool_arrive_whole_and_in_order_and_leave_the
 
 /// Replaces `file` at once (a temporary file renamed over it), as editors
 /// and deploy tools do: a reader never sees it half written.
-fn replace(file: &Path, text: &str) {
+pub(super) fn replace(file: &Path, text: &str) {
     let temporary = file.with_extension("tmp");
     std::fs::write(&temporary, text).unwrap();
     std::fs::rename(&temporary, file).unwrap();

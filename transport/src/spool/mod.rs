@@ -266,6 +266,37 @@ impl Spool {
         &self.options.dir
     }
 
+    /// The options in force.
+    pub fn options(&self) -> &SpoolOptions {
+        &self.options
+    }
+
+    /// New `max_bytes` and `fsync_every`, in force from the next append.
+    /// What is spooled stays, even above a smaller limit (appends then fail
+    /// with `spool_full` until acknowledgements make room). A new
+    /// `fsync_every` first syncs what was appended under the old one.
+    ///
+    /// # Errors
+    /// The sync, or starting the sync thread, failed; `max_bytes` is
+    /// applied either way, and the old sync interval stays on failure.
+    pub fn set_limits(&mut self, max_bytes: u64, fsync_every: Duration) -> Result<(), Error> {
+        self.options.max_bytes = max_bytes;
+        if fsync_every == self.options.fsync_every {
+            return Ok(());
+        }
+        self.sync()?;
+        let syncer = (!fsync_every.is_zero())
+            .then(|| Syncer::start(&self.active, fsync_every))
+            .transpose()
+            .map_err(|source| Error::io("start the spool's sync thread", source))?;
+        if let Some(old) = std::mem::replace(&mut self.syncer, syncer) {
+            self.stats.sync_failures_total += old.shared.failures.load(Ordering::Relaxed);
+            old.stop();
+        }
+        self.options.fsync_every = fsync_every;
+        Ok(())
+    }
+
     /// Appends one record; when this returns, a killed process keeps it.
     ///
     /// # Errors
@@ -447,10 +478,9 @@ impl Spool {
             messages: self.index.len(),
             bytes: self.index.bytes(),
             disk_bytes: self.disk_bytes,
-            sync_failures_total: self
-                .syncer
-                .as_ref()
-                .map_or(0, |syncer| syncer.shared.failures.load(Ordering::Relaxed)),
+            // Failures of sync threads replaced by `set_limits`, plus this one's.
+            sync_failures_total: self.stats.sync_failures_total
+                + self.syncer.as_ref().map_or(0, |syncer| syncer.shared.failures.load(Ordering::Relaxed)),
             ..self.stats
         }
     }

@@ -253,6 +253,36 @@ fn with_the_broker_away_and_no_spool_the_undelivered_are_counted_and_the_exit_is
     assert!(stderr.contains(&format!("{accepted} messages of the primary path were never delivered")), "{stderr}");
 }
 
+/// What `myc ARGS --keep --format json` (a demo) left, read before its
+/// kept directory is removed.
+struct KeptDemo {
+    output: std::process::Output,
+    stdout: String,
+    summary: serde_json::Value,
+    stages: Vec<serde_json::Value>,
+    /// The dual stages' verify reports.
+    reports: Vec<serde_json::Value>,
+    /// The rollout audit log.
+    audit: String,
+}
+
+fn kept_demo(args: &[&str]) -> KeptDemo {
+    let output = myc(&[args, &["--keep", "--format", "json"]].concat(), b"");
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("{error}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
+    let audit = std::fs::read_to_string(kept.join("rollout-audit.jsonl")).unwrap();
+    let stages = summary["stages"].as_array().unwrap().clone();
+    let reports = stages
+        .iter()
+        .filter_map(|stage| stage["report"].as_str())
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect();
+    std::fs::remove_dir_all(&kept).unwrap();
+    KeptDemo { output, stdout, summary, stages, reports, audit }
+}
+
 #[test]
 fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_up() {
     // The default rate is more than a debug build makes through the
@@ -260,17 +290,7 @@ fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_
     // legacy producer must still write at its own pace in every stage —
     // each dual stage's verify report covers its source (the rollout gate
     // refuses to advance it otherwise) and the walk reaches `broker`.
-    let output = myc(&["demo", "--stage-seconds", "1", "--keep", "--format", "json"], b"");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
-    let stages = summary["stages"].as_array().unwrap().clone();
-    let reports: Vec<serde_json::Value> = stages
-        .iter()
-        .filter_map(|stage| stage["report"].as_str())
-        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
-        .collect();
-    std::fs::remove_dir_all(&kept).unwrap();
+    let KeptDemo { stdout, stages, reports, .. } = kept_demo(&["demo", "--stage-seconds", "1"]);
     let names: Vec<_> = stages.iter().map(|stage| stage["stage"].as_str().unwrap()).collect();
     assert_eq!(names, ["relay", "dual_relay_primary", "dual_broker_primary", "broker"], "{stdout}");
     assert_eq!(reports.len(), 2, "{stdout}");
@@ -291,19 +311,7 @@ fn the_demo_with_every_feed_walks_coinbase_and_binance_to_broker_on_identical_ve
     // Four shim producers and the legacy one, none pausing. The Coinbase
     // adapter takes source 3, so the legacy producer is Gemini-like (5).
     let args = ["demo", "--feeds", "polygon,kraken,coinbase,binance", "--stage-seconds", "0.5", "--rate", "2000"];
-    let output = myc(&[&args[..], &["--keep", "--format", "json"]].concat(), b"");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|error| panic!("{error}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
-    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
-    let audit = std::fs::read_to_string(kept.join("rollout-audit.jsonl")).unwrap();
-    let stages = summary["stages"].as_array().unwrap().clone();
-    let reports: Vec<serde_json::Value> = stages
-        .iter()
-        .filter_map(|stage| stage["report"].as_str())
-        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
-        .collect();
-    std::fs::remove_dir_all(&kept).unwrap();
+    let KeptDemo { output, stdout, summary, stages, reports, audit } = kept_demo(&args);
     assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert_eq!(summary["ok"], true, "{stdout}");
     assert_eq!(

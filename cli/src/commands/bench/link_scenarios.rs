@@ -9,7 +9,7 @@
 //! link's buffer is sized to hold the whole run, so a broker path that lags
 //! shows as time to drain, not as loss.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use myc_relay_compat::RelayTap;

@@ -17,13 +17,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::fields::{self, Drop};
+use crate::object::ObjectFeed;
 use crate::{Adapter, Control, FeedCounters, Outbox, Stamper};
 
 /// The venue id of Binance.
 const BINANCE: u16 = 100;
 const COIN: u8 = 51;
-/// The `events_ignored` key of error responses.
-const ERROR_KEY: &str = "error";
 /// The kind a bookTicker is counted under.
 const BOOK_TICKER: &str = "bookTicker";
 
@@ -70,18 +69,14 @@ struct Frame<'a> {
 /// Binance frames → Protocol V2.
 #[derive(Debug)]
 pub struct Binance {
-    stamper: Stamper,
-    counters: FeedCounters,
-    /// Limits error responses in the log to one a second (each is counted).
-    warnings: myc_transport::OnceASecond,
+    /// Stamper, counters and the log limit of error responses.
+    feed: ObjectFeed,
 }
 
 impl Binance {
     /// An adapter numbering its messages with `stamper`.
     pub fn new(stamper: Stamper) -> Binance {
-        let mut counters = FeedCounters::new(&Drop::ALL);
-        counters.events_ignored.insert(ERROR_KEY.to_owned(), 0);
-        Binance { stamper, counters, warnings: myc_transport::OnceASecond::default() }
+        Binance { feed: ObjectFeed::new("Binance", stamper) }
     }
 
     /// One event (the frame itself, or a combined stream's `data`): typed by
@@ -95,7 +90,7 @@ impl Binance {
             "trade" => self.trade(event, now_ns, out),
             BOOK_TICKER => self.book_ticker(event, received_ns, now_ns, out),
             other => {
-                self.counters.ignored(other);
+                self.feed.counters.ignored(other);
                 Ok(())
             }
         }
@@ -118,7 +113,7 @@ impl Binance {
             reserved: 0,
             side,
         };
-        self.stamper.trade(&trade, now_ns, out);
+        self.feed.stamper.trade(&trade, now_ns, out);
         Ok(())
     }
 
@@ -134,25 +129,18 @@ impl Binance {
             asset_type: COIN,
             reserved: 0,
         };
-        self.stamper.quote(&quote, 0, now_ns, out);
+        self.feed.stamper.quote(&quote, 0, now_ns, out);
         Ok(())
     }
 
     fn error(&mut self, frame: &Frame<'_>) {
-        self.counters.frames_control += 1;
-        self.counters.ignored(ERROR_KEY);
-        if self.warnings.ready() {
+        if self.feed.server_error() {
             let error = frame.error.map_or_else(
                 || fields::string(frame.msg).map(Cow::into_owned).unwrap_or_default(),
                 |error| error.get().to_owned(),
             );
             tracing::warn!(error, "Binance sent an error (further ones counted, logged once a second)");
         }
-    }
-
-    fn reject(&mut self, why: String) -> Result<Option<Control>, String> {
-        self.counters.frames_rejected += 1;
-        Err(why)
     }
 }
 
@@ -169,15 +157,7 @@ impl Adapter for Binance {
         now_ns: u64,
         out: &mut Outbox,
     ) -> Result<Option<Control>, String> {
-        self.counters.frames += 1;
-        // serde would read an array as a struct, field by field.
-        if !text.trim_start().starts_with('{') {
-            return self.reject("not a Binance frame: not a JSON object".to_owned());
-        }
-        let frame: Frame<'_> = match serde_json::from_str(text) {
-            Ok(frame) => frame,
-            Err(error) => return self.reject(format!("not a Binance object: {error}")),
-        };
+        let frame: Frame<'_> = self.feed.object(text)?;
         // An error response: `{"error":{…},"id":…}`, or `{"code":…,"msg":…}`.
         if frame.error.is_some() || (frame.msg.is_some() && frame.e.is_none() && frame.stream.is_none()) {
             self.error(&frame);
@@ -186,37 +166,39 @@ impl Adapter for Binance {
         let inner;
         let event = match (frame.stream, frame.data) {
             (Some(_), Some(data)) if !data.get().starts_with('{') => {
-                return self.reject("a combined stream whose data is not an object".to_owned());
+                return self.feed.reject("a combined stream whose data is not an object".to_owned());
             }
             (Some(_), Some(data)) => match serde_json::from_str::<Frame<'_>>(data.get()) {
                 Ok(parsed) => {
                     inner = parsed;
                     &inner
                 }
-                Err(error) => return self.reject(format!("a combined stream whose data is not an object: {error}")),
+                Err(error) => {
+                    return self.feed.reject(format!("a combined stream whose data is not an object: {error}"));
+                }
             },
-            (Some(_), None) => return self.reject("a combined stream without data".to_owned()),
+            (Some(_), None) => return self.feed.reject("a combined stream without data".to_owned()),
             // A response to a request (subscribe, list): `{"result":…,"id":…}`.
             (None, _) if frame.id.is_some() && frame.e.is_none() => {
-                self.counters.frames_control += 1;
+                self.feed.counters.frames_control += 1;
                 return Ok(None);
             }
             (None, _) => &frame,
         };
         if event.e.is_none() && !is_book_ticker(event) {
-            return self.reject("an object that is neither an event, a combined stream nor a response".to_owned());
+            return self.feed.reject("an object that is neither an event, a combined stream nor a response".to_owned());
         }
         let before = out.len();
         let result = self.event(event, received_ns, now_ns, out);
-        self.counters.mapped(result, out.len() - before);
+        self.feed.counters.mapped(result, out.len() - before);
         Ok(None)
     }
 
     fn counters(&self) -> &FeedCounters {
-        &self.counters
+        &self.feed.counters
     }
 
     fn built(&self) -> u64 {
-        self.stamper.built()
+        self.feed.stamper.built()
     }
 }

@@ -15,13 +15,12 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::fields::{self, Drop};
+use crate::object::ObjectFeed;
 use crate::{Adapter, Control, FeedCounters, Outbox, Stamper};
 
 /// The venue id of Coinbase.
 const COINBASE: u16 = 102;
 const COIN: u8 = 51;
-/// The `events_ignored` key of the server's error messages.
-const ERROR_KEY: &str = "error";
 
 /// One Coinbase message; every field but `type` is read by the mapping
 /// that needs it, so a mistyped field drops that event, not the frame.
@@ -56,19 +55,14 @@ struct Event<'a> {
 /// Coinbase frames → Protocol V2.
 #[derive(Debug)]
 pub struct Coinbase {
-    stamper: Stamper,
-    counters: FeedCounters,
-    /// Limits the server's error messages in the log to one a second (each
-    /// one is counted).
-    warnings: myc_transport::OnceASecond,
+    /// Stamper, counters and the log limit of server errors.
+    feed: ObjectFeed,
 }
 
 impl Coinbase {
     /// An adapter numbering its messages with `stamper`.
     pub fn new(stamper: Stamper) -> Coinbase {
-        let mut counters = FeedCounters::new(&Drop::ALL);
-        counters.events_ignored.insert(ERROR_KEY.to_owned(), 0);
-        Coinbase { stamper, counters, warnings: myc_transport::OnceASecond::default() }
+        Coinbase { feed: ObjectFeed::new("Coinbase", stamper) }
     }
 
     fn trade(&mut self, event: &Event<'_>, now_ns: u64, out: &mut Outbox) -> Result<(), Drop> {
@@ -88,7 +82,7 @@ impl Coinbase {
             reserved: 0,
             side,
         };
-        self.stamper.trade(&trade, now_ns, out);
+        self.feed.stamper.trade(&trade, now_ns, out);
         Ok(())
     }
 
@@ -106,14 +100,12 @@ impl Coinbase {
             asset_type: COIN,
             reserved: 0,
         };
-        self.stamper.quote(&quote, event_ns.unwrap_or(0), now_ns, out);
+        self.feed.stamper.quote(&quote, event_ns.unwrap_or(0), now_ns, out);
         Ok(())
     }
 
     fn error(&mut self, event: &Event<'_>) {
-        self.counters.frames_control += 1;
-        self.counters.ignored(ERROR_KEY);
-        if self.warnings.ready() {
+        if self.feed.server_error() {
             let text = |value| fields::string(value).map(Cow::into_owned).unwrap_or_default();
             let (message, reason) = (text(event.message), text(event.reason));
             tracing::warn!(message, reason, "Coinbase sent an error (further ones counted, logged once a second)");
@@ -129,25 +121,13 @@ impl Adapter for Coinbase {
         now_ns: u64,
         out: &mut Outbox,
     ) -> Result<Option<Control>, String> {
-        self.counters.frames += 1;
-        // serde would read an array as a struct, field by field.
-        if !text.trim_start().starts_with('{') {
-            self.counters.frames_rejected += 1;
-            return Err("not a Coinbase message: not a JSON object".to_owned());
-        }
-        let event: Event<'_> = match serde_json::from_str(text) {
-            Ok(event) => event,
-            Err(error) => {
-                self.counters.frames_rejected += 1;
-                return Err(format!("not a Coinbase message (an object with a type): {error}"));
-            }
-        };
+        let event: Event<'_> = self.feed.object(text)?;
         let before = out.len();
         let result = match event.kind.as_ref() {
             "match" | "last_match" => self.trade(&event, now_ns, out),
             "ticker" => self.ticker(&event, received_ns, now_ns, out),
             "subscriptions" | "heartbeat" => {
-                self.counters.frames_control += 1;
+                self.feed.counters.frames_control += 1;
                 Ok(())
             }
             "error" => {
@@ -155,19 +135,19 @@ impl Adapter for Coinbase {
                 Ok(())
             }
             other => {
-                self.counters.ignored(other);
+                self.feed.counters.ignored(other);
                 Ok(())
             }
         };
-        self.counters.mapped(result, out.len() - before);
+        self.feed.counters.mapped(result, out.len() - before);
         Ok(None)
     }
 
     fn counters(&self) -> &FeedCounters {
-        &self.counters
+        &self.feed.counters
     }
 
     fn built(&self) -> u64 {
-        self.stamper.built()
+        self.feed.stamper.built()
     }
 }

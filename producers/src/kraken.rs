@@ -209,8 +209,7 @@ impl Kraken {
     }
 
     fn reject(&mut self, why: String) -> Result<Option<Control>, String> {
-        self.counters.frames_rejected += 1;
-        Err(why)
+        crate::object::reject(&mut self.counters, why)
     }
 }
 

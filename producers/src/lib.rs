@@ -17,6 +17,7 @@ mod coinbase;
 pub mod feed;
 pub mod fields;
 mod kraken;
+mod object;
 mod polygon;
 pub mod summary;
 pub mod synthetic;

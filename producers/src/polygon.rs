@@ -159,8 +159,7 @@ impl Adapter for Polygon {
         let events: Vec<&RawValue> = match serde_json::from_str(text) {
             Ok(events) => events,
             Err(error) => {
-                self.counters.frames_rejected += 1;
-                return Err(format!("not a JSON array of events: {error}"));
+                return crate::object::reject(&mut self.counters, format!("not a JSON array of events: {error}"));
             }
         };
         let mut control = None;

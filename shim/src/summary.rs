@@ -80,39 +80,40 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
     /// and stage changes refused for a path the build left out.
     pub fn register(&self, registry: &mut Registry, service: &str) {
         let registry = registry.sub_registry_with_label(("service".into(), service.to_owned().into()));
-        for (name, counters) in [("relay", self.relay().counters()), ("broker", self.broker().counters())] {
-            let sub = registry.sub_registry_with_label(("path".into(), name.into()));
-            sub.register("myc_shim_published", "Messages the path accepted", counters.published.clone());
-            sub.register("myc_shim_failed", "Primary publishes refused", counters.failed.clone());
-            sub.register("myc_shim_shadow_dropped", "Shadow publishes dropped", counters.shadow_dropped.clone());
-            sub.register(
-                "myc_shim_shadow_breaker",
-                "Shadow breaker: 0 closed, 1 open, 2 half-open",
-                counters.breaker.clone(),
-            );
-            sub.register("myc_shim_reconnects", "Connections after the first", counters.reconnects.clone());
-            sub.register("myc_shim_resent", "Messages sent again after a reconnect", counters.resent.clone());
-        }
-        if let Some(guard) = self.broker().primary_guard() {
-            let sub = registry.sub_registry_with_label(("path".into(), "broker".into()));
-            let counters = guard.counters();
-            sub.register(
-                "myc_shim_breaker_state",
-                "Primary breaker: 0 closed, 1 open, 2 half-open",
-                counters.breaker_state.clone(),
-            );
-            sub.register("myc_shim_circuit_open", "Publishes that met the open breaker", counters.circuit_open.clone());
-            sub.register("myc_spool_messages", "Messages in the spool", counters.spool_messages.clone());
-            sub.register("myc_spool_bytes", "Bytes of the messages in the spool", counters.spool_bytes.clone());
-            sub.register("myc_spool_appended", "Messages appended to the spool", counters.spooled.clone());
-            sub.register("myc_spool_replayed", "Spooled messages handed to the broker", counters.replayed.clone());
-            sub.register("myc_spool_full", "Messages refused by a full spool", counters.spool_full.clone());
-            sub.register(
-                "myc_spool_truncated",
-                "Torn spool tails truncated at start",
-                counters.spool_truncated.clone(),
-            );
-            sub.register("myc_spool_corrupt", "Corrupt spool regions skipped at start", counters.spool_corrupt.clone());
+        let paths = [
+            ("relay", self.relay().counters(), self.relay().primary_guard()),
+            ("broker", self.broker().counters(), self.broker().primary_guard()),
+        ];
+        for (path, counters, guard) in paths {
+            let sub = registry.sub_registry_with_label(("path".into(), path.into()));
+            let mut counted = vec![
+                ("myc_shim_published", "Messages the path accepted", &counters.published),
+                ("myc_shim_failed", "Primary publishes refused", &counters.failed),
+                ("myc_shim_shadow_dropped", "Shadow publishes dropped", &counters.shadow_dropped),
+                ("myc_shim_reconnects", "Connections after the first", &counters.reconnects),
+                ("myc_shim_resent", "Messages sent again after a reconnect", &counters.resent),
+            ];
+            let mut gauged =
+                vec![("myc_shim_shadow_breaker", "Shadow breaker: 0 closed, 1 open, 2 half-open", &counters.breaker)];
+            // The primary's breaker and spool (the broker path's alone).
+            if let Some(guard) = guard {
+                let guard = guard.counters();
+                counted.extend([
+                    ("myc_shim_circuit_open", "Publishes that met the open breaker", &guard.circuit_open),
+                    ("myc_spool_appended", "Messages appended to the spool", &guard.spooled),
+                    ("myc_spool_replayed", "Spooled messages handed to the broker", &guard.replayed),
+                    ("myc_spool_full", "Messages refused by a full spool", &guard.spool_full),
+                    ("myc_spool_truncated", "Torn spool tails truncated at start", &guard.spool_truncated),
+                    ("myc_spool_corrupt", "Corrupt spool regions skipped at start", &guard.spool_corrupt),
+                ]);
+                gauged.extend([
+                    ("myc_shim_breaker_state", "Primary breaker: 0 closed, 1 open, 2 half-open", &guard.breaker_state),
+                    ("myc_spool_messages", "Messages in the spool", &guard.spool_messages),
+                    ("myc_spool_bytes", "Bytes of the messages in the spool", &guard.spool_bytes),
+                ]);
+            }
+            register_each(sub, counted);
+            register_each(sub, gauged);
         }
         registry.register("myc_shim_stage", "Current rollout stage: 0 relay … 3 broker", self.stage().gauge().clone());
         registry.register(
@@ -125,5 +126,16 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
             "Stage changes refused: the stage needs a path this build left out",
             self.stage_unavailable().clone(),
         );
+    }
+}
+
+/// Registers each `(name, help, metric)` in `registry` (a clone of the
+/// metric: they share the value).
+fn register_each<M: prometheus_client::registry::Metric + Clone>(
+    registry: &mut Registry,
+    metrics: Vec<(&str, &str, &M)>,
+) {
+    for (name, help, metric) in metrics {
+        registry.register(name, help, metric.clone());
     }
 }

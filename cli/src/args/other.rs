@@ -15,6 +15,12 @@ pub(crate) struct DemoArgs {
     /// Keep the temporary directory (captures, audit log) after the demo.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// The adapters replayed through the shim, comma-separated: polygon,
+    /// kraken, coinbase, binance (`--feeds polygon,kraken,coinbase,binance`
+    /// for all four). Each is its own service and source; with coinbase the
+    /// legacy producer is Gemini-like (source 5) instead of Coinbase-like.
+    #[arg(long, value_delimiter = ',', default_value = "polygon,kraken", value_name = "FEED,...")]
+    pub(crate) feeds: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -49,7 +55,7 @@ pub(crate) struct RelayArgs {
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct ProduceArgs {
-    /// Feed kind: polygon, kraken or synthetic.
+    /// Feed kind: polygon, kraken, coinbase, binance or synthetic.
     #[arg(long)]
     pub(crate) feed: String,
     /// Replay file, `-` for stdin, or a ws:// / wss:// URL.

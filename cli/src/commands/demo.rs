@@ -1,8 +1,9 @@
 //! `myc demo`: the whole migration on an embedded default, nothing to
 //! install. In a temporary directory it starts a broker and a market-data
 //! relay in-process, taps both into one capture per stage, and replays the
-//! bundled Polygon and Kraken samples (in a loop, at `--rate` each) through
-//! each adapter's own shim publisher. The producers never pause, as on a
+//! bundled Polygon and Kraken samples (`--feeds` adds Coinbase and Binance;
+//! in a loop, at `--rate` each) through each adapter's own shim publisher,
+//! every adapter its own service and source. The producers never pause, as on a
 //! running system: it walks the rollout stages by rewriting the rollout
 //! file, which the publishers follow live — `set` to `dual_relay_primary`,
 //! then `advance` (gated on the verify report of the stage before) to
@@ -14,8 +15,8 @@
 //! identical.
 //!
 //! The relay runs with its broker link (`myc relay --bridge`): an unmodified
-//! legacy producer (Coinbase-like, source 3) walks the stages with the
-//! others, and a legacy relay consumer checks it receives every message of
+//! legacy producer (Coinbase-like, source 3; Gemini-like, source 5, when the
+//! Coinbase adapter is in the demo) walks the stages with the others, and a legacy relay consumer checks it receives every message of
 //! every producer exactly once at every stage.
 
 use std::io::Write;
@@ -28,7 +29,7 @@ use anyhow::{Context, bail};
 use bytes::Bytes;
 use myc_codec::{Domain, Source};
 use myc_config::{Settings, Stage};
-use myc_producers::{Adapter, Kraken, Outbox, Polygon, Stamper};
+use myc_producers::{Adapter, Binance, Coinbase, Kraken, Outbox, Polygon, Stamper};
 use myc_rollout::{Actor, Rollout};
 use myc_shim::{BrokerPublisher, Publisher, RelayPublisher, ServicePublisher, ShadowLimits, StageHandle};
 use myc_transport::{Endpoint, Listener, SocketOptions};
@@ -37,6 +38,7 @@ use myc_verify::report::Report;
 use myc_verify::stream::CaptureStream;
 use tokio::sync::{mpsc, oneshot};
 
+use super::produce::Feed;
 use super::{Outcome, shutdown_signal};
 use crate::args::{DemoArgs, Format};
 
@@ -44,6 +46,8 @@ mod legacy;
 
 const POLYGON_SAMPLE: &str = include_str!("../../../producers/samples/polygon.jsonl");
 const KRAKEN_SAMPLE: &str = include_str!("../../../producers/samples/kraken.jsonl");
+const COINBASE_SAMPLE: &str = include_str!("../../../producers/samples/coinbase.jsonl");
+const BINANCE_SAMPLE: &str = include_str!("../../../producers/samples/binance.jsonl");
 const RELAY_IF: &str = "relay:market_data";
 const BROKER_IF: &str = "broker:market_data";
 
@@ -73,10 +77,21 @@ pub(crate) fn run(args: &DemoArgs, format: Format) -> anyhow::Result<Outcome> {
     if !(args.stage_seconds > 0.0 && args.stage_seconds.is_finite()) || args.rate == 0 {
         bail!("--stage-seconds and --rate must be positive");
     }
+    let feeds = args.feeds.iter().map(|name| DemoFeed::parse(name)).collect::<anyhow::Result<Vec<_>>>()?;
+    for (index, feed) in feeds.iter().enumerate() {
+        if feeds[..index].iter().any(|earlier| earlier.service == feed.service) {
+            bail!("--feeds names {} twice", feed.service.trim_end_matches("_adapter"));
+        }
+    }
+    if feeds.is_empty() {
+        bail!("--feeds needs at least one of polygon, kraken, coinbase, binance");
+    }
+    let sources: Vec<Source> = feeds.iter().map(|feed| feed.source).collect();
+    let legacy = legacy::Identity::beside(&sources)?;
     let dir = tempfile::Builder::new().prefix("myc-demo-").tempdir().context("cannot create a temporary directory")?;
-    let settings = demo_settings(dir.path());
+    let settings = demo_settings(dir.path(), &feeds, legacy);
     let runtime = super::runtime()?;
-    let results = runtime.block_on(walk(args, &settings, dir.path(), format));
+    let results = runtime.block_on(walk(args, feeds, legacy, &settings, dir.path(), format));
     let kept = if args.keep { Some(dir.keep()) } else { None };
     let results = results?;
     let ok = results
@@ -89,8 +104,37 @@ pub(crate) fn run(args: &DemoArgs, format: Format) -> anyhow::Result<Outcome> {
     Ok(if ok { Outcome::Success } else { Outcome::Negative })
 }
 
-/// The embedded default: every socket and file in `dir`.
-fn demo_settings(dir: &Path) -> Settings {
+/// One feed of `--feeds`: its adapter and bundled sample, and the service
+/// and source `myc produce` gives it.
+struct DemoFeed {
+    service: &'static str,
+    source: Source,
+    adapter: Box<dyn Adapter + Send>,
+    sample: &'static str,
+}
+
+impl DemoFeed {
+    fn parse(name: &str) -> anyhow::Result<DemoFeed> {
+        let feed = Feed::parse(name.trim())?;
+        let (service, source) = feed.defaults();
+        let source = Source::from_u8(source);
+        let stamper = Stamper::new(source, false);
+        let (adapter, sample): (Box<dyn Adapter + Send>, _) = match feed {
+            Feed::Polygon => (Box::new(Polygon::new(stamper)), POLYGON_SAMPLE),
+            Feed::Kraken => (Box::new(Kraken::new(stamper, 10)), KRAKEN_SAMPLE),
+            Feed::Coinbase => (Box::new(Coinbase::new(stamper)), COINBASE_SAMPLE),
+            Feed::Binance => (Box::new(Binance::new(stamper)), BINANCE_SAMPLE),
+            Feed::Synthetic => {
+                bail!("the demo replays the bundled feed samples: choose from polygon, kraken, coinbase, binance")
+            }
+        };
+        Ok(DemoFeed { service, source, adapter, sample })
+    }
+}
+
+/// The embedded default: every socket and file in `dir`; a service per feed
+/// and the legacy producer's.
+fn demo_settings(dir: &Path, feeds: &[DemoFeed], legacy: legacy::Identity) -> Settings {
     let mut settings = Settings::default();
     settings.relay.market_data = dir.join("market_data.sock");
     settings.relay.signal = dir.join("signals.sock");
@@ -104,9 +148,9 @@ fn demo_settings(dir: &Path) -> Settings {
     settings.gate.min_messages = 100;
     // The demo's stages are seconds long; its evidence need not be a minute.
     settings.gate.min_duration = myc_config::Span::from_millis(100);
-    for (service, source) in [("polygon_adapter", 4), ("kraken_adapter", 2), (legacy::SERVICE, legacy::SOURCE.as_u8())]
-    {
-        settings.services.insert(service.to_owned(), myc_config::ServiceSettings { source: Some(source) });
+    let services = feeds.iter().map(|feed| (feed.service, feed.source)).chain([(legacy.service, legacy.source)]);
+    for (service, source) in services {
+        settings.services.insert(service.to_owned(), myc_config::ServiceSettings { source: Some(source.as_u8()) });
     }
     settings
 }
@@ -119,9 +163,11 @@ enum Tapped {
     Rotate(PathBuf, oneshot::Sender<anyhow::Result<[u64; 2]>>),
 }
 
-struct Producer<A> {
+struct Producer {
     service: &'static str,
-    adapter: A,
+    /// The source of its messages (the legacy consumer's key).
+    source: Source,
+    adapter: Box<dyn Adapter + Send>,
     frames: Vec<&'static str>,
     next: usize,
     /// Shared with the walk, which reads its stage and summary while the
@@ -135,7 +181,7 @@ struct Producer<A> {
     _watch: myc_config::Watched<myc_rollout::Plan>,
 }
 
-impl<A: Adapter> Producer<A> {
+impl Producer {
     /// Publishes the next frame's messages, when fewer than `target` were
     /// built in all; returns whether it did.
     async fn produce_toward(&mut self, target: u64, out: &mut Outbox) -> anyhow::Result<bool> {
@@ -159,11 +205,11 @@ impl<A: Adapter> Producer<A> {
 /// frame of each shim producer, a few to a few dozen messages).
 const LEGACY_TURN: u64 = 16;
 
-/// Both producers at `rate` each, without pause, until `stop`.
-async fn produce<A: Adapter, B: Adapter>(
-    mut polygon: Producer<A>,
-    mut kraken: Producer<B>,
+/// Every producer at `rate` each, without pause, until `stop`.
+async fn produce(
+    mut shims: Vec<Producer>,
     mut legacy: (legacy::LegacyProducer, Arc<AtomicU64>),
+    produced: Arc<AtomicU64>,
     rate: u64,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
@@ -191,24 +237,33 @@ async fn produce<A: Adapter, B: Adapter>(
         let (legacy_producer, legacy_sent) = &mut legacy;
         while !stop.load(Ordering::Relaxed) {
             let due = due();
-            let polygon_behind = polygon.produce_toward(due, &mut out).await?;
-            let kraken_behind = kraken.produce_toward(due, &mut out).await?;
+            let mut behind = false;
+            for shim in &mut shims {
+                behind |= shim.produce_toward(due, &mut out).await?;
+            }
             let legacy_before = legacy_producer.sent;
             legacy_producer.produce_until(due.min(legacy_before + LEGACY_TURN)).await?;
             legacy_sent.store(legacy_producer.sent, Ordering::Relaxed);
-            polygon.produced.fetch_add(legacy_producer.sent - legacy_before, Ordering::Relaxed);
-            if !(polygon_behind || kraken_behind || legacy_producer.sent < due) {
+            produced.fetch_add(legacy_producer.sent - legacy_before, Ordering::Relaxed);
+            if !(behind || legacy_producer.sent < due) {
                 break;
             }
         }
     }
-    for publisher in [&polygon.publisher, &kraken.publisher] {
-        publisher.flush(Duration::from_secs(10)).await?;
+    for shim in shims {
+        shim.publisher.flush(Duration::from_secs(10)).await?;
     }
     Ok(())
 }
 
-async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) -> anyhow::Result<Vec<StageResult>> {
+async fn walk(
+    args: &DemoArgs,
+    feeds: Vec<DemoFeed>,
+    legacy: legacy::Identity,
+    settings: &Settings,
+    dir: &Path,
+    format: Format,
+) -> anyhow::Result<Vec<StageResult>> {
     let say = |line: String| {
         if format == Format::Human {
             #[allow(clippy::print_stdout, reason = "the demo narrates")]
@@ -217,8 +272,13 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
             }
         }
     };
-    say(format!("myc demo: broker, market-data relay, Polygon and Kraken producers in {}", dir.display()));
-    say("  with the relay's broker link, an unmodified Coinbase-like legacy producer and a legacy consumer".to_owned());
+    let names: Vec<&str> = feeds.iter().map(|feed| feed.service).collect();
+    say(format!("myc demo: broker, market-data relay, producers {} in {}", names.join(", "), dir.display()));
+    say(format!(
+        "  with the relay's broker link, an unmodified legacy producer ({}, source {}) and a legacy consumer",
+        legacy.service,
+        legacy.source.as_u8()
+    ));
     let broker_path = dir.join("mycelium.sock");
     let broker_listener = Listener::bind(&Endpoint::Unix(broker_path.clone()), SocketOptions::default()).await?;
     let broker_settings = myc_broker::Settings { restart_grace: Duration::ZERO, ..myc_broker::Settings::default() };
@@ -248,25 +308,13 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
     let actor = Actor { user: "myc-demo".to_owned(), host: "localhost".to_owned() };
     let rollout = Rollout::from_settings(settings);
     let produced = Arc::new(AtomicU64::new(0));
-    let polygon = producer(
-        "polygon_adapter",
-        Polygon::new(Stamper::new(Source::PolygonCollector, false)),
-        POLYGON_SAMPLE,
-        settings,
-        &produced,
-    )?;
-    let kraken = producer(
-        "kraken_adapter",
-        Kraken::new(Stamper::new(Source::KrakenCollector, false), 10),
-        KRAKEN_SAMPLE,
-        settings,
-        &produced,
-    )?;
-    let publishers = [Arc::clone(&polygon.publisher), Arc::clone(&kraken.publisher)];
-    let stages = || [publishers[0].stage().get(), publishers[1].stage().get()];
-    // What each path accepted, from both publishers.
+    let shims =
+        feeds.into_iter().map(|feed| producer(feed, settings, &produced)).collect::<anyhow::Result<Vec<_>>>()?;
+    let publishers: Vec<_> = shims.iter().map(|shim| Arc::clone(&shim.publisher)).collect();
+    let stages = || publishers.iter().map(|publisher| publisher.stage().get()).collect::<Vec<_>>();
+    // What each path accepted, from every publisher.
     let accepted = || {
-        let summaries = [publishers[0].summary(), publishers[1].summary()];
+        let summaries: Vec<_> = publishers.iter().map(|publisher| publisher.summary()).collect();
         [
             summaries.iter().map(|summary| summary.relay.published).sum::<u64>(),
             summaries.iter().map(|summary| summary.broker.published).sum::<u64>(),
@@ -281,30 +329,33 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
     });
     let producing = Arc::new(AtomicBool::new(false));
     let legacy_consumer = legacy::LegacyConsumer::connect(&settings.relay.market_data, &relay).await?;
-    let legacy_producer = legacy::LegacyProducer::connect(&settings.relay.market_data).await?;
+    let legacy_producer = legacy::LegacyProducer::connect(&settings.relay.market_data, legacy.source).await?;
     let legacy_sent = Arc::new(AtomicU64::new(0));
     // Each producer's last sequence so far: what the legacy consumer must hold.
     let last_sequences = {
-        let (polygon_built, kraken_built, legacy_sent) =
-            (Arc::clone(&polygon.built), Arc::clone(&kraken.built), Arc::clone(&legacy_sent));
-        move || {
-            [
-                (Source::PolygonCollector.as_u8(), polygon_built.load(Ordering::Relaxed)),
-                (Source::KrakenCollector.as_u8(), kraken_built.load(Ordering::Relaxed)),
-                (legacy::SOURCE.as_u8(), legacy_sent.load(Ordering::Relaxed)),
-            ]
-        }
+        let counters: Vec<(u8, Arc<AtomicU64>)> = shims
+            .iter()
+            .map(|shim| (shim.source.as_u8(), Arc::clone(&shim.built)))
+            .chain([(legacy.source.as_u8(), Arc::clone(&legacy_sent))])
+            .collect();
+        move || counters.iter().map(|(source, last)| (*source, last.load(Ordering::Relaxed))).collect::<Vec<_>>()
     };
-    let legacy = (legacy_producer, legacy_sent);
-    let mut producers = tokio::spawn(produce(polygon, kraken, legacy, args.rate, Arc::clone(&producing)));
+    let services: Vec<&str> = shims.iter().map(|shim| shim.service).chain([legacy.service]).collect();
+    let mut producers = tokio::spawn(produce(
+        shims,
+        (legacy_producer, legacy_sent),
+        Arc::clone(&produced),
+        args.rate,
+        Arc::clone(&producing),
+    ));
 
     let mut results = Vec::new();
     let mut evidence: Option<Vec<u8>> = None;
     for (index, stage) in Stage::ALL.into_iter().enumerate() {
-        // Move both services to the stage: the first step is an operator
+        // Move every service to the stage: the first step is an operator
         // `set`, later ones `advance`, gated on the previous stage's report.
         if stage != Stage::Relay {
-            for service in ["polygon_adapter", "kraken_adapter", legacy::SERVICE] {
+            for &service in &services {
                 let changed = match &evidence {
                     Some(report) if stage != Stage::DualRelayPrimary => rollout.advance(
                         service,
@@ -322,7 +373,7 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
                 }
             }
             wait_for_stage(stage, stages).await?;
-            wait_for_stage(stage, || [bridge.stages().of(legacy::SOURCE.as_u8()); 2]).await?;
+            wait_for_stage(stage, || vec![bridge.stages().of(legacy.source.as_u8())]).await?;
             // A path this stage does not use carries nothing more: what it
             // accepted before reaches its tap before the stage's capture
             // starts (the producers keep going meanwhile).
@@ -351,10 +402,10 @@ async fn walk(args: &DemoArgs, settings: &Settings, dir: &Path, format: Format) 
         let carried = rotate(&tx, transition_path(dir, index)).await?;
         // Relay consumers receive every message of every producer (the link
         // brings down what producers at broker no longer write to the relay).
-        let judged = legacy_consumer.judge(&last_sequences()).await;
+        let judged = legacy_consumer.judge(&last_sequences(), legacy.source).await;
         let (legacy_verdict, shim_producers) = {
             let (linked, shims): (Vec<_>, Vec<_>) =
-                judged.iter().partition(|judgement| judgement.source == legacy::SOURCE.as_u8());
+                judged.iter().partition(|judgement| judgement.source == legacy.source.as_u8());
             let linked: Option<legacy::SourceJudgement> =
                 linked.first().map(|judgement: &&legacy::SourceJudgement| **judgement);
             let verdict = match linked {
@@ -457,13 +508,8 @@ async fn finish(
     Ok(results)
 }
 
-fn producer<A: Adapter>(
-    service: &'static str,
-    adapter: A,
-    sample: &'static str,
-    settings: &Settings,
-    produced: &Arc<AtomicU64>,
-) -> anyhow::Result<Producer<A>> {
+fn producer(feed: DemoFeed, settings: &Settings, produced: &Arc<AtomicU64>) -> anyhow::Result<Producer> {
+    let DemoFeed { service, source, adapter, sample } = feed;
     let produced = Arc::clone(produced);
     let (stage, watch) = StageHandle::follow(settings.rollout.file.clone(), settings.rollout.default_stage, service)?;
     let publisher = Arc::new(ServicePublisher::new(
@@ -473,7 +519,17 @@ fn producer<A: Adapter>(
         ShadowLimits::from_settings(&settings.shadow),
     ));
     let frames = sample.lines().filter(|line| !line.trim().is_empty()).collect();
-    Ok(Producer { service, adapter, frames, next: 0, publisher, produced, built: Arc::default(), _watch: watch })
+    Ok(Producer {
+        service,
+        source,
+        adapter,
+        frames,
+        next: 0,
+        publisher,
+        produced,
+        built: Arc::default(),
+        _watch: watch,
+    })
 }
 
 /// Stage `index`'s capture.
@@ -492,9 +548,9 @@ fn transition_path(dir: &Path, index: usize) -> PathBuf {
 }
 
 /// Waits (up to 5 s) until every publisher follows the rollout file to `stage`.
-async fn wait_for_stage(stage: Stage, current: impl Fn() -> [Stage; 2] + Copy) -> anyhow::Result<()> {
+async fn wait_for_stage(stage: Stage, current: impl Fn() -> Vec<Stage>) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    while current() != [stage, stage] {
+    while current().iter().any(|&now| now != stage) {
         if Instant::now() > deadline {
             bail!("the producers did not follow the rollout file to {stage} within 5 s");
         }
@@ -637,6 +693,8 @@ fn summarise(
         let summary = serde_json::json!({
             "ok": ok,
             "stages": results,
+            // Which services walked, by source (the legacy producer's too).
+            "services": settings.services.iter().map(|(name, service)| (name, service.source)).collect::<std::collections::BTreeMap<_, _>>(),
             "audit_log": settings.rollout.audit_log,
             "kept": kept,
         });

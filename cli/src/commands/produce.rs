@@ -28,9 +28,9 @@ use crate::progress;
 /// How long the final flush may take.
 const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
 
-/// The feed kinds.
+/// The feed kinds (the demo replays the four adapters' samples).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Feed {
+pub(super) enum Feed {
     Polygon,
     Kraken,
     Coinbase,
@@ -39,7 +39,7 @@ enum Feed {
 }
 
 impl Feed {
-    fn parse(name: &str) -> anyhow::Result<Feed> {
+    pub(super) fn parse(name: &str) -> anyhow::Result<Feed> {
         Ok(match name {
             "polygon" => Feed::Polygon,
             "kraken" => Feed::Kraken,
@@ -52,7 +52,7 @@ impl Feed {
 
     /// The service name when `--service` is not given, and its source id
     /// when the settings do not give one.
-    fn defaults(self) -> (&'static str, u8) {
+    pub(super) fn defaults(self) -> (&'static str, u8) {
         match self {
             Feed::Polygon => ("polygon_adapter", 4),
             Feed::Kraken => ("kraken_adapter", 2),

@@ -43,24 +43,12 @@ fn bench_quick_codec_reports_every_codec_scenario_as_json() {
 #[test]
 fn broker_serves_refuses_a_second_broker_on_its_socket_and_stops_cleanly_on_sigterm() {
     use std::io::{Read, Write};
-    use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("b.sock");
     let listen = format!("unix:{}", socket.display());
-    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["broker", "--listen", &listen])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let mut stream = loop {
-        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
-            break stream;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "broker did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut broker = spawn_quiet(&["broker", "--listen", &listen]);
+    let mut stream = connect_when_up(&socket);
     // HELLO (version 1, no name, no token) is answered by WELCOME (op 0x81).
     stream.write_all(&[9, 0, 0, 0, 0x01, 1, 0, 0, 0, 0, 0, 0, 0]).unwrap();
     let mut welcome = [0u8; 5];
@@ -72,46 +60,106 @@ fn broker_serves_refuses_a_second_broker_on_its_socket_and_stops_cleanly_on_sigt
     let stderr = String::from_utf8(second.stderr).unwrap();
     assert!(stderr.contains(&socket.display().to_string()) && stderr.contains("in use"), "{stderr}");
 
-    let killed = std::process::Command::new("kill").args(["-TERM", &broker.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    assert!(broker.wait().unwrap().success());
+    terminate(&mut broker);
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
 
 #[test]
 fn broker_metrics_are_served_as_prometheus_text() {
-    use std::io::{BufRead, BufReader, Read, Write};
-
     let dir = tempfile::tempdir().unwrap();
     let listen = format!("unix:{}", dir.path().join("b.sock").display());
-    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["broker", "--listen", &listen, "--metrics", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(broker.stderr.take().unwrap()).lines();
-    let address = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|line| {
-            line.contains("metrics listening")
-                .then(|| line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned()))
-                .flatten()
-        })
-        .expect("the broker logs the metrics address");
-    // Keep reading its log so the broker never writes into a closed pipe.
-    let drain = std::thread::spawn(move || lines.count());
-    let mut http = std::net::TcpStream::connect(&address).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
+    let mut broker = ServingMetrics::start(&["broker", "--listen", &listen, "--metrics", "127.0.0.1:0"]);
+    let response = broker.scrape();
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("myc_broker_connections"), "{response}");
     assert!(response.contains("# EOF"), "{response}");
-    let killed = std::process::Command::new("kill").args(["-TERM", &broker.id().to_string()]).status().unwrap();
+    broker.terminate();
+}
+
+/// A `myc` child serving metrics, its log on a pipe read to the end by a
+/// thread (so it never writes into a closed pipe).
+struct ServingMetrics {
+    child: std::process::Child,
+    /// The address it logged `metrics listening` at.
+    address: String,
+    drain: Option<std::thread::JoinHandle<usize>>,
+}
+
+impl ServingMetrics {
+    /// Starts `myc ARGS` (which must say `--metrics`) and waits until it
+    /// logs where its metrics are served.
+    fn start(args: &[&str]) -> ServingMetrics {
+        use std::io::{BufRead, BufReader};
+
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let address = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find_map(|line| {
+                line.contains("metrics listening")
+                    .then(|| {
+                        line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+                    })
+                    .flatten()
+            })
+            .unwrap_or_else(|| panic!("myc {args:?} logs its metrics address"));
+        ServingMetrics { child, address, drain: Some(std::thread::spawn(move || lines.count())) }
+    }
+
+    /// The HTTP response to `GET /metrics`, status line included.
+    fn scrape(&self) -> String {
+        use std::io::{Read, Write};
+
+        let mut http = std::net::TcpStream::connect(&self.address).unwrap();
+        http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        http.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    /// SIGTERM, then a clean exit is asserted.
+    fn terminate(&mut self) {
+        terminate(&mut self.child);
+        if let Some(drain) = self.drain.take() {
+            drain.join().unwrap();
+        }
+    }
+}
+
+/// `myc ARGS` in the background, its log discarded.
+fn spawn_quiet(args: &[&str]) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Connects to the Unix socket a child just started serves, retrying until
+/// it is there (10 s at most).
+fn connect_when_up(socket: &std::path::Path) -> std::os::unix::net::UnixStream {
+    use std::time::{Duration, Instant};
+
+    let started = Instant::now();
+    loop {
+        if let Ok(stream) = std::os::unix::net::UnixStream::connect(socket) {
+            return stream;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "nothing serves {} after 10 s", socket.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Sends SIGTERM to `child` and asserts it exits cleanly.
+fn terminate(child: &mut std::process::Child) {
+    let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(killed.success());
-    let status = broker.wait().unwrap();
-    drain.join().unwrap();
+    let status = child.wait().unwrap();
     assert!(status.success(), "{status}");
 }
 
@@ -122,19 +170,8 @@ fn relay_forwards_a_legacy_producers_message_and_stops_cleanly() {
 
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("md.sock");
-    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["relay", "--domain", "market_data", "--socket", socket.to_str().unwrap()])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    let mut consumer = loop {
-        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
-            break stream;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "relay did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let mut relay = spawn_quiet(&["relay", "--domain", "market_data", "--socket", socket.to_str().unwrap()]);
+    let mut consumer = connect_when_up(&socket);
     let header = myc_codec::Header::new(myc_codec::Domain::MarketData, myc_codec::Source::KrakenCollector, 1, 5);
     let message = myc_codec::MessageBuilder::new(header)
         .heartbeat(&myc_codec::Heartbeat { timestamp_ns: 5, counter: 1 })
@@ -163,9 +200,7 @@ fn relay_forwards_a_legacy_producers_message_and_stops_cleanly() {
     let usage = myc(&["relay"], b"");
     assert_eq!(usage.status.code(), Some(2));
 
-    let killed = std::process::Command::new("kill").args(["-TERM", &relay.id().to_string()]).status().unwrap();
-    assert!(killed.success());
-    assert!(relay.wait().unwrap().success());
+    terminate(&mut relay);
     assert!(!socket.exists(), "the socket file is removed on shutdown");
 }
 
@@ -181,16 +216,12 @@ fn broker_refuses_a_non_loopback_tcp_listener_without_a_token() {
 
 #[test]
 fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the_link_metrics() {
-    use std::io::{BufRead, BufReader, Read, Write};
+    use std::io::{Read, Write};
     use std::time::{Duration, Instant};
 
     let dir = tempfile::tempdir().unwrap();
     let (socket, broker_socket) = (dir.path().join("md.sock"), dir.path().join("broker.sock"));
-    let mut broker = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["broker", "--listen", &format!("unix:{}", broker_socket.display())])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut broker = spawn_quiet(&["broker", "--listen", &format!("unix:{}", broker_socket.display())]);
     // The legacy producer's source is at `broker`: its messages reach relay
     // consumers only by way of the broker and the link's downlink.
     let config = dir.path().join("myc.toml");
@@ -204,31 +235,20 @@ fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the
     )
     .unwrap();
     std::fs::write(dir.path().join("rollout.toml"), "[services.kraken_legacy]\nstage = \"broker\"\n").unwrap();
-    let mut relay = std::process::Command::new(env!("CARGO_BIN_EXE_myc"))
-        .args(["--config", config.to_str().unwrap(), "relay", "--domain", "market_data", "--bridge"])
-        .args(["--socket", socket.to_str().unwrap(), "--metrics", "127.0.0.1:0"])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(relay.stderr.take().unwrap()).lines();
-    let address = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|line| {
-            line.contains("metrics listening")
-                .then(|| line.split("address=").nth(1).map(|rest| rest.split_whitespace().next().unwrap().to_owned()))
-                .flatten()
-        })
-        .expect("the relay logs the metrics address");
-    let drain = std::thread::spawn(move || lines.count());
-    let started = Instant::now();
-    let mut consumer = loop {
-        if let Ok(stream) = std::os::unix::net::UnixStream::connect(&socket) {
-            break stream;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "relay did not start");
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    let (config, socket_arg) = (config.to_str().unwrap(), socket.to_str().unwrap());
+    let mut relay = ServingMetrics::start(&[
+        "--config",
+        config,
+        "relay",
+        "--domain",
+        "market_data",
+        "--bridge",
+        "--socket",
+        socket_arg,
+        "--metrics",
+        "127.0.0.1:0",
+    ]);
+    let mut consumer = connect_when_up(&socket);
     consumer.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
     let mut producer = std::os::unix::net::UnixStream::connect(&socket).unwrap();
     let source = myc_codec::Source::KrakenCollector;
@@ -253,10 +273,7 @@ fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the
     };
     assert_eq!(received[6], source.as_u8(), "the legacy producer's message, unchanged");
 
-    let mut http = std::net::TcpStream::connect(&address).unwrap();
-    http.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    http.read_to_string(&mut response).unwrap();
+    let response = relay.scrape();
     for series in [
         "myc_relay_link_messages_total{domain=\"market_data\",direction=\"up\"}",
         "myc_relay_link_messages_total{domain=\"market_data\",direction=\"down\"}",
@@ -265,12 +282,8 @@ fn relay_with_bridge_carries_a_legacy_producer_through_the_broker_and_serves_the
     ] {
         assert!(response.contains(series), "{series} missing from {response}");
     }
-    for child in [&mut relay, &mut broker] {
-        let killed = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
-        assert!(killed.success());
-        assert!(child.wait().unwrap().success());
-    }
-    drain.join().unwrap();
+    relay.terminate();
+    terminate(&mut broker);
 }
 
 #[test]

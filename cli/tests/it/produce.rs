@@ -253,6 +253,36 @@ fn with_the_broker_away_and_no_spool_the_undelivered_are_counted_and_the_exit_is
     assert!(stderr.contains(&format!("{accepted} messages of the primary path were never delivered")), "{stderr}");
 }
 
+/// What `myc ARGS --keep --format json` (a demo) left, read before its
+/// kept directory is removed.
+struct KeptDemo {
+    output: std::process::Output,
+    stdout: String,
+    summary: serde_json::Value,
+    stages: Vec<serde_json::Value>,
+    /// The dual stages' verify reports.
+    reports: Vec<serde_json::Value>,
+    /// The rollout audit log.
+    audit: String,
+}
+
+fn kept_demo(args: &[&str]) -> KeptDemo {
+    let output = myc(&[args, &["--keep", "--format", "json"]].concat(), b"");
+    let stdout = String::from_utf8(output.stdout.clone()).unwrap();
+    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|error| panic!("{error}: {stdout}\n{}", String::from_utf8_lossy(&output.stderr)));
+    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
+    let audit = std::fs::read_to_string(kept.join("rollout-audit.jsonl")).unwrap();
+    let stages = summary["stages"].as_array().unwrap().clone();
+    let reports = stages
+        .iter()
+        .filter_map(|stage| stage["report"].as_str())
+        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
+        .collect();
+    std::fs::remove_dir_all(&kept).unwrap();
+    KeptDemo { output, stdout, summary, stages, reports, audit }
+}
+
 #[test]
 fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_up() {
     // The default rate is more than a debug build makes through the
@@ -260,17 +290,7 @@ fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_
     // legacy producer must still write at its own pace in every stage —
     // each dual stage's verify report covers its source (the rollout gate
     // refuses to advance it otherwise) and the walk reaches `broker`.
-    let output = myc(&["demo", "--stage-seconds", "1", "--keep", "--format", "json"], b"");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-    let kept = PathBuf::from(summary["kept"].as_str().unwrap());
-    let stages = summary["stages"].as_array().unwrap().clone();
-    let reports: Vec<serde_json::Value> = stages
-        .iter()
-        .filter_map(|stage| stage["report"].as_str())
-        .map(|path| serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap())
-        .collect();
-    std::fs::remove_dir_all(&kept).unwrap();
+    let KeptDemo { stdout, stages, reports, .. } = kept_demo(&["demo", "--stage-seconds", "1"]);
     let names: Vec<_> = stages.iter().map(|stage| stage["stage"].as_str().unwrap()).collect();
     assert_eq!(names, ["relay", "dual_relay_primary", "dual_broker_primary", "broker"], "{stdout}");
     assert_eq!(reports.len(), 2, "{stdout}");
@@ -283,5 +303,66 @@ fn the_demo_keeps_the_legacy_producer_going_when_the_shim_producers_cannot_keep_
     // of every producer once.
     for stage in &stages[..3] {
         assert_eq!(stage["legacy_consumer"], "exactly_once", "{stage}");
+    }
+}
+
+#[test]
+fn the_demo_with_every_feed_walks_coinbase_and_binance_to_broker_on_identical_verdicts() {
+    // Four shim producers and the legacy one, none pausing. The Coinbase
+    // adapter takes source 3, so the legacy producer is Gemini-like (5).
+    let args = ["demo", "--feeds", "polygon,kraken,coinbase,binance", "--stage-seconds", "0.5", "--rate", "2000"];
+    let KeptDemo { output, stdout, summary, stages, reports, audit } = kept_demo(&args);
+    assert_eq!(output.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(summary["ok"], true, "{stdout}");
+    assert_eq!(
+        summary["services"],
+        serde_json::json!({"binance_adapter": 1, "coinbase_adapter": 3, "gemini_legacy": 5,
+                           "kraken_adapter": 2, "polygon_adapter": 4}),
+    );
+    let names: Vec<_> = stages.iter().map(|stage| stage["stage"].as_str().unwrap()).collect();
+    assert_eq!(names, ["relay", "dual_relay_primary", "dual_broker_primary", "broker"], "{stdout}");
+    // Both dual stages verified identical with the new sources in them, each
+    // with the gate's minimum (the demo sets 100) of matched messages.
+    assert_eq!(reports.len(), 2, "{stdout}");
+    for report in &reports {
+        assert_eq!(report["verdict"], "identical", "{report}");
+        assert_eq!(report["sources"], serde_json::json!([1, 2, 3, 4, 5]), "{report}");
+        for source in ["1", "3"] {
+            let counts = &report["per_source"][source];
+            assert!(counts["matched"].as_u64().unwrap() >= 100, "source {source}: {report}");
+            assert_eq!((counts["mismatched"].as_u64(), counts["missing"].as_u64()), (Some(0), Some(0)), "{report}");
+        }
+    }
+    // Each new service walked every stage: an operator `set`, then two
+    // `advance`s on that evidence.
+    for service in ["coinbase_adapter", "binance_adapter"] {
+        let steps: Vec<(String, String)> = audit
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .filter(|entry| entry["service"] == service)
+            .map(|entry| (entry["action"].as_str().unwrap().to_owned(), entry["to"].as_str().unwrap().to_owned()))
+            .collect();
+        let expected = [("set", "dual_relay_primary"), ("advance", "dual_broker_primary"), ("advance", "broker")]
+            .map(|(action, to)| (action.to_owned(), to.to_owned()));
+        assert_eq!(steps, expected, "{service}: {audit}");
+    }
+    for stage in &stages {
+        assert!(stage["produced"].as_u64().unwrap() > 0, "{stage}");
+        assert_eq!(stage["legacy_consumer"], "exactly_once", "{stage}");
+    }
+}
+
+#[test]
+fn the_demo_refuses_an_unknown_a_repeated_or_a_sampleless_feed_before_starting() {
+    for (feeds, says) in [
+        ("polygon,nasdaq", "unknown feed \"nasdaq\""),
+        ("kraken,coinbase,kraken", "--feeds names kraken twice"),
+        ("synthetic", "the demo replays the bundled feed samples"),
+    ] {
+        let output = myc(&["demo", "--feeds", feeds, "--stage-seconds", "0.1"], b"");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{feeds}: {stderr}");
+        assert!(stderr.contains(says), "{feeds}: {stderr}");
+        assert!(output.stdout.is_empty(), "{feeds}: nothing started");
     }
 }

@@ -10,7 +10,7 @@ use rand::RngExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{TestRelay, identification, message};
+use super::{TestRelay, identification, message, read_n};
 
 /// Writes `bytes` in random chunks of 1 to `max_chunk` bytes.
 async fn write_in_chunks(stream: &mut UnixStream, bytes: &[u8], max_chunk: usize) {
@@ -20,15 +20,6 @@ async fn write_in_chunks(stream: &mut UnixStream, bytes: &[u8], max_chunk: usize
         stream.write_all(&bytes[offset..offset + n]).await.unwrap();
         offset += n;
     }
-}
-
-async fn read_n(tap: &mut RelayTap, n: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let message = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
-        out.push(message.bytes.to_vec());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -14,7 +14,7 @@ use myc_relay_compat::{Downlink, Link, Links, RelaySettings, RelayTap, WRITES_TO
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
 
-use super::{TestRelay, identification, message};
+use super::{TestRelay, identification, message, read_n};
 
 /// Keeps what it is handed; fans out what comes from source 2 only.
 #[derive(Default)]
@@ -43,15 +43,6 @@ async fn linked_relay(dir: &std::path::Path, echo_to_producers: bool) -> (TestRe
     links.set(Domain::MarketData, Arc::clone(&link) as Arc<dyn Link>);
     let settings = RelaySettings { links, echo_to_producers, ..RelaySettings::default() };
     (TestRelay::start(&dir.join("md.sock"), Domain::MarketData, settings).await, link)
-}
-
-async fn read_n(tap: &mut RelayTap, n: usize) -> Vec<Vec<u8>> {
-    let mut out = Vec::with_capacity(n);
-    while out.len() < n {
-        let message = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
-        out.push(message.bytes.to_vec());
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,17 @@ pub(crate) fn message(source: u8, sequence: u64) -> Vec<u8> {
 pub(crate) fn identification(source: u8) -> [u8; 32] {
     Header::identification(Domain::MarketData, Source::from_u8(source)).to_bytes()
 }
+
+/// The next `n` messages `tap` delivers, each within 10 s.
+pub(crate) async fn read_n(tap: &mut myc_relay_compat::RelayTap, n: usize) -> Vec<Vec<u8>> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let message = tokio::time::timeout(Duration::from_secs(10), tap.next()).await.unwrap().unwrap().unwrap();
+        out.push(message.bytes.to_vec());
+    }
+    out
+}
+
 /// Binds `endpoint`, waiting (up to 5 s) while a server killed a moment ago
 /// still holds it.
 async fn bind_when_free(endpoint: &Endpoint) -> Listener {

@@ -9,13 +9,13 @@
 //! link's buffer is sized to hold the whole run, so a broker path that lags
 //! shows as time to drain, not as loss.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
-use myc_codec::{Domain, Source};
-use myc_relay_compat::{RelayClient, RelayClientOptions, RelayTap};
+use myc_relay_compat::RelayTap;
 
 use super::process::{ChildBroker, ChildServer};
+use super::relay_scenarios::{count_relay, publish_numbered};
 use super::{Rss, RunResult, Scenario, rate};
 
 const STALL: Duration = Duration::from_secs(10);
@@ -48,21 +48,7 @@ fn relay_link(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
         })?;
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let (elapsed, lost) = runtime.block_on(async {
-        let mut tap = RelayTap::connect(&relay.socket).await?;
-        let relay_counter = tokio::spawn(async move {
-            let mut received = 0u64;
-            while received < n_messages {
-                let Ok(Ok(Some((batch, _arrival)))) = tokio::time::timeout(STALL, tap.next_batch()).await else {
-                    break;
-                };
-                let mut offset = 0;
-                while offset < batch.len() {
-                    offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
-                    received += 1;
-                }
-            }
-            (received, Instant::now())
-        });
+        let relay_counter = count_relay(RelayTap::connect(&relay.socket).await?, n_messages);
         let client = myc_broker::Client::start(myc_broker::ClientOptions::new(broker.endpoint.clone()));
         let mut subscription = client.subscribe("market_data", "")?;
         subscription.wait_active(Duration::from_secs(10)).await.context("cannot subscribe to the broker")?;
@@ -77,15 +63,7 @@ fn relay_link(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult
         });
         // The relay accepts the tap before the producer (same order as
         // relay_e2e_1); the link subscribed before the relay listened.
-        let producer =
-            RelayClient::start(RelayClientOptions::new(&relay.socket, Domain::MarketData, Source::TestClient));
-        let mut template = super::message_of_len(payload_bytes, 1)?;
-        let started = Instant::now();
-        for sequence in 1..=n_messages {
-            template[8..16].copy_from_slice(&sequence.to_le_bytes());
-            producer.publish(&template).await?;
-        }
-        producer.flush(Duration::from_secs(120)).await?;
+        let started = publish_numbered(&relay.socket, payload_bytes, n_messages).await?;
         let (relay_received, finished) = relay_counter.await?;
         let broker_received = broker_counter.await?;
         anyhow::Ok((finished - started, (n_messages - relay_received) + (n_messages - broker_received)))

@@ -85,32 +85,11 @@ fn relay_e2e_with(
         }
         let mut counters = Vec::new();
         for _ in 0..n_consumers {
-            let mut tap = RelayTap::connect(&relay.socket).await?;
-            counters.push(tokio::spawn(async move {
-                let mut received = 0u64;
-                while received < n_messages {
-                    let Ok(Ok(Some((batch, _arrival)))) = tokio::time::timeout(STALL, tap.next_batch()).await else {
-                        break;
-                    };
-                    let mut offset = 0;
-                    while offset < batch.len() {
-                        offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
-                        received += 1;
-                    }
-                }
-                (received, Instant::now())
-            }));
+            counters.push(count_relay(RelayTap::connect(&relay.socket).await?, n_messages));
         }
         // The relay registers each consumer as it accepts it, in order, so
         // the taps connected above see every message of the client below.
-        let client = RelayClient::start(RelayClientOptions::new(&relay.socket, Domain::MarketData, Source::TestClient));
-        let mut template = super::message_of_len(payload_bytes, 1)?;
-        let started = Instant::now();
-        for sequence in 1..=n_messages {
-            template[8..16].copy_from_slice(&sequence.to_le_bytes());
-            client.publish(&template).await?;
-        }
-        client.flush(Duration::from_secs(120)).await?;
+        let started = publish_numbered(&relay.socket, payload_bytes, n_messages).await?;
         let mut lost = 0;
         let mut finished = started;
         for counter in counters {
@@ -122,4 +101,41 @@ fn relay_e2e_with(
     })?;
     let rss = Rss { broker: relay.peak_rss(), client: None, ..Rss::default() };
     Ok(RunResult { lost: Some(lost), rss_bytes: Some(rss), ..RunResult::rate(rate(n_messages, elapsed)) })
+}
+
+/// Counts the messages `tap` delivers until `n_messages` arrived or none
+/// came for [`STALL`]; answers how many and when the last came.
+pub(super) fn count_relay(mut tap: RelayTap, n_messages: u64) -> tokio::task::JoinHandle<(u64, Instant)> {
+    tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < n_messages {
+            let Ok(Ok(Some((batch, _arrival)))) = tokio::time::timeout(STALL, tap.next_batch()).await else {
+                break;
+            };
+            let mut offset = 0;
+            while offset < batch.len() {
+                offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
+                received += 1;
+            }
+        }
+        (received, Instant::now())
+    })
+}
+
+/// A legacy producer (the relay client) at `socket` writes `n_messages` of
+/// `payload_bytes`, sequences from 1, and flushes; answers when it started.
+pub(super) async fn publish_numbered(
+    socket: &std::path::Path,
+    payload_bytes: usize,
+    n_messages: u64,
+) -> anyhow::Result<Instant> {
+    let producer = RelayClient::start(RelayClientOptions::new(socket, Domain::MarketData, Source::TestClient));
+    let mut template = super::message_of_len(payload_bytes, 1)?;
+    let started = Instant::now();
+    for sequence in 1..=n_messages {
+        template[8..16].copy_from_slice(&sequence.to_le_bytes());
+        producer.publish(&template).await?;
+    }
+    producer.flush(Duration::from_secs(120)).await?;
+    Ok(started)
 }

@@ -64,19 +64,7 @@ pub(super) fn through_shim(
         let route = myc_rollout::Route::of(stage);
         let mut counters: Vec<Counter> = Vec::new();
         if route.relay.is_some() {
-            let mut tap = RelayTap::connect(&relay.socket).await?;
-            counters.push(tokio::spawn(async move {
-                let mut received = 0u64;
-                while received < n_messages {
-                    let Ok(Ok(Some((batch, _)))) = tokio::time::timeout(STALL, tap.next_batch()).await else { break };
-                    let mut offset = 0;
-                    while offset < batch.len() {
-                        offset += myc_relay_compat::message_len(&batch[offset..]).max(1);
-                        received += 1;
-                    }
-                }
-                (received, Instant::now())
-            }));
+            counters.push(super::relay_scenarios::count_relay(RelayTap::connect(&relay.socket).await?, n_messages));
         }
         let subscriber = myc_broker::Client::start(myc_broker::ClientOptions::new(broker.endpoint.clone()));
         if route.broker.is_some() {

@@ -1,6 +1,7 @@
-//! The demo's legacy side: an unmodified Coinbase-like producer (a plain
-//! relay-protocol writer with its own source id, never rewritten against the
-//! shim) and a legacy relay consumer that checks it receives every message
+//! The demo's legacy side: an unmodified producer (a plain relay-protocol
+//! writer with its own source id, never rewritten against the shim:
+//! Coinbase-like, or Gemini-like when the Coinbase adapter is in the demo)
+//! and a legacy relay consumer that checks it receives every message
 //! of every producer exactly once while the relay's broker link walks the
 //! stages with the others.
 //!
@@ -17,33 +18,55 @@ use anyhow::Context;
 use myc_codec::{Domain, Header, MessageBuilder, Source, TlvType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// The legacy producer's source.
-pub(super) const SOURCE: Source = Source::CoinbaseCollector;
-/// Its service name in the settings and the rollout plan.
-pub(super) const SERVICE: &str = "coinbase_legacy";
+/// Who the legacy producer is: an unported collector's source and service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Identity {
+    /// Its Protocol V2 source; no shim producer of the demo has it (the
+    /// relay's link and the legacy consumer tell producers apart by source).
+    pub(super) source: Source,
+    /// Its service name in the settings and the rollout plan.
+    pub(super) service: &'static str,
+}
+
+impl Identity {
+    /// Coinbase-like (source 3), as the demo always had it, unless a shim
+    /// producer has that source (the Coinbase adapter, ported): then
+    /// Gemini-like (source 5), a collector nobody ported.
+    pub(super) fn beside(shim_sources: &[Source]) -> anyhow::Result<Identity> {
+        [
+            Identity { source: Source::CoinbaseCollector, service: "coinbase_legacy" },
+            Identity { source: Source::GeminiCollector, service: "gemini_legacy" },
+        ]
+        .into_iter()
+        .find(|identity| !shim_sources.contains(&identity.source))
+        .context("no source left for the legacy producer")
+    }
+}
 
 /// A producer nobody will rewrite: identification header, then messages.
 pub(super) struct LegacyProducer {
     stream: tokio::net::UnixStream,
+    /// The source of every message it writes.
+    source: Source,
     /// Messages written so far (its sequence counter).
     pub(super) sent: u64,
     block: Vec<u8>,
 }
 
 impl LegacyProducer {
-    pub(super) async fn connect(path: &Path) -> anyhow::Result<LegacyProducer> {
+    pub(super) async fn connect(path: &Path, source: Source) -> anyhow::Result<LegacyProducer> {
         let mut stream = tokio::net::UnixStream::connect(path)
             .await
             .with_context(|| format!("the legacy producer cannot reach {}", path.display()))?;
-        stream.write_all(&Header::identification(Domain::MarketData, SOURCE).to_bytes()).await?;
-        Ok(LegacyProducer { stream, sent: 0, block: Vec::with_capacity(64 * 1024) })
+        stream.write_all(&Header::identification(Domain::MarketData, source).to_bytes()).await?;
+        Ok(LegacyProducer { stream, source, sent: 0, block: Vec::with_capacity(64 * 1024) })
     }
 
     /// Writes messages until `target` were written in all.
     pub(super) async fn produce_until(&mut self, target: u64) -> anyhow::Result<()> {
         while self.sent < target {
             self.sent += 1;
-            let header = Header::new(Domain::MarketData, SOURCE, self.sent, super::now_ns());
+            let header = Header::new(Domain::MarketData, self.source, self.sent, super::now_ns());
             let message = MessageBuilder::new(header).tlv(TlvType::from_u8(200), &self.sent.to_le_bytes())?.build();
             self.block.extend_from_slice(&message);
             if self.block.len() >= 60 * 1024 {
@@ -118,11 +141,11 @@ impl LegacyConsumer {
 
     /// Waits until every message up to each source's last sequence in
     /// `expected` (`(source, last sequence)`) has arrived — 10 s at most for
-    /// the legacy producer's, 2 s more for the others' — then judges each
+    /// the legacy producer's (`legacy`), 2 s more for the others' — then judges each
     /// source: what is missing and what came twice. Messages produced after
     /// the snapshot may arrive meanwhile; they are neither missing nor
     /// repeats.
-    pub(super) async fn judge(&self, expected: &[(u8, u64)]) -> Vec<SourceJudgement> {
+    pub(super) async fn judge(&self, expected: &[(u8, u64)], legacy: Source) -> Vec<SourceJudgement> {
         let missing = |sources: &mut dyn Iterator<Item = &(u8, u64)>| -> u64 {
             let received = self.received.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             sources
@@ -132,7 +155,7 @@ impl LegacyConsumer {
                 .sum()
         };
         let legacy_deadline = Instant::now() + Duration::from_secs(10);
-        while missing(&mut expected.iter().filter(|(source, _)| *source == SOURCE.as_u8())) > 0
+        while missing(&mut expected.iter().filter(|(source, _)| *source == legacy.as_u8())) > 0
             && Instant::now() < legacy_deadline
         {
             tokio::time::sleep(Duration::from_millis(5)).await;

@@ -72,15 +72,19 @@ impl Summary {
 
 impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, B> {
     /// Registers this publisher's metrics under `myc_shim_*` and
-    /// `myc_spool_*`, labelled with `service` and `path`: published, failed,
-    /// shadow dropped, shadow breaker state, reconnects and resends (kept
-    /// current by [`crate::ServicePublisher::refresh`]), the primary
+    /// `myc_spool_*`, labelled with `service` and `path` (`relay`, and
+    /// `broker` or `nats` after the broker side's backend): published,
+    /// failed, shadow dropped, shadow breaker state, reconnects, resends,
+    /// connection state and bytes buffered (kept current by
+    /// [`crate::ServicePublisher::refresh`]), the primary
     /// breaker and the spool, the current stage (0 relay … 3 broker), failed
     /// reads of the rollout plan it follows (`myc_rollout_plan_errors_total`),
     /// and stage changes refused for a path the build left out.
     pub fn register(&self, registry: &mut Registry, service: &str) {
         let registry = registry.sub_registry_with_label(("service".into(), service.to_owned().into()));
-        for (name, counters) in [("relay", self.relay().counters()), ("broker", self.broker().counters())] {
+        // The broker side is labelled by its backend (`broker` or `nats`).
+        let broker_label = self.broker().publisher().broker_label();
+        for (name, counters) in [("relay", self.relay().counters()), (broker_label, self.broker().counters())] {
             let sub = registry.sub_registry_with_label(("path".into(), name.into()));
             sub.register("myc_shim_published", "Messages the path accepted", counters.published.clone());
             sub.register("myc_shim_failed", "Primary publishes refused", counters.failed.clone());
@@ -92,9 +96,15 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
             );
             sub.register("myc_shim_reconnects", "Connections after the first", counters.reconnects.clone());
             sub.register("myc_shim_resent", "Messages sent again after a reconnect", counters.resent.clone());
+            sub.register("myc_shim_connected", "1 while the path is connected, else 0", counters.connected.clone());
+            sub.register(
+                "myc_shim_buffered_bytes",
+                "Bytes buffered on the path, waiting to be sent or acknowledged",
+                counters.buffered_bytes.clone(),
+            );
         }
         if let Some(guard) = self.broker().primary_guard() {
-            let sub = registry.sub_registry_with_label(("path".into(), "broker".into()));
+            let sub = registry.sub_registry_with_label(("path".into(), broker_label.into()));
             let counters = guard.counters();
             sub.register(
                 "myc_shim_breaker_state",

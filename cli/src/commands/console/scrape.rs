@@ -148,7 +148,10 @@ fn absorb(text: &str, url: &str, live: &Live) {
     for line in text.lines().filter(|line| line.starts_with("myc_shim_")) {
         let Some((name, labels, value)) = parse_line(line) else { continue };
         let (Some(service), Some(path)) = (labels.get("service"), labels.get("path")) else { continue };
-        let entry = live.services.entry(service.clone()).or_default().entry(path.clone()).or_default();
+        // The broker side is labelled by its backend (`broker` or `nats`);
+        // the page has one broker column for either.
+        let path = if path == "nats" { "broker" } else { path.as_str() };
+        let entry = live.services.entry(service.clone()).or_default().entry(path.to_owned()).or_default();
         url.clone_into(&mut entry.target);
         entry.stale = false;
         match name {
@@ -214,6 +217,15 @@ mod tests {
         assert_eq!(relay.published, 300.0);
         assert!(relay.rate > 1_000.0, "200 messages in about 20 ms: {}", relay.rate);
         assert_eq!(live["feed"]["broker"].breaker, "open");
+    }
+
+    #[test]
+    fn a_producer_on_nats_fills_the_broker_column() {
+        let live = Live::default();
+        absorb("myc_shim_published_total{service=\"feed\",path=\"nats\"} 100\n", "t", &live);
+        let live = &live.lock().unwrap().services;
+        assert_eq!(live["feed"]["broker"].published, 100.0);
+        assert!(!live["feed"].contains_key("nats"));
     }
 
     /// A metrics endpoint on 127.0.0.1:0 that answers (`Some(body)`) or

@@ -91,7 +91,10 @@ pub(crate) async fn submit(
     if !csrf_matches(&console, &form.csrf) {
         return error(StatusCode::FORBIDDEN, "missing or wrong CSRF token: reload the page and try again");
     }
-    if action == "advance" && form.confirm.is_none() && !form.reason.trim().is_empty() {
+    // An advance is made only from the confirmation page, which names the
+    // evidence it showed; anything less shows that page first.
+    let confirmed = form.confirm.is_some() && form.evidence_sha256.is_some();
+    if action == "advance" && !confirmed && !form.reason.trim().is_empty() {
         return confirmation(&console, &name, &form.reason);
     }
     let outcome =

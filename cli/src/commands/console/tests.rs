@@ -415,6 +415,12 @@ async fn the_page_without_script_advances_after_showing_the_evidence_and_rolls_b
         assert!(asked.contains(shown), "{shown} not in {asked}");
     }
     assert!(!dir.path().join("audit.jsonl").exists(), "the confirmation page changes nothing");
+    // "confirm" without the evidence it confirms is asked again.
+    let unnamed = form("/services/polygon_adapter/advance", &[("csrf", &csrf), ("reason", "r"), ("confirm", "yes")]);
+    let again = send(&console, unnamed).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(text_of(again).await.contains(&sha256));
+    assert!(!dir.path().join("audit.jsonl").exists(), "still nothing changed");
     // Confirmed on other evidence than the latest: refused.
     let stale = form(
         "/services/polygon_adapter/advance",

@@ -703,6 +703,11 @@ pub struct ConsoleSettings {
     /// Token required on every request (`Authorization: Bearer …`); needed
     /// for a non-loopback listener. Empty: none.
     pub token: String,
+    /// Named tokens (`alice = "…"`): each is accepted like `token`, and a
+    /// change made with one is audited under its name. Names are 1 to 64
+    /// characters of `A-Za-z0-9_.-`; values are non-empty and distinct
+    /// (from each other and from `token`).
+    pub tokens: BTreeMap<String, String>,
     /// Host names (or `name:port`) the console answers to besides its
     /// listen address and loopback; any other `Host` gets 421, so a web
     /// page cannot reach the console through DNS rebinding.
@@ -715,6 +720,7 @@ impl Default for ConsoleSettings {
             reports_dir: "reports".into(),
             scrape: Vec::new(),
             token: String::new(),
+            tokens: BTreeMap::new(),
             allowed_hosts: Vec::new(),
         }
     }

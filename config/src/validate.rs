@@ -3,7 +3,7 @@
 //! unknown policy names. Separate from parsing, so a file can be checked
 //! for both kinds of problem and every problem is reported at once.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{Backend, Error, Settings};
 
@@ -121,6 +121,7 @@ impl Settings {
                 problem(&format!("console.scrape[{index}]"), why);
             }
         }
+        check_console_tokens(&self.console, &mut problem);
         for (name, service) in &self.services {
             if let Err(why) = check_service_name(name) {
                 problem(&format!("services.{name}"), why);
@@ -225,6 +226,35 @@ fn check_scrape_url(target: &str) -> Result<(), String> {
         return Err(format!("{target:?} has no path ({example})"));
     }
     Ok(())
+}
+
+/// `[console] tokens`: names that can stand in an audit entry, values that
+/// are not empty (an empty token would let anyone in under that name) and
+/// distinct (two names with one token could not be told apart).
+fn check_console_tokens(console: &crate::ConsoleSettings, problem: &mut impl FnMut(&str, String)) {
+    let mut owners: BTreeMap<&str, String> = BTreeMap::new();
+    if !console.token.is_empty() {
+        owners.insert(console.token.as_str(), "console.token".to_owned());
+    }
+    for (name, token) in &console.tokens {
+        let key = format!("console.tokens.{name}");
+        let name_ok = (1..=64).contains(&name.len())
+            && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'));
+        if !name_ok {
+            problem(&key, "a token's name is 1 to 64 characters of A-Z, a-z, 0-9, '_', '.' and '-'".to_owned());
+        }
+        if token.is_empty() {
+            problem(&key, "the token is empty: set a secret (e.g. `openssl rand -hex 32`) or remove it".to_owned());
+            continue;
+        }
+        // The secret itself is never quoted back.
+        match owners.get(token.as_str()) {
+            Some(owner) => problem(&key, format!("has the same token as `{owner}`: each name needs its own")),
+            None => {
+                owners.insert(token.as_str(), key);
+            }
+        }
+    }
 }
 
 /// Topics as the broker spec allows them: 1–255 bytes of `[a-z0-9_.-]`,

@@ -324,3 +324,23 @@ fn an_acl_name_without_token_or_uids_is_warned_about_and_bound_ones_are_not() {
     assert_eq!(settings.feeds["kraken"].book_depth, 10, "unset keys of a feed keep their defaults");
     assert_eq!(Settings::default().feeds["kraken"].max_books, 1024);
 }
+
+#[test]
+fn console_tokens_that_are_empty_shared_or_badly_named_are_refused_without_quoting_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tokens.toml");
+    std::fs::write(
+        &file,
+        "[console]\ntoken = \"s3cret-shared\"\n[console.tokens]\nalice = \"s3cret-alice\"\nbob = \"\"\ncarol = \"s3cret-alice\"\n\
+         dave = \"s3cret-shared\"\n\"e v\" = \"s3cret-eve\"\nfrank = \"s3cret-frank\"\n",
+    )
+    .unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be invalid") };
+    let all = problems.join("\n");
+    assert!(all.contains("`console.tokens.bob`: the token is empty"), "{all}");
+    assert!(all.contains("`console.tokens.carol`: has the same token as `console.tokens.alice`"), "{all}");
+    assert!(all.contains("`console.tokens.dave`: has the same token as `console.token`"), "{all}");
+    assert!(all.contains("`console.tokens.e v`: a token's name is"), "{all}");
+    assert_eq!(problems.len(), 4, "alice and frank are fine: {all}");
+    assert!(!all.contains("s3cret"), "no secret is quoted back: {all}");
+}

@@ -43,6 +43,11 @@ pub struct PathCounters {
     pub reconnects: Counter,
     /// Messages sent again after a reconnect (copied likewise).
     pub resent: Counter,
+    /// 1 while the path is connected, else 0 (copied likewise).
+    pub connected: Gauge,
+    /// Bytes buffered on the path, waiting to be sent or acknowledged
+    /// (copied likewise).
+    pub buffered_bytes: Gauge,
 }
 
 /// The shadow role's limits.
@@ -114,14 +119,17 @@ impl<P: Publisher> GuardedPath<P> {
         self.breaker_state();
     }
 
-    /// Copies the path's own counts (reconnects, resends) into the
-    /// exported counters; called before each summary and periodically.
+    /// Copies the path's own counts (reconnects, resends) and state
+    /// (connected, bytes buffered) into the exported metrics; called before
+    /// each summary and periodically.
     pub fn refresh(&self) {
         let reconnects = self.publisher.connects().saturating_sub(1);
         let resent = self.publisher.progress().map_or(0, |progress| progress.resent);
         for (counter, now) in [(&self.counters.reconnects, reconnects), (&self.counters.resent, resent)] {
             counter.inc_by(now.saturating_sub(counter.get()));
         }
+        self.counters.connected.set(i64::from(self.publisher.is_connected()));
+        self.counters.buffered_bytes.set(i64::try_from(self.publisher.buffered_bytes()).unwrap_or(i64::MAX));
     }
 
     /// Messages the path accepted and never handed over (acknowledged,

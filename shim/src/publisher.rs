@@ -78,6 +78,14 @@ pub trait Publisher: Send + Sync {
     fn unavailable(&self) -> Option<Unavailable> {
         None
     }
+
+    /// The `path` label of this publisher's metrics when it is the broker
+    /// side: `broker` for the Mycelium broker, `nats` for NATS, so a
+    /// dashboard tells the backends apart. (The relay side is always
+    /// `relay`.)
+    fn broker_label(&self) -> &'static str {
+        "broker"
+    }
     /// Delivery bookkeeping, for paths that learn when the far side has a
     /// message (the broker's acknowledgements): what the primary guard's
     /// spool and breaker watch. `None` for paths that never learn it.
@@ -592,6 +600,10 @@ impl Publisher for NatsBrokerPublisher {
         self.publisher.buffered_bytes()
     }
 
+    fn broker_label(&self) -> &'static str {
+        "nats"
+    }
+
     fn progress(&self) -> Option<Progress> {
         let counters = self.publisher.publisher_counters();
         Some(Progress {
@@ -846,6 +858,17 @@ impl Publisher for BrokerSide {
             BrokerSide::Unavailable(missing) => Some(*missing),
             #[allow(unreachable_patterns, reason = "every other variant is a real path; none in some builds")]
             _ => None,
+        }
+    }
+
+    fn broker_label(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "broker")]
+            BrokerSide::Mycelium(path) => path.broker_label(),
+            #[cfg(feature = "nats")]
+            BrokerSide::Nats(path) => path.broker_label(),
+            BrokerSide::Unavailable(missing) if *missing == Unavailable::NATS => "nats",
+            BrokerSide::Unavailable(_) => "broker",
         }
     }
 

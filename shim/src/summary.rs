@@ -72,17 +72,21 @@ impl Summary {
 
 impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, B> {
     /// Registers this publisher's metrics under `myc_shim_*` and
-    /// `myc_spool_*`, labelled with `service` and `path`: published, failed,
-    /// shadow dropped, shadow breaker state, reconnects and resends (kept
-    /// current by [`crate::ServicePublisher::refresh`]), the primary
+    /// `myc_spool_*`, labelled with `service` and `path` (`relay`, and
+    /// `broker` or `nats` after the broker side's backend): published,
+    /// failed, shadow dropped, shadow breaker state, reconnects, resends,
+    /// connection state and bytes buffered (kept current by
+    /// [`crate::ServicePublisher::refresh`]), the primary
     /// breaker and the spool, the current stage (0 relay … 3 broker), failed
     /// reads of the rollout plan it follows (`myc_rollout_plan_errors_total`),
     /// and stage changes refused for a path the build left out.
     pub fn register(&self, registry: &mut Registry, service: &str) {
         let registry = registry.sub_registry_with_label(("service".into(), service.to_owned().into()));
+        // The broker side is labelled by its backend (`broker` or `nats`).
+        let broker_label = self.broker().publisher().broker_label();
         let paths = [
             ("relay", self.relay().counters(), self.relay().primary_guard()),
-            ("broker", self.broker().counters(), self.broker().primary_guard()),
+            (broker_label, self.broker().counters(), self.broker().primary_guard()),
         ];
         for (path, counters, guard) in paths {
             let sub = registry.sub_registry_with_label(("path".into(), path.into()));
@@ -93,8 +97,15 @@ impl<R: Publisher + 'static, B: Publisher + 'static> crate::ServicePublisher<R, 
                 ("myc_shim_reconnects", "Connections after the first", &counters.reconnects),
                 ("myc_shim_resent", "Messages sent again after a reconnect", &counters.resent),
             ];
-            let mut gauged =
-                vec![("myc_shim_shadow_breaker", "Shadow breaker: 0 closed, 1 open, 2 half-open", &counters.breaker)];
+            let mut gauged = vec![
+                ("myc_shim_shadow_breaker", "Shadow breaker: 0 closed, 1 open, 2 half-open", &counters.breaker),
+                ("myc_shim_connected", "1 while the path is connected, else 0", &counters.connected),
+                (
+                    "myc_shim_buffered_bytes",
+                    "Bytes buffered on the path, waiting to be sent or acknowledged",
+                    &counters.buffered_bytes,
+                ),
+            ];
             // The primary's breaker and spool (the broker path's alone).
             if let Some(guard) = guard {
                 let guard = guard.counters();

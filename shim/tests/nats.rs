@@ -204,6 +204,71 @@ async fn the_stream_is_created_with_the_limits_the_settings_give() {
     assert_eq!(config.subjects, vec!["myc.>".to_owned()]);
 }
 
+/// The value of the metric line that starts with `series` (`name{labels}`)
+/// in a Prometheus exposition, if there is one.
+fn metric(exposition: &str, series: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shim_labels_the_nats_path_nats_and_exports_its_connection_state_and_buffer() {
+    let Some(mut nats) = Nats::start(&[]) else { return };
+    let publisher = ServicePublisher::new(
+        RelayPublisher::new(std::array::from_fn(|_| "/nonexistent".into()), BufferLimits::default()),
+        NatsBrokerPublisher::new(NatsPublisher::start(options(vec![nats.url()], false)).await.unwrap(), topics()),
+        StageHandle::new(Stage::Broker),
+        ShadowLimits { queue_bytes: 64 << 20, breaker: BreakerOptions::default() },
+    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    publisher.register(&mut registry, "feed");
+    let exposition = |publisher: &ServicePublisher<RelayPublisher, NatsBrokerPublisher>| {
+        publisher.refresh();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        text
+    };
+    publisher.publish(&message(1)).await.unwrap();
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    let text = exposition(&publisher);
+    assert!(!text.contains("path=\"broker\""), "the NATS path is not called broker: {text}");
+    assert_eq!(metric(&text, "myc_shim_published_total{service=\"feed\",path=\"nats\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "myc_shim_connected{service=\"feed\",path=\"nats\"}"), Some(1.0), "{text}");
+    assert_eq!(metric(&text, "myc_shim_buffered_bytes{service=\"feed\",path=\"nats\"}"), Some(0.0), "{text}");
+
+    // The server goes away: the gauge says so, and what is published
+    // meanwhile waits in the buffer, counted.
+    nats.kill();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sequence = 2;
+    let text = loop {
+        publisher.try_publish(&message(sequence)).unwrap();
+        sequence += 1;
+        let text = exposition(&publisher);
+        let connected = metric(&text, "myc_shim_connected{service=\"feed\",path=\"nats\"}");
+        let buffered = metric(&text, "myc_shim_buffered_bytes{service=\"feed\",path=\"nats\"}");
+        if connected == Some(0.0) && buffered.is_some_and(|bytes| bytes > 0.0) {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "never saw the NATS path disconnected with a buffer: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!text.contains("path=\"broker\""), "{text}");
+    // It comes back: connected again, the buffer drains to nothing.
+    assert!(nats.spawn(), "nats-server restarts");
+    publisher.flush(Duration::from_secs(30)).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = exposition(&publisher);
+        if metric(&text, "myc_shim_connected{service=\"feed\",path=\"nats\"}") == Some(1.0)
+            && metric(&text, "myc_shim_buffered_bytes{service=\"feed\",path=\"nats\"}") == Some(0.0)
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the NATS path never came back: {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn stream_messages(url: &str) -> u64 {
     let client = async_nats::connect(url).await.unwrap();
     let context = async_nats::jetstream::new(client);

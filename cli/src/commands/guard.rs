@@ -298,7 +298,8 @@ fn samples_of(text: &str, at: SystemTime) -> BTreeMap<String, Sample> {
         }
         let path = match labels.get("path").map(String::as_str) {
             Some("relay") => &mut sample.relay,
-            Some("broker") => &mut sample.broker,
+            // The broker side is labelled by its backend.
+            Some("broker" | "nats") => &mut sample.broker,
             _ => continue,
         };
         match name {
@@ -476,6 +477,15 @@ mod tests {
         assert_eq!(feed.relay, PathCounts { published: 10, failed: 0, shadow_dropped: 2 });
         assert_eq!(feed.broker, PathCounts { published: 7, failed: 3, shadow_dropped: 0 });
         assert_eq!(feed.rss_bytes, Some(123_456));
+    }
+
+    #[test]
+    fn a_producer_on_nats_is_judged_on_its_broker_side() {
+        let text = "myc_shim_published_total{service=\"feed\",path=\"nats\"} 7\n\
+            myc_shim_failed_total{service=\"feed\",path=\"nats\"} 3\n\
+            myc_shim_stage{service=\"feed\"} 3\n";
+        let samples = samples_of(text, SystemTime::UNIX_EPOCH);
+        assert_eq!(samples["feed"].broker, PathCounts { published: 7, failed: 3, shadow_dropped: 0 });
     }
 
     #[test]

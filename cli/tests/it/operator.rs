@@ -60,17 +60,27 @@ fn tlv_decode_names_the_interfaces_a_capture_has_when_the_one_asked_for_is_not_t
 fn config_show_masks_secrets_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("myc.toml");
-    std::fs::write(&file, "[broker]\ntoken = \"broker-sekrit\"\n[console]\ntoken = \"console-sekrit\"\n").unwrap();
+    std::fs::write(
+        &file,
+        "[broker]\ntoken = \"broker-sekrit\"\n[console]\ntoken = \"console-sekrit\"\n\
+         [console.tokens]\nalice = \"alice-sekrit\"\n",
+    )
+    .unwrap();
     for format in ["human", "json"] {
         let shown = myc(&["--config", file.to_str().unwrap(), "--format", format, "config", "show"], b"");
         assert!(shown.status.success());
         let text = String::from_utf8(shown.stdout).unwrap();
         assert!(!text.contains("sekrit"), "{format}: {text}");
         assert!(text.contains("***"), "{format}: {text}");
+        // A named token keeps its name: only the secret is hidden.
+        assert!(text.contains("alice"), "{format}: {text}");
     }
     let clear = myc(&["--config", file.to_str().unwrap(), "config", "show", "--show-secrets"], b"");
     let text = String::from_utf8(clear.stdout).unwrap();
-    assert!(text.contains("broker-sekrit") && text.contains("console-sekrit"), "{text}");
+    assert!(
+        text.contains("broker-sekrit") && text.contains("console-sekrit") && text.contains("alice-sekrit"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Who may talk to the console: the `Host` a request names (DNS
 //! rebinding: a web page on a name that resolves to 127.0.0.1 must not reach
 //! it), the `Origin` of a POST (another site's form or script), and the
-//! token (a bearer header, or the cookie `/?token=` sets).
+//! token (a bearer header, or the cookie `/?token=` sets) with the identity
+//! it proves (a named token's name, which the audit log records).
 //!
 //! It deliberately knows nothing of rollout: these are pure checks on
 //! request headers, table-tested, applied by the router before any handler.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
 use axum::http::{HeaderMap, header};
@@ -84,20 +86,65 @@ pub(crate) fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|origin| !host.is_empty() && origin.eq_ignore_ascii_case(host))
 }
 
-/// Whether the request carries `expected` (bearer header or cookie),
-/// compared in constant time.
-pub(crate) fn has_token(headers: &HeaderMap, expected: &str) -> bool {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    let cookies = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|cookies| cookies.split(';'))
-        .filter_map(|cookie| cookie.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
-    bearer.into_iter().chain(cookies).any(|given| token_matches(expected, given))
+/// The tokens the console accepts: the unnamed one (`--token` or
+/// `[console] token`) and the named ones (`[console.tokens]`). Empty: the
+/// console asks for none.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Tokens {
+    /// (name, secret); the name is `None` for the unnamed token. Secrets
+    /// are non-empty (empty ones are left out here and refused by
+    /// `config check`).
+    entries: Vec<(Option<String>, String)>,
+}
+
+/// Who a request authenticated as: `Some(name)` with a named token, `None`
+/// with the unnamed token or when the console asks for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Identity(pub(crate) Option<String>);
+
+impl Tokens {
+    pub(crate) fn new(unnamed: Option<String>, named: &BTreeMap<String, String>) -> Tokens {
+        let entries = unnamed
+            .into_iter()
+            .map(|secret| (None, secret))
+            .chain(named.iter().map(|(name, secret)| (Some(name.clone()), secret.clone())))
+            .filter(|(_, secret)| !secret.is_empty())
+            .collect();
+        Tokens { entries }
+    }
+
+    /// Whether no token is asked for.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The identity `given` proves, if it is one of the tokens. Every
+    /// entry is compared, each in constant time, so the time taken says
+    /// nothing about which one (nearly) matched.
+    pub(crate) fn identify(&self, given: &str) -> Option<Identity> {
+        let mut found = None;
+        for (name, secret) in &self.entries {
+            if token_matches(secret, given) && found.is_none() {
+                found = Some(Identity(name.clone()));
+            }
+        }
+        found
+    }
+
+    /// The identity the request's token proves (bearer header or cookie).
+    pub(crate) fn of_request(&self, headers: &HeaderMap) -> Option<Identity> {
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let cookies = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .flat_map(|cookies| cookies.split(';'))
+            .filter_map(|cookie| cookie.trim().strip_prefix(TOKEN_COOKIE)?.strip_prefix('='));
+        bearer.into_iter().chain(cookies).find_map(|given| self.identify(given))
+    }
 }
 
 /// Constant-time comparison of a token.
@@ -167,7 +214,22 @@ mod tests {
         assert_eq!(without_token("tokens=1"), "tokens=1");
         let mut headers = HeaderMap::new();
         headers.insert(header::COOKIE, "other=1; myc_console_token=s3cret".parse().unwrap());
-        assert!(has_token(&headers, "s3cret"));
-        assert!(!has_token(&headers, "s3cre"));
+        let tokens = |secret: &str| Tokens::new(Some(secret.to_owned()), &BTreeMap::new());
+        assert_eq!(tokens("s3cret").of_request(&headers), Some(Identity(None)));
+        assert_eq!(tokens("s3cre").of_request(&headers), None);
+    }
+
+    #[test]
+    fn a_named_token_names_who_holds_it() {
+        let named = BTreeMap::from([("alice".to_owned(), "a-secret".to_owned()), ("bob".to_owned(), String::new())]);
+        let tokens = Tokens::new(Some("shared".to_owned()), &named);
+        assert_eq!(tokens.identify("a-secret"), Some(Identity(Some("alice".to_owned()))));
+        assert_eq!(tokens.identify("shared"), Some(Identity(None)));
+        assert_eq!(tokens.identify(""), None, "an empty token opens nothing");
+        assert_eq!(tokens.identify("a-secre"), None);
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer a-secret".parse().unwrap());
+        assert_eq!(tokens.of_request(&headers), Some(Identity(Some("alice".to_owned()))));
+        assert!(Tokens::new(None, &BTreeMap::from([("bob".to_owned(), String::new())])).is_empty());
     }
 }

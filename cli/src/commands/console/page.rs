@@ -1,21 +1,50 @@
 //! The console's one page: static HTML, CSS and JavaScript shipped in the
-//! binary (no build step, no CDN). The services table is rendered on the
-//! server, so it reads without JavaScript; the script refreshes it every
-//! second and adds the details, the chart and the buttons' actions.
+//! binary (no build step, no CDN). The services table, the scrape targets'
+//! states and the result of the last change are rendered on the server, so
+//! the page reads — and advance and rollback work, as plain HTML forms
+//! posting to `forms` — without JavaScript; the script refreshes it every
+//! second and adds the details, the chart and its own dialogs.
 //!
 //! Everything that comes from files or requests is escaped here and set as
 //! `textContent` in the script; no handler is ever written into markup (the
 //! page's Content-Security-Policy would refuse it anyway).
 
+use std::collections::BTreeMap;
+
 use super::ServiceView;
+use super::forms::Outcome;
+use super::scrape::TargetStatus;
 
 const TEMPLATE: &str = include_str!("page.html");
 const STAGES: [&str; 4] = ["relay", "dual_relay_primary", "dual_broker_primary", "broker"];
 
-/// The page with `services` in its table, the CSRF token in its head, and
-/// `nonce` on its script and style (the only ones the page's policy runs).
-pub(crate) fn render(services: &[ServiceView], csrf: &str, nonce: &str) -> String {
-    let rows: String = services.iter().map(row).collect();
+/// The page with `services` in its table (each with its forms, carrying
+/// `csrf`), the scrape `targets` and the `result` of the last change, the
+/// CSRF token in its head, and `nonce` on its script and style (the only
+/// ones the page's policy runs).
+pub(crate) fn render(
+    services: &[ServiceView],
+    targets: &BTreeMap<String, TargetStatus>,
+    csrf: &str,
+    nonce: &str,
+    result: Option<&Outcome>,
+) -> String {
+    let rows: String = services.iter().map(|service| row(service, csrf)).collect();
+    let targets: String = targets
+        .iter()
+        .map(|(url, target)| {
+            format!(
+                "<li class=\"{state}\">{}: {}</li>\n",
+                escape(url),
+                escape(&target.describe()),
+                state = target.state()
+            )
+        })
+        .collect();
+    let (message_class, message) = match result {
+        Some(outcome) => (if outcome.ok { "ok" } else { "err" }, escape(&outcome.text)),
+        None => ("", String::new()),
+    };
     let guard: String = services.iter().filter_map(guard_row).collect();
     let hidden = if guard.is_empty() { " hidden" } else { "" };
     fill(
@@ -26,6 +55,9 @@ pub(crate) fn render(services: &[ServiceView], csrf: &str, nonce: &str) -> Strin
             ("{{ROWS}}", &rows),
             ("{{GUARD_HIDDEN}}", hidden),
             ("{{GUARD}}", &guard),
+            ("{{TARGETS}}", &targets),
+            ("{{MESSAGE_CLASS}}", message_class),
+            ("{{MESSAGE}}", &message),
         ],
     )
 }
@@ -85,7 +117,7 @@ fn guard_row(service: &ServiceView) -> Option<String> {
     ))
 }
 
-fn row(service: &ServiceView) -> String {
+fn row(service: &ServiceView, csrf: &str) -> String {
     let track: String = STAGES
         .iter()
         .enumerate()
@@ -106,13 +138,29 @@ fn row(service: &ServiceView) -> String {
     format!(
         "<tr data-service=\"{name}\"><td>{name}</td><td><div class=\"track\" data-stage=\"{stage}\">{track}</div></td>\
          <td class=\"hide-narrow\">{source}</td><td class=\"rate-relay\">{relay}</td><td class=\"rate-broker\">{broker}</td>\
-         <td class=\"hide-narrow\"></td><td class=\"hide-narrow\"></td><td>{verify}</td><td><span class=\"why\">{why}</span></td></tr>\n",
+         <td class=\"hide-narrow\"></td><td class=\"hide-narrow\"></td><td>{verify}</td><td>{advance}{rollback}<div class=\"why\">{why}</div></td></tr>\n",
         name = escape(&service.name),
         stage = service.stage.name(),
         source = service.source.map_or_else(String::new, |source| source.to_string()),
         relay = rate("relay"),
         broker = rate("broker"),
         why = escape(&service.gate_reason),
+        advance = form(&service.name, "advance", "advance", csrf, service.advance_allowed),
+        rollback = form(&service.name, "rollback", "roll back", csrf, service.stage_index > 0),
+    )
+}
+
+/// A form that posts `action` for `service` with a required reason; its
+/// fields disabled when the action cannot be taken now.
+fn form(service: &str, action: &str, label: &str, csrf: &str, enabled: bool) -> String {
+    let disabled = if enabled { "" } else { " disabled" };
+    format!(
+        "<form method=\"post\" action=\"/services/{name}/{action}\" class=\"{action}-form\">\
+         <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+         <input name=\"reason\" required placeholder=\"reason\" aria-label=\"why {label} {name}\"{disabled}>\
+         <button type=\"submit\"{disabled}>{label}</button></form>",
+        name = escape(service),
+        csrf = escape(csrf),
     )
 }
 

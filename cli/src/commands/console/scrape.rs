@@ -41,10 +41,26 @@ pub(crate) struct PathLive {
     last: Option<(Instant, f64)>,
 }
 
+/// How one scrape target's last scrape went.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum TargetState {
+    /// It answered with its metrics.
+    #[default]
+    Up,
+    /// It did not answer within [`SCRAPE_DEADLINE`]: its figures are old.
+    Stale,
+    /// It answered with an error (refused, not HTTP 200, not readable).
+    Error,
+}
+
 /// How one scrape target is doing.
 #[derive(Debug, Clone, Default, Serialize)]
 pub(crate) struct TargetStatus {
-    /// Whether its last scrape failed or took longer than 2 s.
+    /// Up, stale or error, after its last scrape.
+    pub(crate) state: TargetState,
+    /// Whether its last scrape failed or took longer than 2 s (the state
+    /// is not up).
     pub(crate) stale: bool,
     /// Why, when it did.
     pub(crate) error: Option<String>,
@@ -53,6 +69,39 @@ pub(crate) struct TargetStatus {
     /// Scrapes that succeeded so far.
     pub(crate) successes: u64,
 }
+
+impl TargetStatus {
+    /// Its state's name: `up`, `stale` or `error`.
+    pub(crate) fn state(&self) -> &'static str {
+        match self.state {
+            TargetState::Up => "up",
+            TargetState::Stale => "stale",
+            TargetState::Error => "error",
+        }
+    }
+
+    /// Its state in words, with the reason when it is not up.
+    pub(crate) fn describe(&self) -> String {
+        match (&self.state, &self.error) {
+            (TargetState::Up, _) => "up".to_owned(),
+            (_, Some(error)) => format!("{} — {error}", self.state()),
+            (_, None) => self.state().to_owned(),
+        }
+    }
+}
+
+/// A scrape that got no answer within [`SCRAPE_DEADLINE`] (as opposed to
+/// one answered with an error).
+#[derive(Debug)]
+pub(crate) struct NoAnswer;
+
+impl std::fmt::Display for NoAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "no answer within {SCRAPE_DEADLINE:?}")
+    }
+}
+
+impl std::error::Error for NoAnswer {}
 
 /// Everything scraped.
 #[derive(Debug, Default)]
@@ -81,7 +130,8 @@ pub(crate) fn run(urls: Vec<String>, live: &Live) -> Vec<myc_transport::AbortOnD
                         Ok(text) => absorb(&text, &url, &live),
                         Err(error) => {
                             tracing::debug!(url, %error, "cannot scrape");
-                            mark_stale(&url, &error.to_string(), &live);
+                            let state = if error.is::<NoAnswer>() { TargetState::Stale } else { TargetState::Error };
+                            mark_stale(&url, state, &format!("{error:#}"), &live);
                         }
                     }
                 }
@@ -90,10 +140,12 @@ pub(crate) fn run(urls: Vec<String>, live: &Live) -> Vec<myc_transport::AbortOnD
         .collect()
 }
 
-/// Marks `url` and every figure it feeds as stale.
-fn mark_stale(url: &str, error: &str, live: &Live) {
+/// Marks `url` (as `state`, because of `error`) and every figure it feeds
+/// as stale.
+fn mark_stale(url: &str, state: TargetState, error: &str, live: &Live) {
     let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
     let target = live.targets.entry(url.to_owned()).or_default();
+    target.state = state;
     target.stale = true;
     target.failures += 1;
     target.error = Some(error.to_owned());
@@ -114,7 +166,7 @@ const MAX_BODY: usize = 4 * 1024 * 1024;
 pub(crate) async fn fetch(url: &str) -> anyhow::Result<String> {
     match tokio::time::timeout(SCRAPE_DEADLINE, fetch_unbounded(url)).await {
         Ok(result) => result,
-        Err(_) => Err(anyhow::anyhow!("no answer within {SCRAPE_DEADLINE:?}")),
+        Err(_) => Err(NoAnswer.into()),
     }
 }
 
@@ -128,6 +180,10 @@ async fn fetch_unbounded(url: &str) -> anyhow::Result<String> {
     let request =
         hyper::Request::get(uri.path()).header("host", host).body(http_body_util::Empty::<bytes::Bytes>::new())?;
     let response = sender.send_request(request).await?;
+    // A 404 (a wrong path) is an error to show, not a page without metrics.
+    if !response.status().is_success() {
+        anyhow::bail!("HTTP {} (is {url} a producer's --metrics endpoint?)", response.status());
+    }
     let body = http_body_util::Limited::new(response.into_body(), MAX_BODY)
         .collect()
         .await
@@ -142,13 +198,17 @@ fn absorb(text: &str, url: &str, live: &Live) {
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |since| since.as_secs());
     let mut live = live.lock().unwrap_or_else(PoisonError::into_inner);
     let target = live.targets.entry(url.to_owned()).or_default();
+    target.state = TargetState::Up;
     target.stale = false;
     target.error = None;
     target.successes += 1;
     for line in text.lines().filter(|line| line.starts_with("myc_shim_")) {
         let Some((name, labels, value)) = parse_line(line) else { continue };
         let (Some(service), Some(path)) = (labels.get("service"), labels.get("path")) else { continue };
-        let entry = live.services.entry(service.clone()).or_default().entry(path.clone()).or_default();
+        // The broker side is labelled by its backend (`broker` or `nats`);
+        // the page has one broker column for either.
+        let path = if path == "nats" { "broker" } else { path.as_str() };
+        let entry = live.services.entry(service.clone()).or_default().entry(path.to_owned()).or_default();
         url.clone_into(&mut entry.target);
         entry.stale = false;
         match name {
@@ -216,23 +276,37 @@ mod tests {
         assert_eq!(live["feed"]["broker"].breaker, "open");
     }
 
-    /// A metrics endpoint on 127.0.0.1:0 that answers (`Some(body)`) or
+    #[test]
+    fn a_producer_on_nats_fills_the_broker_column() {
+        let live = Live::default();
+        absorb("myc_shim_published_total{service=\"feed\",path=\"nats\"} 100\n", "t", &live);
+        let live = &live.lock().unwrap().services;
+        assert_eq!(live["feed"]["broker"].published, 100.0);
+        assert!(!live["feed"].contains_key("nats"));
+    }
+
+    /// A metrics endpoint on 127.0.0.1:0 that answers 200 (`Some(body)`) or
     /// accepts and never says a word (`None`).
     async fn target(body: Option<&'static str>) -> (String, myc_transport::AbortOnDrop) {
+        answering(body.map(|body| ("200 OK", body))).await
+    }
+
+    /// As [`target`], with the status line to answer.
+    async fn answering(answer: Option<(&'static str, &'static str)>) -> (String, myc_transport::AbortOnDrop) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/metrics", listener.local_addr().unwrap());
         let task = myc_transport::AbortOnDrop::spawn(async move {
             let mut held = Vec::new();
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else { return };
-                match body {
-                    Some(body) => {
+                match answer {
+                    Some((status, body)) => {
                         tokio::spawn(async move {
                             use tokio::io::{AsyncReadExt, AsyncWriteExt};
                             let mut request = [0u8; 1024];
                             let _ = stream.read(&mut request).await;
                             let response = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                                "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                                 body.len()
                             );
                             let _ = stream.write_all(response.as_bytes()).await;
@@ -280,6 +354,61 @@ mod tests {
                 }
             }
             assert!(started.elapsed() < deadline, "the silent target was never marked stale");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_target_is_shown_up_or_in_error_with_the_reason() {
+        let (good, _good_task) = target(Some("myc_shim_published_total{service=\"feed\",path=\"relay\"} 1\n")).await;
+        let (wrong_path, _wrong_task) = answering(Some(("404 Not Found", "no such page"))).await;
+        // A port nobody listens on: bound, then released.
+        let closed = {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}/metrics", listener.local_addr().unwrap())
+        };
+        let live = Live::default();
+        let _tasks = run(vec![good.clone(), wrong_path.clone(), closed.clone()], &live);
+        let started = Instant::now();
+        loop {
+            {
+                let live = live.lock().unwrap();
+                if [&good, &wrong_path, &closed].iter().all(|url| live.targets.contains_key(*url)) {
+                    let shown = |url: &str| (live.targets[url].state(), live.targets[url].describe());
+                    assert_eq!(shown(&good), ("up", "up".to_owned()));
+                    let (state, why) = shown(&wrong_path);
+                    assert_eq!(state, "error");
+                    assert!(why.contains("HTTP 404"), "{why}");
+                    let (state, why) = shown(&closed);
+                    assert_eq!(state, "error");
+                    assert!(why.to_lowercase().contains("refused"), "{why}");
+                    let json = serde_json::to_value(&live.targets[&closed]).unwrap();
+                    assert_eq!(
+                        (json["state"].as_str(), json["stale"].as_bool()),
+                        (Some("error"), Some(true)),
+                        "{json}"
+                    );
+                    break;
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "not every target was scraped");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_silent_target_is_stale_not_error() {
+        let (silent, _silent_task) = target(None).await;
+        let live = Live::default();
+        let _tasks = run(vec![silent.clone()], &live);
+        let started = Instant::now();
+        loop {
+            if let Some(target) = live.lock().unwrap().targets.get(&silent) {
+                assert_eq!(target.state(), "stale");
+                assert!(target.describe().contains("no answer within 2s"), "{}", target.describe());
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "the silent target was never marked");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -132,7 +132,13 @@ async fn advance_is_refused_with_the_gates_reason_then_accepted_and_rollback_nee
     let dir = tempfile::tempdir().unwrap();
     let console = console(dir.path(), None);
     write_report(dir.path(), "old.json", &report("differs", &[(4, [10, 0, 1, 0])], 60));
-    let (status, body) = call(&console, post(&console, "/api/services/polygon_adapter/advance", "{}")).await;
+    for empty in ["{}", r#"{"reason":"  "}"#] {
+        let (status, body) = call(&console, post(&console, "/api/services/polygon_adapter/advance", empty)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(body["error"], "an advance needs a reason");
+    }
+    let (status, body) =
+        call(&console, post(&console, "/api/services/polygon_adapter/advance", r#"{"reason":"try"}"#)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body["error"].as_str().unwrap().contains("polygon_adapter's source 4 differs"), "{body}");
 
@@ -144,7 +150,8 @@ async fn advance_is_refused_with_the_gates_reason_then_accepted_and_rollback_nee
     assert_eq!((body["from"].as_str(), body["to"].as_str()), (Some("relay"), Some("dual_relay_primary")));
     assert_eq!(body["host"], "127.0.0.1:40000", "the client's address is audited");
     // The same report cannot advance it again.
-    let (status, body) = call(&console, post(&console, "/api/services/polygon_adapter/advance", "{}")).await;
+    let (status, body) =
+        call(&console, post(&console, "/api/services/polygon_adapter/advance", r#"{"reason":"again"}"#)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert!(body["error"].as_str().unwrap().contains("already advanced polygon_adapter once"), "{body}");
 
@@ -267,7 +274,7 @@ async fn an_unknown_service_is_404_and_a_hostile_name_400() {
     let hostile = "a%27)%3Balert(1)%3B(%27";
     for request in [
         post(&console, &format!("/api/services/{hostile}/rollback"), r#"{"reason":"x"}"#),
-        post(&console, &format!("/api/services/{hostile}/advance"), "{}"),
+        post(&console, &format!("/api/services/{hostile}/advance"), r#"{"reason":"x"}"#),
         get(&format!("/api/services/{hostile}")),
         get("/api/services/%3Cscript%3E"),
     ] {
@@ -336,4 +343,179 @@ async fn a_corrupt_audit_line_hides_only_itself() {
     assert_eq!(detail["history_unreadable"][0]["line"], 2, "{detail}");
     let (_, overview) = call(&console, get("/api/overview")).await;
     assert_eq!(overview["audit_unreadable"].as_array().unwrap().len(), 1);
+}
+
+/// A form post as a browser without JavaScript sends it: form-encoded, the
+/// CSRF token as a field, the console's own `Origin`.
+fn form(path: &str, fields: &[(&str, &str)]) -> Request<Body> {
+    let body: Vec<String> = fields
+        .iter()
+        .map(|(key, value)| format!("{key}={}", value.replace('%', "%25").replace('&', "%26").replace(' ', "+")))
+        .collect();
+    Request::post(path)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header(header::ORIGIN, "http://127.0.0.1:8080")
+        .body(Body::from(body.join("&")))
+        .unwrap()
+}
+
+async fn text_of(response: axum::response::Response) -> String {
+    String::from_utf8(response.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap()
+}
+
+/// The page a 303 leads to, and what it says.
+async fn follow(console: &Arc<Console>, response: axum::response::Response) -> String {
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let location = response.headers()[header::LOCATION].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/?result="), "{location}");
+    text_of(send(console, get(&location)).await).await
+}
+
+#[tokio::test]
+async fn the_page_without_script_advances_after_showing_the_evidence_and_rolls_back_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), None);
+    write_report(dir.path(), "good.json", &report("identical", &[(4, [10, 0, 0, 0])], 0));
+    let sha256 = myc_rollout::gate::Evidence::from_json(&std::fs::read(dir.path().join("reports/good.json")).unwrap())
+        .unwrap()
+        .sha256;
+    let page = send(&console, get("/")).await;
+    let policy = page.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().to_owned();
+    assert!(policy.contains("form-action 'self'"), "{policy}");
+    let page = text_of(page).await;
+    assert!(page.contains("<form method=\"post\" action=\"/services/polygon_adapter/advance\""), "{page}");
+    assert!(page.contains(&format!("name=\"csrf\" value=\"{}\"", console.csrf)), "{page}");
+
+    // Without a reason: nothing changes, and the page says why.
+    let csrf = console.csrf.clone();
+    let said = follow(
+        &console,
+        send(&console, form("/services/polygon_adapter/advance", &[("csrf", &csrf), ("reason", "")])).await,
+    )
+    .await;
+    assert!(said.contains("polygon_adapter: an advance needs a reason"), "{said}");
+    assert!(!dir.path().join("audit.jsonl").exists());
+
+    // With one: first the evidence, and nothing changed yet.
+    let asked = send(
+        &console,
+        form("/services/polygon_adapter/advance", &[("csrf", &csrf), ("reason", "all <b>identical</b>")]),
+    )
+    .await;
+    assert_eq!(asked.status(), StatusCode::OK);
+    assert!(asked.headers()[header::CONTENT_SECURITY_POLICY].to_str().unwrap().contains("default-src 'none'"));
+    let asked = text_of(asked).await;
+    for shown in [
+        sha256.as_str(),
+        "identical",
+        "matched 10, mismatched 0, missing 0, extra 0",
+        "The gate passes it",
+        "all &lt;b&gt;identical&lt;/b&gt;",
+    ] {
+        assert!(asked.contains(shown), "{shown} not in {asked}");
+    }
+    assert!(!dir.path().join("audit.jsonl").exists(), "the confirmation page changes nothing");
+    // "confirm" without the evidence it confirms is asked again.
+    let unnamed = form("/services/polygon_adapter/advance", &[("csrf", &csrf), ("reason", "r"), ("confirm", "yes")]);
+    let again = send(&console, unnamed).await;
+    assert_eq!(again.status(), StatusCode::OK);
+    assert!(text_of(again).await.contains(&sha256));
+    assert!(!dir.path().join("audit.jsonl").exists(), "still nothing changed");
+    // Confirmed on other evidence than the latest: refused.
+    let stale = form(
+        "/services/polygon_adapter/advance",
+        &[("csrf", &csrf), ("reason", "r"), ("evidence_sha256", &"0".repeat(64)), ("confirm", "yes")],
+    );
+    let said = follow(&console, send(&console, stale).await).await;
+    assert!(said.contains("the evidence changed since it was confirmed"), "{said}");
+    // Confirmed on what was shown: made, audited, said.
+    let confirmed = form(
+        "/services/polygon_adapter/advance",
+        &[("csrf", &csrf), ("reason", "all identical"), ("evidence_sha256", &sha256), ("confirm", "yes")],
+    );
+    let said = follow(&console, send(&console, confirmed).await).await;
+    assert!(said.contains("polygon_adapter: advance relay → dual_relay_primary"), "{said}");
+    assert!(said.contains("class=\"ok\""), "{said}");
+
+    let rollback = form("/services/polygon_adapter/rollback", &[("csrf", &csrf), ("reason", "drill & test")]);
+    let said = follow(&console, send(&console, rollback).await).await;
+    assert!(said.contains("polygon_adapter: rollback dual_relay_primary → relay"), "{said}");
+    let (_, detail) = call(&console, get("/api/services/polygon_adapter")).await;
+    let history = detail["history"].as_array().unwrap();
+    assert_eq!(history.len(), 2, "{detail}");
+    assert_eq!(history[0]["evidence_sha256"], sha256.as_str());
+    assert_eq!(
+        (history[0]["reason"].as_str(), history[1]["reason"].as_str()),
+        (Some("all identical"), Some("drill & test"))
+    );
+    assert_eq!(history[1]["host"], "127.0.0.1:40000");
+}
+
+#[tokio::test]
+async fn a_form_post_keeps_every_protection() {
+    let dir = tempfile::tempdir().unwrap();
+    let console = console(dir.path(), Some("s3cret"));
+    std::fs::write(dir.path().join("rollout.toml"), "[services.polygon_adapter]\nstage = \"broker\"\n").unwrap();
+    let csrf = console.csrf.clone();
+    let with_cookie = |mut request: Request<Body>| {
+        request.headers_mut().insert(header::COOKIE, "myc_console_token=s3cret".parse().unwrap());
+        request
+    };
+    let fields = [("csrf", csrf.as_str()), ("reason", "x")];
+    // No token, no CSRF field, a foreign or null Origin, a foreign Host.
+    assert_eq!(
+        send(&console, form("/services/polygon_adapter/rollback", &fields)).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let no_csrf = with_cookie(form("/services/polygon_adapter/rollback", &[("reason", "x")]));
+    assert_eq!(send(&console, no_csrf).await.status(), StatusCode::FORBIDDEN);
+    for origin in ["http://evil.example.com", "null"] {
+        let mut request = with_cookie(form("/services/polygon_adapter/rollback", &fields));
+        request.headers_mut().insert(header::ORIGIN, origin.parse().unwrap());
+        assert_eq!(send(&console, request).await.status(), StatusCode::FORBIDDEN, "{origin}");
+    }
+    let mut rebinding = with_cookie(form("/services/polygon_adapter/rollback", &fields));
+    rebinding.headers_mut().insert(header::HOST, "evil.example.com:8080".parse().unwrap());
+    assert_eq!(send(&console, rebinding).await.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert!(!dir.path().join("audit.jsonl").exists(), "nothing changed");
+    // A result id that was never given shows nothing.
+    let page = text_of(send(&console, with_cookie(get("/?result=forged%20message"))).await).await;
+    assert!(!page.contains("forged"), "the URL cannot write the message");
+    let done = send(&console, with_cookie(form("/services/polygon_adapter/rollback", &fields))).await;
+    assert_eq!(done.status(), StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_change_with_a_named_token_is_audited_under_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("reports")).unwrap();
+    let mut settings = settings(dir.path());
+    settings.console.tokens.insert("alice".to_owned(), "alice-s3cret".to_owned());
+    settings.console.tokens.insert("bob".to_owned(), "bob-s3cret".to_owned());
+    let console = Arc::new(Console::new(settings, Some("shared".to_owned()), LISTEN.parse().unwrap()));
+    std::fs::write(dir.path().join("rollout.toml"), "[services.polygon_adapter]\nstage = \"broker\"\n").unwrap();
+    let mut users = Vec::new();
+    for token in ["alice-s3cret", "bob-s3cret", "shared"] {
+        let mut request = post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"drill"}"#);
+        request.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (status, entry) = call(&console, request).await;
+        assert_eq!(status, StatusCode::OK, "{entry}");
+        assert_eq!(entry["host"], "127.0.0.1:40000");
+        users.push(entry["user"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(users[..2], ["alice (console)", "bob (console)"]);
+    assert!(
+        users[2].ends_with(" (console)") && !users[2].starts_with("alice"),
+        "the unnamed token names no one: {users:?}"
+    );
+    // The cookie `/?token=` sets carries the name too.
+    let traded = send(&console, get("/?token=alice-s3cret")).await;
+    assert_eq!(traded.status(), StatusCode::SEE_OTHER);
+    let mut request = post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"drill"}"#);
+    request.headers_mut().insert(header::COOKIE, "myc_console_token=alice-s3cret".parse().unwrap());
+    let (status, entry) = call(&console, request).await;
+    assert_eq!((status, entry["user"].as_str()), (StatusCode::OK, Some("alice (console)")), "{entry}");
+    let mut wrong = post(&console, "/api/services/polygon_adapter/rollback", r#"{"reason":"drill"}"#);
+    wrong.headers_mut().insert("authorization", "Bearer alice".parse().unwrap());
+    assert_eq!(call(&console, wrong).await.0, StatusCode::UNAUTHORIZED, "a name is not a token");
 }

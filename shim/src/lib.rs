@@ -39,7 +39,7 @@ pub use publisher::NatsBrokerPublisher;
 pub use publisher::Progress;
 #[cfg(feature = "relay")]
 pub use publisher::RelayPublisher;
-pub use publisher::{BrokerSide, Publisher, RelaySide, Unavailable, split};
+pub use publisher::{BrokerSide, Publisher, RelaySide, RunOutcome, Unavailable, split};
 pub use service::{DualPublisher, ServicePublisher, StageHandle, watch_plan, watch_plan_counted};
 pub use summary::{PathSummary, Summary};
 

@@ -380,25 +380,27 @@ impl Link for RelayLink {
             // before this call returns. Only a run's newest message matters.
             let newest = handover::fingerprint(&batch[group[n - 1].clone()]);
             let previous = self.handover.publishing(source, newest, is_fanned);
-            let taken = match role {
+            let outcome = match role {
                 Role::Primary => {
-                    let (taken, outcome) = self.uplink.try_primary_run(run, n);
-                    if let Err(error) = outcome {
-                        self.count_refusals(&error, n - taken);
+                    let outcome = self.uplink.try_primary_run(run, n);
+                    if let Some(error) = &outcome.refused {
+                        self.count_refusals(error, n - outcome.taken);
                     }
-                    taken
+                    outcome
                 }
                 Role::Shadow => {
-                    let taken = self.uplink.shadow_run(run, n);
-                    self.counters.up_shadow.inc_by((n - taken) as u64);
-                    taken
+                    let outcome = self.uplink.shadow_run(run, n);
+                    self.counters.up_shadow.inc_by((n - outcome.taken) as u64);
+                    outcome
                 }
             };
-            self.counters.up.inc_by(taken as u64);
-            if taken < n {
+            self.counters.up.inc_by(outcome.taken as u64);
+            if outcome.newest != Some(n - 1) {
                 // The newest publish is the last message taken.
-                let newest =
-                    if taken == 0 { previous } else { handover::fingerprint(&batch[group[taken - 1].clone()]) };
+                let newest = match outcome.newest {
+                    Some(index) => handover::fingerprint(&batch[group[index].clone()]),
+                    None => previous,
+                };
                 self.handover.not_published(source, newest);
             }
         }

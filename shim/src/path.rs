@@ -12,7 +12,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::primary::{PrimaryGuard, PrimaryOptions};
-use crate::publisher::Messages;
+#[cfg(all(feature = "relay", feature = "broker"))]
+use crate::publisher::{Messages, RunOutcome};
 use crate::{Error, Publisher};
 
 /// Polls a future once; it must be ready (the guard's publish without
@@ -182,28 +183,24 @@ impl<P: Publisher> GuardedPath<P> {
         result
     }
 
+    #[cfg(all(feature = "relay", feature = "broker"))]
     /// As the primary, without waiting, for a run of `n` concatenated whole
-    /// messages: how many were taken, in order, and why the next was not
-    /// (the rest are not tried, and are counted as failed).
-    pub(crate) fn try_primary_run(&self, messages: &[u8], n: usize) -> (usize, Result<(), Error>) {
-        let (taken, outcome) = if self.guard.is_some() {
+    /// messages, each judged on its own as [`GuardedPath::try_primary`]
+    /// would; the refused ones are counted as failed.
+    pub(crate) fn try_primary_run(&self, messages: &[u8], n: usize) -> RunOutcome {
+        let outcome = if self.guard.is_some() {
             // The guard (breaker, spool) judges message by message.
-            let mut taken = 0;
-            let mut outcome = Ok(());
-            for message in Messages(messages) {
-                if let Err(error) = message.and_then(|message| self.publish_guarded_now(message)) {
-                    outcome = Err(error);
-                    break;
-                }
-                taken += 1;
+            let mut outcome = RunOutcome::default();
+            for (index, message) in Messages(messages).enumerate() {
+                outcome.add(index, message.and_then(|message| self.publish_guarded_now(message)));
             }
-            (taken, outcome)
+            outcome
         } else {
             self.publisher.try_publish_run(messages)
         };
-        self.counters.published.inc_by(taken as u64);
-        self.counters.failed.inc_by(n.saturating_sub(taken) as u64);
-        (taken, outcome)
+        self.counters.published.inc_by(outcome.taken as u64);
+        self.counters.failed.inc_by(n.saturating_sub(outcome.taken) as u64);
+        outcome
     }
 
     /// The guard's publish, never waiting.
@@ -268,14 +265,16 @@ impl<P: Publisher> GuardedPath<P> {
         accepted
     }
 
+    #[cfg(all(feature = "relay", feature = "broker"))]
     /// As the shadow, for a run of `n` concatenated whole messages: the
-    /// first ones that fit are handed over without waiting, the rest
-    /// dropped and counted; returns how many were handed over.
-    pub(crate) fn shadow_run(&self, messages: &[u8], n: usize) -> usize {
+    /// first ones that fit under the queue bound are handed over without
+    /// waiting, the rest dropped and counted. A run that falls short is one
+    /// failure for the breaker (the run is one attempt).
+    pub(crate) fn shadow_run(&self, messages: &[u8], n: usize) -> RunOutcome {
         let tripped = self.tripped.load(Ordering::Relaxed);
         if tripped && !self.breaker.allows(self.publisher.is_connected()) {
             self.counters.shadow_dropped.inc_by(n as u64);
-            return 0;
+            return RunOutcome::default();
         }
         // The queue bound is asked once for the run: what fits is taken.
         let room = self.queue_bytes.load(Ordering::Relaxed).saturating_sub(self.publisher.buffered_bytes());
@@ -286,7 +285,8 @@ impl<P: Publisher> GuardedPath<P> {
                 _ => break,
             }
         }
-        let (taken, _) = if fits > 0 { self.publisher.try_publish_run(&messages[..fits]) } else { (0, Ok(())) };
+        let outcome = if fits > 0 { self.publisher.try_publish_run(&messages[..fits]) } else { RunOutcome::default() };
+        let taken = outcome.taken;
         self.counters.published.inc_by(taken as u64);
         if taken == n {
             if tripped && self.breaker_state() == BreakerState::Closed && self.publisher.is_connected() {
@@ -298,7 +298,7 @@ impl<P: Publisher> GuardedPath<P> {
             self.counters.shadow_dropped.inc_by((n - taken) as u64);
             self.breaker_state();
         }
-        taken
+        outcome
     }
 
     /// Flushes the path: with a spool, waits for it to drain first; what

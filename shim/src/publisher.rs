@@ -50,17 +50,14 @@ pub trait Publisher: Send + Sync {
     }
 
     /// Publishes concatenated whole messages without waiting, in order,
-    /// stopping at the first refusal: how many were taken, and why the next
-    /// was not. Paths with a buffer take the run under one lock.
-    fn try_publish_run(&self, messages: &[u8]) -> (usize, Result<(), Error>) {
-        let mut taken = 0;
-        for message in Messages(messages) {
-            match message.and_then(|message| self.try_publish(message)) {
-                Ok(()) => taken += 1,
-                Err(error) => return (taken, Err(error)),
-            }
+    /// each judged as [`Publisher::try_publish`] would (a refused one does
+    /// not stop the rest). Paths with a buffer take the run under one lock.
+    fn try_publish_run(&self, messages: &[u8]) -> RunOutcome {
+        let mut outcome = RunOutcome::default();
+        for (index, message) in Messages(messages).enumerate() {
+            outcome.add(index, message.and_then(|message| self.try_publish(message)));
         }
-        (taken, Ok(()))
+        outcome
     }
 
     /// Waits until everything published so far is delivered (written to the
@@ -163,6 +160,46 @@ pub fn split(mut messages: &[u8]) -> Result<Vec<&[u8]>, Error> {
 }
 
 #[cfg(any(feature = "relay", feature = "broker", feature = "nats"))]
+/// What a path did with a run of messages ([`Publisher::try_publish_run`]).
+#[derive(Debug, Default)]
+pub struct RunOutcome {
+    /// Messages taken.
+    pub taken: usize,
+    /// The index in the run of the last message taken.
+    pub newest: Option<usize>,
+    /// Why the first refused message was refused.
+    pub refused: Option<Error>,
+}
+
+impl RunOutcome {
+    /// Records what became of the run's message `index`.
+    pub(crate) fn add(&mut self, index: usize, result: Result<(), Error>) {
+        match result {
+            Ok(()) => {
+                self.taken += 1;
+                self.newest = Some(index);
+            }
+            Err(error) => {
+                self.refused.get_or_insert(error);
+            }
+        }
+    }
+
+    /// Adds what a buffer did with the messages `first..` of the run.
+    #[cfg(feature = "broker")]
+    fn add_pushed(&mut self, first: usize, pushed: myc_transport::RunPushed) {
+        self.taken += pushed.queued;
+        if let Some(newest) = pushed.newest {
+            self.newest = Some(first + newest);
+        }
+        if let Some(refused) = pushed.refused
+            && self.refused.is_none()
+        {
+            self.refused = Some(myc_broker::Error::Buffer(refused).into());
+        }
+    }
+}
+
 /// The whole messages of concatenated messages, in order; an error (and
 /// the end) where what is left is not a whole message.
 pub(crate) struct Messages<'a>(pub(crate) &'a [u8]);
@@ -444,28 +481,33 @@ impl Publisher for BrokerPublisher {
         Ok(self.topics.with(message, |topic| self.client.try_publish(topic, message))??)
     }
 
-    fn try_publish_run(&self, mut messages: &[u8]) -> (usize, Result<(), Error>) {
-        let mut taken = 0;
+    fn try_publish_run(&self, mut messages: &[u8]) -> RunOutcome {
+        let mut outcome = RunOutcome::default();
         // Runs of one domain (one topic) go to the client's buffer at once.
+        let mut first = 0;
         while !messages.is_empty() {
             let prefix = same_domain_prefix(messages);
             if prefix == 0 {
-                return (taken, Err(Error::NotAMessage));
+                outcome.refused.get_or_insert(Error::NotAMessage);
+                break;
             }
             let (run, rest) = messages.split_at(prefix);
+            let count = Messages(run).count();
             let pushed =
                 self.topics.with(run, |topic| self.client.try_publish_each(topic, Messages(run).map_while(Result::ok)));
-            let (queued, outcome) = match pushed {
-                Ok(pushed) => pushed,
-                Err(error) => return (taken, Err(error)),
-            };
-            taken += queued;
-            if let Err(error) = outcome {
-                return (taken, Err(error.into()));
+            match pushed {
+                Ok(Ok(pushed)) => outcome.add_pushed(first, pushed),
+                Ok(Err(error)) => {
+                    outcome.refused.get_or_insert(error.into());
+                }
+                Err(error) => {
+                    outcome.refused.get_or_insert(error);
+                }
             }
+            first += count;
             messages = rest;
         }
-        (taken, Ok(()))
+        outcome
     }
 
     async fn flush(&self, deadline: Duration) -> Result<(), Error> {
@@ -813,13 +855,13 @@ impl Publisher for BrokerSide {
         }
     }
 
-    fn try_publish_run(&self, messages: &[u8]) -> (usize, Result<(), Error>) {
+    fn try_publish_run(&self, messages: &[u8]) -> RunOutcome {
         match self {
             #[cfg(feature = "broker")]
             BrokerSide::Mycelium(path) => path.try_publish_run(messages),
             #[cfg(feature = "nats")]
             BrokerSide::Nats(path) => path.try_publish_run(messages),
-            BrokerSide::Unavailable(missing) => (0, Err(missing.error())),
+            BrokerSide::Unavailable(missing) => RunOutcome { refused: Some(missing.error()), ..RunOutcome::default() },
         }
     }
 

@@ -73,6 +73,18 @@ pub enum PushError {
     TooLarge(usize),
 }
 
+/// What [`FrameBuffer::try_push_each`] did with a run of frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunPushed {
+    /// Frames queued.
+    pub queued: usize,
+    /// The index in the run of the last frame queued.
+    pub newest: Option<usize>,
+    /// Why the first refused frame was refused (`Full` for one that would
+    /// have waited under `block`).
+    pub refused: Option<PushError>,
+}
+
 /// Capacity of each block frames are encoded into: one block is one write.
 const BLOCK: usize = 64 * 1024;
 /// Recycled blocks kept at most.
@@ -220,37 +232,35 @@ impl FrameBuffer {
         pushed
     }
 
-    /// Queues frames without waiting, in order, under one lock, stopping at
-    /// the first one refused: `frames` yields each frame's length and its
-    /// encoder. Returns how many were queued, and why the next one was not.
-    /// For callers with a run of messages at hand (a relay read batch), so
-    /// the lock and the consumer's wake-up are paid once per run.
-    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(
-        &self,
-        frames: impl IntoIterator<Item = (usize, E)>,
-    ) -> (usize, Result<(), PushError>) {
+    /// Queues frames without waiting, in order, under one lock: `frames`
+    /// yields each frame's length and its encoder, and each is judged on
+    /// its own, as [`FrameBuffer::try_push`] would (a refused one is
+    /// counted and skipped; those after it are still tried). For callers
+    /// with a run of messages at hand (a relay read batch), so the lock and
+    /// the consumer's wake-up are paid once per run.
+    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(&self, frames: impl IntoIterator<Item = (usize, E)>) -> RunPushed {
         let mut inner = self.lock();
         let was_empty = inner.queued_frames == 0;
-        let mut queued = 0;
-        let mut outcome = Ok(());
-        for (len, encode) in frames {
+        let mut pushed = RunPushed::default();
+        for (index, (len, encode)) in frames.into_iter().enumerate() {
             match self.push_locked(&mut inner, len, &mut Some(encode)) {
-                Some(Ok(())) => queued += 1,
+                Some(Ok(())) => {
+                    pushed.queued += 1;
+                    pushed.newest = Some(index);
+                }
                 Some(Err(error)) => {
-                    outcome = Err(error);
-                    break;
+                    pushed.refused.get_or_insert(error);
                 }
                 None => {
-                    outcome = Err(PushError::Full);
-                    break;
+                    pushed.refused.get_or_insert(PushError::Full);
                 }
             }
         }
         drop(inner);
-        if was_empty && queued > 0 {
+        if was_empty && pushed.queued > 0 {
             self.ready.notify_one();
         }
-        (queued, outcome)
+        pushed
     }
 
     /// [`FrameBuffer::push_now`] under the caller's lock.
@@ -476,19 +486,29 @@ mod tests {
     #[test]
     fn a_run_is_queued_in_order_up_to_the_first_refusal_and_nothing_after_it() {
         let buffer = FrameBuffer::new(limits(FullPolicy::DropNewest), byte_prefixed);
-        let (queued, outcome) = buffer.try_push_each((0..5).map(|value| (2, frame(value))));
-        assert_eq!((queued, outcome), (3, Err(PushError::Dropped)), "max_messages is 3");
-        assert_eq!(buffer.dropped_newest(), 1, "only the refused one counts as dropped: the rest was not tried");
+        let pushed = buffer.try_push_each((0..5).map(|value| (2, frame(value))));
+        assert_eq!(
+            pushed,
+            RunPushed { queued: 3, newest: Some(2), refused: Some(PushError::Dropped) },
+            "max_messages is 3"
+        );
+        assert_eq!(buffer.dropped_newest(), 2, "each refused frame counts, as one push each would");
         let (chunk, frames) = buffer.take().unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1, 1, 2][..], 3));
-        // Under drop_oldest a run pushes out what is queued, never itself.
+        // Under drop_oldest the newest frames stay, as pushes one by one.
         let buffer = FrameBuffer::new(limits(FullPolicy::DropOldest), byte_prefixed);
-        assert_eq!(buffer.try_push_each((0..5).map(|value| (2, frame(value)))), (5, Ok(())));
+        assert_eq!(buffer.try_push_each((0..5).map(|value| (2, frame(value)))).queued, 5);
         assert_eq!(buffer.dropped_oldest(), 2);
         assert_eq!(&buffer.take().unwrap().0[..], &[1, 2, 1, 3, 1, 4]);
         // A closed buffer takes nothing of a run.
         buffer.close("gone");
-        assert_eq!(buffer.try_push_each([(2, frame(9))]), (0, Err(PushError::Closed("gone".to_owned()))));
+        assert_eq!(buffer.try_push_each([(2, frame(9))]).refused, Some(PushError::Closed("gone".to_owned())));
+        // One frame too large for the buffer is refused alone: the ones
+        // after it are still taken.
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        let pushed = buffer.try_push_each([(2, frame(1)), (101, frame(2)), (2, frame(3))]);
+        assert_eq!(pushed, RunPushed { queued: 2, newest: Some(2), refused: Some(PushError::TooLarge(101)) });
+        assert_eq!(&buffer.take().unwrap().0[..], &[1, 1, 1, 3]);
     }
 
     #[tokio::test]
@@ -499,7 +519,7 @@ mod tests {
             async move { buffer.next_chunk().await }
         });
         tokio::task::yield_now().await;
-        assert_eq!(buffer.try_push_each((0..2).map(|value| (2, frame(value)))), (2, Ok(())));
+        assert_eq!(buffer.try_push_each((0..2).map(|value| (2, frame(value)))).queued, 2);
         let (chunk, frames) = tokio::time::timeout(Duration::from_secs(5), consumer).await.unwrap().unwrap();
         assert_eq!((&chunk[..], frames), (&[1, 0, 1, 1][..], 2));
     }

@@ -31,7 +31,7 @@ mod task;
 
 pub use accept::accept_until;
 pub use breaker::{BreakerOptions, BreakerState, CircuitBreaker, PublishBreaker};
-pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, frames_len};
+pub use buffer::{BufferLimits, FrameBuffer, FullPolicy, PushError, RunPushed, frames_len};
 pub use endpoint::{Endpoint, Listener, SocketOptions, Stream};
 pub use error::Error;
 pub use flow::{FlowRules, FlowState, SlowPolicy, SubscriberFlow, Verdict};

@@ -31,7 +31,7 @@ use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
-use crate::{BufferLimits, FrameBuffer, OnceASecond, PushError};
+use crate::{BufferLimits, FrameBuffer, OnceASecond, PushError, RunPushed};
 
 /// Where a publisher's connection stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,15 +155,12 @@ impl Outbox {
         self.count_push(pushed)
     }
 
-    /// Queues frames without waiting, in order, under one lock, stopping at
-    /// the first refusal: how many were queued, and why the next was not.
-    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(
-        &self,
-        frames: impl IntoIterator<Item = (usize, E)>,
-    ) -> (usize, Result<(), PushError>) {
-        let (queued, outcome) = self.buffer.try_push_each(frames);
-        self.counters.published.fetch_add(queued as u64, Ordering::Relaxed);
-        (queued, outcome)
+    /// Queues frames without waiting, in order, under one lock, each judged
+    /// on its own ([`FrameBuffer::try_push_each`]).
+    pub fn try_push_each<E: FnOnce(&mut BytesMut)>(&self, frames: impl IntoIterator<Item = (usize, E)>) -> RunPushed {
+        let pushed = self.buffer.try_push_each(frames);
+        self.counters.published.fetch_add(pushed.queued as u64, Ordering::Relaxed);
+        pushed
     }
 
     fn count_push(&self, pushed: Result<(), PushError>) -> Result<(), PushError> {

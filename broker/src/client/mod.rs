@@ -316,26 +316,26 @@ impl Client {
         Ok(self.shared.outbox.try_push(len, |dst| protocol::encode_publish(dst, topic, payload))?)
     }
 
-    /// Publishes `payloads` to one topic without waiting, in order, stopping
-    /// at the first refusal: how many were buffered, and why the next was
-    /// not. One buffer lock for the lot, for a caller holding a run of
-    /// messages (the relay's broker link).
+    /// Publishes `payloads` to one topic without waiting, in order, each
+    /// judged as [`Client::try_publish`] would: what was buffered, and why
+    /// the first refused one was not. One buffer lock for the lot, for a
+    /// caller holding a run of messages (the relay's broker link).
+    ///
+    /// # Errors
+    /// A topic that is not valid: nothing is buffered.
     pub fn try_publish_each<'p>(
         &self,
         topic: &str,
         payloads: impl IntoIterator<Item = &'p [u8]>,
-    ) -> (usize, Result<(), Error>) {
-        let topic = match TopicRef::new(topic.as_bytes()) {
-            Ok(topic) => topic,
-            Err(reason) => return (0, Err(Error::BadTopic { topic: topic.to_owned(), reason })),
-        };
+    ) -> Result<myc_transport::RunPushed, Error> {
+        let topic =
+            TopicRef::new(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;
         let frames = payloads.into_iter().map(|payload| {
             (protocol::publish_frame_len(topic, payload), move |dst: &mut bytes::BytesMut| {
                 protocol::encode_publish(dst, topic, payload);
             })
         });
-        let (queued, outcome) = self.shared.outbox.try_push_each(frames);
-        (queued, outcome.map_err(Error::from))
+        Ok(self.shared.outbox.try_push_each(frames))
     }
 
     /// Applies new connection settings while running: the endpoint, token

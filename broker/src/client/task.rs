@@ -132,15 +132,16 @@ impl BrokerLink {
             }
         }
         if !received.errors.is_empty() && self.error_log.ready() {
+            // One line for the lot: a batch of refusals is one event.
             let failed = self.shared.counters.failed_unauthorized.load(Ordering::Relaxed);
-            for (code, message) in &received.errors {
-                tracing::warn!(
-                    code = code.name(),
-                    %message,
-                    failed_unauthorized = failed,
-                    "broker error (logged at most once a second)"
-                );
-            }
+            let (code, message) = &received.errors[0];
+            tracing::warn!(
+                code = code.name(),
+                %message,
+                errors_in_batch = received.errors.len(),
+                failed_unauthorized = failed,
+                "broker error (logged at most once a second)"
+            );
         }
         for (sub_id, batch) in received.deliveries.drain(..) {
             if let Some(sink) = self.sinks.get(&sub_id) {

@@ -324,6 +324,9 @@ impl PrimaryGuard {
                     let mut old_state = old.lock();
                     let mut new_state = new.lock();
                     let moved = move_spool(&mut old_state, &mut new_state)?;
+                    // Released now, not when the old pump's task goes: once
+                    // the move is seen, the old directory is free.
+                    old_state.spool.release();
                     tracing::info!(
                         from = %old_state.spool.dir().display(),
                         to = %new_state.spool.dir().display(),

@@ -159,8 +159,9 @@ impl SpoolBatch {
 #[derive(Debug)]
 pub struct Spool {
     options: SpoolOptions,
-    /// Held for the spool's life: no other producer opens the directory.
-    _lock: lock::DirLock,
+    /// Held for the spool's life (or until [`Spool::release`]): no other
+    /// producer opens the directory.
+    lock: Option<lock::DirLock>,
     /// Segment files on disk and their lengths, by number; the active one
     /// is the last.
     segments: BTreeMap<u64, u64>,
@@ -245,7 +246,7 @@ impl Spool {
         let disk_bytes = segments.values().sum();
         let mut spool = Spool {
             options,
-            _lock: lock,
+            lock: Some(lock),
             segments,
             disk_bytes,
             active,
@@ -259,6 +260,14 @@ impl Spool {
         };
         spool.forget_consumed_segments()?;
         Ok((spool, recovery))
+    }
+
+    /// Gives the directory's lock up now, for a spool left behind empty
+    /// (moved to another directory): another producer may open the
+    /// directory at once, whenever this value is dropped. Nothing is to be
+    /// appended after.
+    pub fn release(&mut self) {
+        self.lock = None;
     }
 
     /// The directory.

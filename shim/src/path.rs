@@ -190,11 +190,7 @@ impl<P: Publisher> GuardedPath<P> {
     pub(crate) fn try_primary_run(&self, messages: &[u8], n: usize) -> RunOutcome {
         let outcome = if self.guard.is_some() {
             // The guard (breaker, spool) judges message by message.
-            let mut outcome = RunOutcome::default();
-            for (index, message) in Messages(messages).enumerate() {
-                outcome.add(index, message.and_then(|message| self.publish_guarded_now(message)));
-            }
-            outcome
+            RunOutcome::each(messages, |message| self.publish_guarded_now(message))
         } else {
             self.publisher.try_publish_run(messages)
         };
@@ -239,30 +235,43 @@ impl<P: Publisher> GuardedPath<P> {
     /// As the shadow: handed over without waiting (true), or dropped and
     /// counted (false).
     pub(crate) fn shadow(&self, message: &[u8]) -> bool {
-        let tripped = self.tripped.load(Ordering::Relaxed);
-        // A refusal by the open breaker is a drop, not a new failure: only
-        // attempts count toward opening it again. A breaker with no failures
-        // is closed and lets everything through, so it is only asked once
-        // something failed.
-        if tripped && !self.breaker.allows(self.publisher.is_connected()) {
-            self.counters.shadow_dropped.inc();
-            return false;
-        }
+        let Some(tripped) = self.shadow_admits(1) else { return false };
         let accepted = self.publisher.buffered_bytes() + message.len() <= self.queue_bytes.load(Ordering::Relaxed)
             && self.publisher.try_publish(message).is_ok();
-        if accepted {
-            self.counters.published.inc();
-            // `allows` above recorded the success when connected.
+        self.shadow_settled(tripped, usize::from(accepted), 1);
+        accepted
+    }
+
+    /// Whether the shadow breaker lets an attempt of `n` messages through:
+    /// `Some(tripped)` (whether it had failed before), or `None` with the
+    /// `n` counted as dropped. A refusal by the open breaker is a drop, not
+    /// a new failure: only attempts count toward opening it again. A
+    /// breaker with no failures is closed and lets everything through, so
+    /// it is only asked once something failed.
+    fn shadow_admits(&self, n: usize) -> Option<bool> {
+        let tripped = self.tripped.load(Ordering::Relaxed);
+        if tripped && !self.breaker.allows(self.publisher.is_connected()) {
+            self.counters.shadow_dropped.inc_by(n as u64);
+            return None;
+        }
+        Some(tripped)
+    }
+
+    /// Counts a shadow attempt of `n` messages of which `taken` were handed
+    /// over; one that fell short is one failure for the breaker.
+    fn shadow_settled(&self, tripped: bool, taken: usize, n: usize) {
+        self.counters.published.inc_by(taken as u64);
+        if taken == n {
+            // `allows` recorded the success when connected.
             if tripped && self.breaker_state() == BreakerState::Closed && self.publisher.is_connected() {
                 self.tripped.store(false, Ordering::Relaxed);
             }
         } else {
             self.breaker.failure();
             self.tripped.store(true, Ordering::Relaxed);
-            self.counters.shadow_dropped.inc();
+            self.counters.shadow_dropped.inc_by((n - taken) as u64);
             self.breaker_state();
         }
-        accepted
     }
 
     #[cfg(all(feature = "relay", feature = "broker"))]
@@ -271,11 +280,7 @@ impl<P: Publisher> GuardedPath<P> {
     /// waiting, the rest dropped and counted. A run that falls short is one
     /// failure for the breaker (the run is one attempt).
     pub(crate) fn shadow_run(&self, messages: &[u8], n: usize) -> RunOutcome {
-        let tripped = self.tripped.load(Ordering::Relaxed);
-        if tripped && !self.breaker.allows(self.publisher.is_connected()) {
-            self.counters.shadow_dropped.inc_by(n as u64);
-            return RunOutcome::default();
-        }
+        let Some(tripped) = self.shadow_admits(n) else { return RunOutcome::default() };
         // The queue bound is asked once for the run: what fits is taken.
         let room = self.queue_bytes.load(Ordering::Relaxed).saturating_sub(self.publisher.buffered_bytes());
         let mut fits = 0;
@@ -286,18 +291,7 @@ impl<P: Publisher> GuardedPath<P> {
             }
         }
         let outcome = if fits > 0 { self.publisher.try_publish_run(&messages[..fits]) } else { RunOutcome::default() };
-        let taken = outcome.taken;
-        self.counters.published.inc_by(taken as u64);
-        if taken == n {
-            if tripped && self.breaker_state() == BreakerState::Closed && self.publisher.is_connected() {
-                self.tripped.store(false, Ordering::Relaxed);
-            }
-        } else {
-            self.breaker.failure();
-            self.tripped.store(true, Ordering::Relaxed);
-            self.counters.shadow_dropped.inc_by((n - taken) as u64);
-            self.breaker_state();
-        }
+        self.shadow_settled(tripped, outcome.taken, n);
         outcome
     }
 

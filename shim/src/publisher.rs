@@ -53,11 +53,7 @@ pub trait Publisher: Send + Sync {
     /// each judged as [`Publisher::try_publish`] would (a refused one does
     /// not stop the rest). Paths with a buffer take the run under one lock.
     fn try_publish_run(&self, messages: &[u8]) -> RunOutcome {
-        let mut outcome = RunOutcome::default();
-        for (index, message) in Messages(messages).enumerate() {
-            outcome.add(index, message.and_then(|message| self.try_publish(message)));
-        }
-        outcome
+        RunOutcome::each(messages, |message| self.try_publish(message))
     }
 
     /// Waits until everything published so far is delivered (written to the
@@ -172,17 +168,22 @@ pub struct RunOutcome {
 }
 
 impl RunOutcome {
-    /// Records what became of the run's message `index`.
-    pub(crate) fn add(&mut self, index: usize, result: Result<(), Error>) {
-        match result {
-            Ok(()) => {
-                self.taken += 1;
-                self.newest = Some(index);
-            }
-            Err(error) => {
-                self.refused.get_or_insert(error);
+    /// Publishes each message of the run with `publish`, in order, each on
+    /// its own: a refused one does not stop the rest.
+    pub(crate) fn each(messages: &[u8], mut publish: impl FnMut(&[u8]) -> Result<(), Error>) -> RunOutcome {
+        let mut outcome = RunOutcome::default();
+        for (index, message) in Messages(messages).enumerate() {
+            match message.and_then(&mut publish) {
+                Ok(()) => {
+                    outcome.taken += 1;
+                    outcome.newest = Some(index);
+                }
+                Err(error) => {
+                    outcome.refused.get_or_insert(error);
+                }
             }
         }
+        outcome
     }
 
     /// Adds what a buffer did with the messages `first..` of the run.
@@ -221,19 +222,22 @@ impl<'a> Iterator for Messages<'a> {
     }
 }
 
-/// How many bytes of `messages` are whole messages of the same relay domain
-/// as the first one (what one topic takes at once).
+/// How many bytes of `messages`, and how many messages, are whole messages
+/// of the same relay domain as the first one (what one topic takes at once).
 #[cfg(feature = "broker")]
-fn same_domain_prefix(messages: &[u8]) -> usize {
+fn same_domain_prefix(messages: &[u8]) -> (usize, usize) {
     let domain = messages.get(4);
-    let mut end = 0;
+    let (mut end, mut count) = (0, 0);
     for message in Messages(messages) {
         match message {
-            Ok(message) if message.get(4) == domain => end += message.len(),
+            Ok(message) if message.get(4) == domain => {
+                end += message.len();
+                count += 1;
+            }
             _ => break,
         }
     }
-    end
+    (end, count)
 }
 
 fn domain_of(message: &[u8]) -> Result<u8, Error> {
@@ -486,13 +490,12 @@ impl Publisher for BrokerPublisher {
         // Runs of one domain (one topic) go to the client's buffer at once.
         let mut first = 0;
         while !messages.is_empty() {
-            let prefix = same_domain_prefix(messages);
+            let (prefix, count) = same_domain_prefix(messages);
             if prefix == 0 {
                 outcome.refused.get_or_insert(Error::NotAMessage);
                 break;
             }
             let (run, rest) = messages.split_at(prefix);
-            let count = Messages(run).count();
             let pushed =
                 self.topics.with(run, |topic| self.client.try_publish_each(topic, Messages(run).map_while(Result::ok)));
             match pushed {

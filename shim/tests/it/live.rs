@@ -161,6 +161,35 @@ fn assert_landed(what: &str, since: Instant) {
     assert!(took < LANDS_WITHIN, "{what} took {took:?} to apply");
 }
 
+/// Publishes under load, applies `edit` (which moves the messages from the
+/// first end to the second), checks it lands in time by the first message
+/// at the second end, publishes more, and returns what the producer was
+/// told with the first arrivals at each end once all have arrived.
+async fn moved_under_load(
+    live: &Live,
+    edit: &str,
+    what: &str,
+    (on_a, on_b): (&Seen, &Seen),
+) -> (Outcomes, Vec<u64>, Vec<u64>) {
+    let producer = Producer::start(&live.publisher);
+    producer.publishes_more(2_000).await;
+    let edited = live.edit(edit);
+    let first = format!("the first message after {what}");
+    wait_until(&first, Duration::from_secs(10), || !on_b.lock().unwrap().is_empty()).await;
+    assert_landed(what, edited);
+    producer.publishes_more(2_000).await;
+    let outcomes = producer.stop().await;
+    live.publisher.flush(Duration::from_secs(10)).await.unwrap();
+
+    assert!(outcomes.refused.is_empty(), "{:?}", &outcomes.refused[..1]);
+    let sent = outcomes.accepted.len();
+    wait_until("every message", Duration::from_secs(10), || {
+        first_arrivals(on_a).len() + first_arrivals(on_b).len() >= sent
+    })
+    .await;
+    (outcomes, first_arrivals(on_a), first_arrivals(on_b))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_renamed_live_applies_to_the_messages_published_after_it_and_loses_none() {
     let dir = tempfile::tempdir().unwrap();
@@ -173,22 +202,8 @@ async fn a_topic_renamed_live_applies_to_the_messages_published_after_it_and_los
         Stage::Broker,
     )
     .await;
-    let producer = Producer::start(&live.publisher);
-    producer.publishes_more(2_000).await;
-    let edited = live.edit(&settings(&back, "", "[topics]\nmarket_data = \"md_b\"\n"));
-    wait_until("messages on the new topic", Duration::from_secs(10), || !on_b.lock().unwrap().is_empty()).await;
-    assert_landed("the topic change", edited);
-    producer.publishes_more(2_000).await;
-    let outcomes = producer.stop().await;
-    live.publisher.flush(Duration::from_secs(10)).await.unwrap();
-
-    assert!(outcomes.refused.is_empty(), "{:?}", &outcomes.refused[..1]);
-    let sent = outcomes.accepted.len();
-    wait_until("every message", Duration::from_secs(10), || {
-        first_arrivals(&on_a).len() + first_arrivals(&on_b).len() >= sent
-    })
-    .await;
-    let (a, b) = (first_arrivals(&on_a), first_arrivals(&on_b));
+    let edit = settings(&back, "", "[topics]\nmarket_data = \"md_b\"\n");
+    let (outcomes, a, b) = moved_under_load(&live, &edit, "the topic change", (&on_a, &on_b)).await;
     let mut union = [a.clone(), b.clone()].concat();
     union.sort_unstable();
     assert_eq!(union, outcomes.accepted, "every message on exactly one topic");
@@ -206,22 +221,8 @@ async fn a_relay_socket_changed_live_moves_the_relay_path_and_loses_nothing_queu
     let nowhere = dir.path().join("no-broker.sock");
     let live =
         Live::start(&dir.path().join("myc.toml"), &settings(&nowhere, "", &relay_lines(&path_a)), Stage::Relay).await;
-    let producer = Producer::start(&live.publisher);
-    producer.publishes_more(2_000).await;
-    let edited = live.edit(&settings(&nowhere, "", &relay_lines(&path_b)));
-    wait_until("messages at the new relay", Duration::from_secs(10), || !on_b.lock().unwrap().is_empty()).await;
-    assert_landed("the relay socket change", edited);
-    producer.publishes_more(2_000).await;
-    let outcomes = producer.stop().await;
-    live.publisher.flush(Duration::from_secs(10)).await.unwrap();
-
-    assert!(outcomes.refused.is_empty(), "{:?}", &outcomes.refused[..1]);
-    let sent = outcomes.accepted.len();
-    wait_until("every message", Duration::from_secs(10), || {
-        first_arrivals(&on_a).len() + first_arrivals(&on_b).len() >= sent
-    })
-    .await;
-    let (a, b) = (first_arrivals(&on_a), first_arrivals(&on_b));
+    let edit = settings(&nowhere, "", &relay_lines(&path_b));
+    let (outcomes, a, b) = moved_under_load(&live, &edit, "the relay socket change", (&on_a, &on_b)).await;
     let mut union = [a.clone(), b.clone()].concat();
     union.sort_unstable();
     union.dedup();

@@ -13,7 +13,7 @@ mod link;
 #[path = "it/live.rs"]
 mod live;
 
-use common::{Seen, compare, sequence_of};
+use common::{Seen, compare, sequence_of, tap_relay};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -58,28 +58,6 @@ fn broker_client(path: &Path) -> myc_broker::Client {
     options.reconnect.backoff_base = Duration::from_millis(5);
     options.reconnect.backoff_max = Duration::from_millis(20);
     myc_broker::Client::start(options)
-}
-
-/// Taps the relay at `path`, once `relay` has accepted the tap.
-async fn tap_relay(
-    relay: &myc_transport::Running<myc_relay_compat::RelayHandle>,
-    path: &Path,
-) -> (Seen, tokio::task::JoinHandle<()>) {
-    let seen = Seen::default();
-    let consumers = relay.handle().consumers(Domain::MarketData);
-    let mut tap = myc_relay_compat::RelayTap::connect(path).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while relay.handle().consumers(Domain::MarketData) == consumers {
-        assert!(Instant::now() < deadline, "the relay never accepted the tap");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let sink = Arc::clone(&seen);
-    let task = tokio::spawn(async move {
-        while let Ok(Some(message)) = tap.next().await {
-            sink.lock().unwrap().push(message.bytes);
-        }
-    });
-    (seen, task)
 }
 
 async fn tap_broker(path: &Path) -> (Seen, tokio::task::JoinHandle<()>) {

@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{Seen, compare, sequence_of};
+use common::{Seen, compare, sequence_of, tap_relay};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -134,15 +134,7 @@ async fn relay_and_nats_carry_identical_bytes_in_dual_relay_primary() {
     let listener = Listener::bind(&Endpoint::Unix(relay_path.clone()), SocketOptions::default()).await.unwrap();
     let relay =
         myc_relay_compat::spawn(vec![(Domain::MarketData, listener)], myc_relay_compat::RelaySettings::default()).await;
-    let mut tap = myc_relay_compat::RelayTap::connect(&relay_path).await.unwrap();
-    wait_until("the relay to accept the tap", || relay.handle().consumers(Domain::MarketData) == 1).await;
-    let relay_seen = Seen::default();
-    let sink = Arc::clone(&relay_seen);
-    let _relay_tap = tokio::spawn(async move {
-        while let Ok(Some(message)) = tap.next().await {
-            sink.lock().unwrap().push(message.bytes);
-        }
-    });
+    let (relay_seen, _relay_tap) = tap_relay(&relay, &relay_path).await;
     let (nats_seen, _nats_tap) = subscribe(&nats.url(), "myc.market_data").await;
 
     let paths: [PathBuf; 4] = [relay_path.clone(), "/nonexistent".into(), "/nonexistent".into(), "/nonexistent".into()];
@@ -384,15 +376,7 @@ async fn the_relay_broker_link_works_over_nats_at_broker_and_dual_broker_primary
     let relay_settings = myc_relay_compat::RelaySettings { links: bridge.links(), ..Default::default() };
     let relay = myc_relay_compat::spawn(vec![(Domain::MarketData, listener)], relay_settings).await;
     assert!(bridge.wait_ready(Duration::from_secs(10)).await, "the NATS downlink never subscribed");
-    let mut tap = myc_relay_compat::RelayTap::connect(&relay_path).await.unwrap();
-    wait_until("the relay to accept the tap", || relay.handle().consumers(Domain::MarketData) == 1).await;
-    let relay_seen = Seen::default();
-    let sink = Arc::clone(&relay_seen);
-    let _relay_tap = tokio::spawn(async move {
-        while let Ok(Some(message)) = tap.next().await {
-            sink.lock().unwrap().push(message.bytes);
-        }
-    });
+    let (relay_seen, _relay_tap) = tap_relay(&relay, &relay_path).await;
     let (nats_seen, _nats_tap) = subscribe(&nats.url(), "myc.market_data").await;
 
     // An unmodified legacy producer: identification header, then messages.

@@ -1,9 +1,12 @@
-//! What both shim test binaries share: what a tap has seen, a message's
-//! sequence, and verify's join over two taps.
+//! What both shim test binaries share: what a tap has seen, a relay tap,
+//! a message's sequence, and verify's join over two taps.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use myc_codec::Domain;
 
 /// What a tap has seen so far.
 pub(crate) type Seen = Arc<Mutex<Vec<Bytes>>>;
@@ -24,4 +27,26 @@ pub(crate) fn compare(reference: &Seen, candidate: &Seen, examples: usize) -> my
             .collect()
     };
     myc_verify::join::compare(captured(reference), captured(candidate), myc_verify::join::Ignore::default(), examples)
+}
+
+/// Taps the relay at `path`, once `relay` has accepted the tap.
+pub(crate) async fn tap_relay(
+    relay: &myc_transport::Running<myc_relay_compat::RelayHandle>,
+    path: &Path,
+) -> (Seen, tokio::task::JoinHandle<()>) {
+    let seen = Seen::default();
+    let consumers = relay.handle().consumers(Domain::MarketData);
+    let mut tap = myc_relay_compat::RelayTap::connect(path).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while relay.handle().consumers(Domain::MarketData) == consumers {
+        assert!(Instant::now() < deadline, "the relay never accepted the tap");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let sink = Arc::clone(&seen);
+    let task = tokio::spawn(async move {
+        while let Ok(Some(message)) = tap.next().await {
+            sink.lock().unwrap().push(message.bytes);
+        }
+    });
+    (seen, task)
 }

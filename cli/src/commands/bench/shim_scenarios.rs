@@ -90,7 +90,11 @@ pub(super) fn through_shim(
             ..BufferLimits::default()
         };
         let mut broker_options = myc_broker::ClientOptions::new(broker.endpoint.clone());
-        broker_options.buffer = whole_run;
+        // A primary broker path keeps the default buffer: it blocks the
+        // publisher when full, which is the memory bound being measured.
+        if route.broker == Some(myc_rollout::Role::Shadow) {
+            broker_options.buffer = whole_run;
+        }
         let mut publisher = ServicePublisher::new(
             RelayPublisher::new(relay_paths, BufferLimits::default()),
             BrokerPublisher::new(myc_broker::Client::start(broker_options), topics),

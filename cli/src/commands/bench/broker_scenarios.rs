@@ -33,6 +33,7 @@ pub(super) fn scenarios() -> Vec<Scenario> {
         all.push(Scenario { name: "broker_e2e_1_slow", payload_bytes, run: broker_e2e_1_slow, n_messages });
     }
     for payload_bytes in [128, 1024] {
+        all.push(Scenario { name: "latency_raw", payload_bytes, run: latency_raw, n_messages: 30_000 });
         all.push(Scenario { name: "latency", payload_bytes, run: latency, n_messages: 30_000 });
     }
     all.push(Scenario { name: "connect", payload_bytes: 0, run: connect, n_messages: 2_000 });
@@ -244,14 +245,71 @@ fn latency(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
     let elapsed = started.elapsed();
     let (received, histogram) = runtime.block_on(recorder)?;
     let histogram = histogram.context("cannot create a histogram")?;
-    #[allow(clippy::cast_precision_loss, reason = "microseconds for display")]
-    let micros = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let latency = Latency { p50: micros(0.50), p99: micros(0.99), p999: micros(0.999) };
     Ok(RunResult {
         lost: Some(n_messages - received),
-        latency_us: Some(latency),
+        latency_us: Some(percentiles(&histogram)),
         ..RunResult::rate(rate(n_messages, elapsed))
     })
+}
+
+/// The floor under `latency` on this machine: the same paced publisher, two
+/// hops through Unix socket pairs with a plain forwarding thread in between
+/// (where the broker would be) and a reading thread at the end; blocking
+/// reads and writes, no protocol, no runtime. Whatever tail this shows is
+/// the machine's scheduling, which `latency` cannot beat.
+fn latency_raw(n_messages: u64, payload_bytes: usize) -> anyhow::Result<RunResult> {
+    const INTERVAL: Duration = Duration::from_micros(100);
+    let message_bytes = payload_bytes.max(8);
+    let (mut publisher, mut forward_in) = UnixStream::pair()?;
+    let (mut forward_out, mut subscriber) = UnixStream::pair()?;
+    let forwarder = std::thread::spawn(move || -> std::io::Result<()> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            let n = forward_in.read(&mut buffer)?;
+            if n == 0 {
+                return Ok(());
+            }
+            forward_out.write_all(&buffer[..n])?;
+        }
+    });
+    let recorder = std::thread::spawn(move || -> anyhow::Result<(u64, Histogram<u64>)> {
+        let mut histogram = Histogram::<u64>::new_with_bounds(1, 10_000_000_000, 3)?;
+        let mut message = vec![0u8; message_bytes];
+        let mut received = 0u64;
+        while received < n_messages && subscriber.read_exact(&mut message).is_ok() {
+            let sent = u64::from_le_bytes(message[..8].try_into()?);
+            histogram.record(now_ns().saturating_sub(sent).max(1))?;
+            received += 1;
+        }
+        Ok((received, histogram))
+    });
+    let mut template = vec![0u8; message_bytes];
+    let started = Instant::now();
+    for number in 0..n_messages {
+        let due = started + INTERVAL * u32::try_from(number).unwrap_or(u32::MAX);
+        let now = Instant::now();
+        if due > now {
+            std::thread::sleep(due - now);
+        }
+        template[..8].copy_from_slice(&now_ns().to_le_bytes());
+        publisher.write_all(&template)?;
+    }
+    let elapsed = started.elapsed();
+    drop(publisher);
+    let (received, histogram) = recorder.join().map_err(|_| anyhow::anyhow!("the reading thread panicked"))??;
+    forwarder.join().map_err(|_| anyhow::anyhow!("the forwarding thread panicked"))??;
+    Ok(RunResult {
+        lost: Some(n_messages - received),
+        latency_us: Some(percentiles(&histogram)),
+        ..RunResult::rate(rate(n_messages, elapsed))
+    })
+}
+
+/// p50 / p99 / p999 of a histogram of nanoseconds, in microseconds.
+fn percentiles(histogram: &Histogram<u64>) -> Latency {
+    #[allow(clippy::cast_precision_loss, reason = "microseconds for display")]
+    let micros = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
+    Latency { p50: micros(0.50), p99: micros(0.99), p999: micros(0.999) }
 }
 
 /// Unix socket connect + HELLO → WELCOME, one after another.
@@ -277,10 +335,7 @@ fn connect(n_messages: u64, _payload_bytes: usize) -> anyhow::Result<RunResult> 
         histogram.record(u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX).max(1))?;
     }
     let elapsed = started.elapsed();
-    #[allow(clippy::cast_precision_loss, reason = "microseconds for display")]
-    let micros = |quantile: f64| histogram.value_at_quantile(quantile) as f64 / 1000.0;
-    let latency = Latency { p50: micros(0.50), p99: micros(0.99), p999: micros(0.999) };
-    Ok(RunResult { latency_us: Some(latency), ..RunResult::rate(rate(n_messages, elapsed)) })
+    Ok(RunResult { latency_us: Some(percentiles(&histogram)), ..RunResult::rate(rate(n_messages, elapsed)) })
 }
 
 fn now_ns() -> u64 {

@@ -164,7 +164,19 @@ impl Rss {
 /// Groups accepted by `--scenario` besides the scenario names.
 const GROUPS: &[(&str, &[&str])] = &[
     ("codec", &["codec_build", "codec_parse", "codec_parse_crc"]),
-    ("broker", &["raw_uds", "broker_publish", "broker_e2e_1", "broker_e2e_4", "latency", "connect", "nats_e2e_1"]),
+    (
+        "broker",
+        &[
+            "raw_uds",
+            "broker_publish",
+            "broker_e2e_1",
+            "broker_e2e_4",
+            "latency_raw",
+            "latency",
+            "connect",
+            "nats_e2e_1",
+        ],
+    ),
     ("relay", &["raw_uds", "relay_e2e_1", "relay_e2e_4"]),
     (
         "faults",

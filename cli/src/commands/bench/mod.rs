@@ -232,6 +232,12 @@ struct ScenarioReport {
     /// For a fault scenario: its median over its baseline's (same payload).
     #[serde(skip_serializing_if = "Option::is_none")]
     vs_baseline: Option<f64>,
+    /// CPU time (user + system) per message, median of the runs, in
+    /// microseconds: this process and the servers it started, set-up
+    /// included. Over the wall time it tells whether a scenario is bound by
+    /// the machine's cores or by waiting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_us_per_msg: Option<f64>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     skipped: bool,
     ok: bool,
@@ -311,8 +317,15 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
     let mut results: Vec<RunResult> = Vec::with_capacity(runs);
     let mut note = String::new();
     let mut skipped = false;
+    let mut cpu_per_msg: Vec<f64> = Vec::with_capacity(runs);
     for _ in 0..runs {
-        match (scenario.run)(n_messages, scenario.payload_bytes) {
+        let cpu_before = cpu_time();
+        let outcome = (scenario.run)(n_messages, scenario.payload_bytes);
+        if let (Some(before), Some(after), Ok(_)) = (cpu_before, cpu_time(), &outcome) {
+            #[allow(clippy::cast_precision_loss, reason = "a per-message figure for display")]
+            cpu_per_msg.push(after.saturating_sub(before).as_secs_f64() * 1e6 / n_messages.max(1) as f64);
+        }
+        match outcome {
             Ok(result) if result.skipped.is_some() => {
                 note = result.skipped.unwrap_or_default();
                 skipped = true;
@@ -337,6 +350,8 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
         note = "messages were lost".to_owned();
     }
     let latency_us = results.get(results.len() / 2).and_then(|result| result.latency_us);
+    cpu_per_msg.sort_by(f64::total_cmp);
+    let cpu_us_per_msg = cpu_per_msg.get(cpu_per_msg.len() / 2).copied().filter(|_| !skipped);
     let rss_bytes = results.iter().filter_map(|result| result.rss_bytes).reduce(Rss::max);
     let rss_ratio = results.get(results.len() / 2).and_then(|result| result.rss_ratio);
     let ok = skipped || note.is_empty();
@@ -359,10 +374,29 @@ fn measure(scenario: &Scenario, runs: usize, n_messages: u64) -> ScenarioReport 
         rss_bytes,
         rss_ratio,
         vs_baseline: None,
+        cpu_us_per_msg,
         skipped,
         ok,
         note,
     }
+}
+
+/// CPU time (user + system) used so far by this process and by the
+/// children it has reaped (the servers a scenario starts are reaped when it
+/// ends), from `/proc/self/stat`; `None` where there is no `/proc`.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name may hold spaces; the fields after it start with the
+    // state (field 3), so utime, stime, cutime and cstime (fields 14–17)
+    // are the 12th to 15th after the name.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields.get(11..15)?.iter().map(|field| field.parse::<u64>().ok()).sum::<Option<u64>>()?;
+    let per_second = rustix::param::clock_ticks_per_second().max(1);
+    Some(
+        Duration::from_secs(ticks / per_second)
+            + Duration::from_nanos((ticks % per_second) * 1_000_000_000 / per_second),
+    )
 }
 
 /// Fills `vs_baseline` for every fault scenario whose baseline ran too.
@@ -397,7 +431,7 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
     )?;
     writeln!(
         out,
-        "{:<18} {:>8} {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18}  ok",
+        "{:<18} {:>8} {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18} {:>8}  ok",
         "scenario",
         "payload",
         "runs",
@@ -408,7 +442,8 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
         "×nats",
         "×base",
         "lost",
-        "lat µs 50/99/999"
+        "lat µs 50/99/999",
+        "cpu µs"
     )?;
     // Ratios of medians to the ceiling and to the peer at the same payload.
     let ratio = |scenario: &ScenarioReport, peer: &str| {
@@ -425,7 +460,7 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
         let stats = scenario.msgs_per_sec;
         writeln!(
             out,
-            "{:<18} {:>6} B {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18}  {}{}",
+            "{:<18} {:>6} B {:>5} {:>14} {:>12} {:>12} {:>7} {:>7} {:>7} {:>6} {:>18} {:>8}  {}{}",
             scenario.name,
             scenario.payload_bytes,
             scenario.runs,
@@ -437,6 +472,7 @@ fn render_table(report: &Report, out: &mut impl Write) -> io::Result<()> {
             scenario.vs_baseline.map_or(String::new(), |ratio| format!("{ratio:.2}")),
             scenario.lost.map_or(String::new(), |lost| lost.to_string()),
             scenario.latency_us.map_or(String::new(), |l| format!("{:.0}/{:.0}/{:.0}", l.p50, l.p99, l.p999)),
+            scenario.cpu_us_per_msg.map_or(String::new(), |cpu| format!("{cpu:.3}")),
             if scenario.skipped {
                 "skipped"
             } else if scenario.ok {

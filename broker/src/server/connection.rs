@@ -380,15 +380,33 @@ impl Connection {
             self.outbound.send_error(ErrorCode::TooManySubscriptions, message);
             return;
         }
-        self.unsubscribe_quietly(sub_id);
-        let subscriber = Subscriber { connection_id: self.connection_id, sub_id, outbound: Arc::clone(&self.outbound) };
+        let connection_id = self.connection_id;
+        let subscriber = Subscriber { connection_id, sub_id, outbound: Arc::clone(&self.outbound) };
         {
+            // One write lock for the check, the removal of what `sub_id`
+            // named before and the insertion: a refused SUBSCRIBE leaves the
+            // old subscription as it was, and a replacing one leaves no gap a
+            // publish could fall into.
             let mut router = self.shared.router.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if !router.contains_key(&topic) && router.len() >= self.shared.settings.max_topics {
-                drop(router);
-                let message = format!("limit of {} topics reached", self.shared.settings.max_topics);
-                self.outbound.send_error(ErrorCode::TooManySubscriptions, message);
-                return;
+            let previous = self.subscriptions.get(&sub_id).map(|(previous, _)| previous.clone());
+            if !router.contains_key(&topic) {
+                // Replacing the only subscriber of another topic frees its slot.
+                let frees_one = previous
+                    .as_ref()
+                    .is_some_and(|previous| router.get(previous).is_some_and(|entry| entry.subscribers() == 1));
+                if router.len() - usize::from(frees_one) >= self.shared.settings.max_topics {
+                    drop(router);
+                    let message = format!("limit of {} topics reached", self.shared.settings.max_topics);
+                    self.outbound.send_error(ErrorCode::TooManySubscriptions, message);
+                    return;
+                }
+            }
+            if let Some(previous) = previous {
+                self.subscriptions.remove(&sub_id);
+                self.shared.metrics.subscriptions.dec();
+                remove_from(&mut router, &previous, |subscriber| {
+                    subscriber.connection_id == connection_id && subscriber.sub_id == sub_id
+                });
             }
             let entry = router.entry(topic.clone()).or_default();
             if group.is_empty() {

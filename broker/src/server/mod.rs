@@ -165,6 +165,13 @@ struct TopicEntry {
     groups: Vec<Group>,
 }
 
+impl TopicEntry {
+    /// Subscriptions on the topic, fan-out and group members together.
+    fn subscribers(&self) -> usize {
+        self.fanout.len() + self.groups.iter().map(|group| group.members.len()).sum::<usize>()
+    }
+}
+
 struct Group {
     name: Bytes,
     members: Vec<Subscriber>,

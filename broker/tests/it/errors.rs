@@ -393,3 +393,93 @@ async fn two_thousand_connections_meet_the_limit_and_ping_stays_fast() {
     drop(held);
     broker.stop().await;
 }
+
+fn subscribe(sub_id: u32, topic: &'static [u8]) -> Vec<u8> {
+    frame(&ClientOp::Subscribe { sub_id, topic: Bytes::from_static(topic), group: Bytes::new() })
+}
+
+fn publish(topic: &'static [u8], payload: &'static [u8]) -> Vec<u8> {
+    frame(&ClientOp::Publish { topic: Bytes::from_static(topic), payload: Bytes::from_static(payload) })
+}
+
+/// Sends `bytes` and a PING on `stream`, returning what came back up to its PONG.
+async fn round(stream: &mut UnixStream, mut bytes: Vec<u8>, nonce: u64) -> Vec<ServerOp> {
+    bytes.extend(frame(&ClientOp::Ping { nonce }));
+    stream.write_all(&bytes).await.unwrap();
+    read_through_pong(stream, nonce).await
+}
+
+fn delivered(ops: &[ServerOp]) -> Vec<(u32, Vec<u8>)> {
+    ops.iter()
+        .filter_map(|op| match op {
+            ServerOp::Deliver { sub_id, payload, .. } => Some((*sub_id, payload.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_resubscribe_keeps_the_subscription_it_would_have_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = myc_broker::Settings { max_topics: 2, ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    // Another connection holds topics `a` and `b`: the broker is at its limit.
+    let mut holder = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = hello();
+    bytes.extend(subscribe(9, b"a"));
+    bytes.extend(subscribe(8, b"b"));
+    assert_eq!(round(&mut holder, bytes, 1).await.iter().filter(|op| matches!(op, ServerOp::SubAck { .. })).count(), 2);
+
+    let mut stream = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = hello();
+    bytes.extend(subscribe(1, b"a"));
+    let ops = round(&mut stream, bytes, 2).await;
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::SubAck { sub_id: 1 })), "{ops:?}");
+
+    // Moving subscription 1 to a third topic is over the limit: refused, and
+    // subscription 1 still delivers `a`.
+    let mut bytes = subscribe(1, b"c");
+    bytes.extend(publish(b"a", b"still subscribed"));
+    let ops = round(&mut stream, bytes, 3).await;
+    assert!(
+        ops.iter().any(|op| matches!(op, ServerOp::Error { code: ErrorCode::TooManySubscriptions, message }
+            if message.contains("topics"))),
+        "{ops:?}"
+    );
+    assert_eq!(delivered(&ops), vec![(1, b"still subscribed".to_vec())]);
+    assert_eq!(broker.handle.metrics.subscriptions.get(), 3);
+
+    // Moving it to a topic that exists replaces it: `b` now, `a` no more.
+    let mut bytes = subscribe(1, b"b");
+    bytes.extend(publish(b"a", b"not for 1"));
+    bytes.extend(publish(b"b", b"for 1"));
+    let ops = round(&mut stream, bytes, 4).await;
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::SubAck { sub_id: 1 })), "{ops:?}");
+    assert_eq!(delivered(&ops), vec![(1, b"for 1".to_vec())]);
+    let ops = round(&mut stream, frame(&ClientOp::Unsubscribe { sub_id: 1 }), 5).await;
+    assert!(ops.iter().any(|op| matches!(op, ServerOp::UnsubAck { sub_id: 1 })), "{ops:?}");
+    broker.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moving_the_only_subscriber_of_a_topic_frees_its_slot_for_the_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let settings = myc_broker::Settings { max_topics: 2, ..fast_settings() };
+    let broker = TestBroker::start(&path, settings).await;
+    let mut stream = UnixStream::connect(&path).await.unwrap();
+    let mut bytes = hello();
+    bytes.extend(subscribe(1, b"a"));
+    bytes.extend(subscribe(2, b"b"));
+    // At the limit; subscription 1 is alone on `a`, so moving it to `c` fits.
+    bytes.extend(subscribe(1, b"c"));
+    bytes.extend(publish(b"a", b"gone"));
+    bytes.extend(publish(b"c", b"here"));
+    let ops = round(&mut stream, bytes, 1).await;
+    assert_eq!(ops.iter().filter(|op| matches!(op, ServerOp::SubAck { .. })).count(), 3, "{ops:?}");
+    assert!(!ops.iter().any(|op| matches!(op, ServerOp::Error { .. })), "{ops:?}");
+    assert_eq!(delivered(&ops), vec![(1, b"here".to_vec())]);
+    assert_eq!(broker.handle.metrics.subscriptions.get(), 2);
+    broker.stop().await;
+}

@@ -448,6 +448,9 @@ impl BrokerPublisher {
         broker.token.clone_into(&mut options.token);
         options.buffer = crate::buffer_limits(broker);
         options.reconnect = crate::reconnect_options(broker);
+        // One deployment's settings: the broker's own limit is the one to
+        // assume until its WELCOME says.
+        options.broker_max_frame = broker.server.max_frame;
         Ok(options)
     }
 

@@ -71,6 +71,15 @@ pub enum PushError {
     /// A single message larger than the whole buffer.
     #[error("message of {0} bytes is larger than the publish buffer")]
     TooLarge(usize),
+    /// A frame longer than the peer accepts ([`FrameBuffer::set_max_frame`]):
+    /// the peer would refuse it and close the connection at every resend.
+    #[error("message_too_large: a frame of {len} bytes is over the peer's limit of {max} bytes")]
+    OverPeerLimit {
+        /// The frame's length.
+        len: usize,
+        /// The peer's limit in force.
+        max: usize,
+    },
 }
 
 /// What [`FrameBuffer::try_push_each`] did with a run of frames.
@@ -109,6 +118,8 @@ struct Inner {
     held_bytes: usize,
     /// Count of queued plus taken-but-unreleased frames.
     held_frames: usize,
+    /// Longest frame accepted, as the peer said (unbounded until set).
+    max_frame: usize,
     closed: Option<String>,
 }
 
@@ -165,6 +176,7 @@ impl FrameBuffer {
                 queued_frames: 0,
                 held_bytes: 0,
                 held_frames: 0,
+                max_frame: usize::MAX,
                 closed: None,
             }),
             ready: Notify::new(),
@@ -186,6 +198,14 @@ impl FrameBuffer {
     pub fn set_limits(&self, limits: BufferLimits) {
         self.lock().limits = limits;
         self.room.notify_waiters();
+    }
+
+    /// The longest frame the peer accepts, in bytes as pushed: a longer one
+    /// is refused with [`PushError::OverPeerLimit`] from the next push.
+    /// Returns the limit it replaces. Frames already queued stay; a caller
+    /// lowering the limit filters what it takes.
+    pub fn set_max_frame(&self, max: usize) -> usize {
+        std::mem::replace(&mut self.lock().max_frame, max)
     }
 
     /// Queues one frame of `len` bytes, written by `encode`, waiting for room
@@ -273,6 +293,9 @@ impl FrameBuffer {
         let limits = inner.limits;
         if len > limits.max_bytes {
             return Some(Err(PushError::TooLarge(len)));
+        }
+        if len > inner.max_frame {
+            return Some(Err(PushError::OverPeerLimit { len, max: inner.max_frame }));
         }
         if let Some(reason) = &inner.closed {
             return Some(Err(PushError::Closed(reason.clone())));
@@ -594,6 +617,23 @@ mod tests {
         buffer.try_push(60, |dst| dst.put_slice(&[59; 60])).unwrap();
         assert_eq!(buffer.try_push(60, |dst| dst.put_slice(&[59; 60])), Err(PushError::Full));
         assert_eq!(buffer.try_push(101, |_| {}), Err(PushError::TooLarge(101)));
+    }
+
+    #[test]
+    fn a_frame_over_the_peers_limit_is_refused_and_the_run_goes_on() {
+        let buffer = FrameBuffer::new(limits(FullPolicy::Block), byte_prefixed);
+        assert_eq!(buffer.set_max_frame(3), usize::MAX);
+        assert_eq!(
+            buffer.try_push(4, |dst| dst.put_slice(&[3, 9, 9, 9])),
+            Err(PushError::OverPeerLimit { len: 4, max: 3 })
+        );
+        let pushed = buffer.try_push_each([(2, frame(1)), (4, frame(2)), (2, frame(3))]);
+        assert_eq!(pushed.queued, 2);
+        assert_eq!(pushed.refused, Some(PushError::OverPeerLimit { len: 4, max: 3 }));
+        assert_eq!(&buffer.take().unwrap().0[..], &[1, 1, 1, 3]);
+        // Raised again, the same frame fits.
+        assert_eq!(buffer.set_max_frame(4), 3);
+        assert_eq!(buffer.try_push(4, |dst| dst.put_slice(&[3, 9, 9, 9])), Ok(()));
     }
 
     #[tokio::test(start_paused = true)]

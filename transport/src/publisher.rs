@@ -310,6 +310,12 @@ impl Outbox {
     pub fn set_limits(&self, limits: BufferLimits) {
         self.buffer.set_limits(limits);
     }
+
+    /// The longest frame the peer accepts (bytes as pushed); returns the
+    /// limit it replaces ([`FrameBuffer::set_max_frame`]).
+    pub fn set_max_frame(&self, max: usize) -> usize {
+        self.buffer.set_max_frame(max)
+    }
 }
 
 /// One transport's way to connect and to run a connection, driven by

@@ -51,6 +51,11 @@ pub struct ClientOptions {
     pub reconnect: ReconnectOptions,
     /// Largest frame this client reads.
     pub max_frame: usize,
+    /// The broker's `max_frame` assumed until its WELCOME says: a publish
+    /// whose frame the broker would refuse is refused at once
+    /// ([`myc_transport::PushError::OverPeerLimit`]) rather than buffered,
+    /// since the broker would close the connection at every resend of it.
+    pub broker_max_frame: usize,
     /// Deliveries buffered per subscription (in broker-read batches) before
     /// the reader waits.
     pub subscription_capacity: usize,
@@ -70,6 +75,7 @@ impl ClientOptions {
             buffer: BufferLimits::default(),
             reconnect: ReconnectOptions::default(),
             max_frame: protocol::MAX_MAX_FRAME,
+            broker_max_frame: protocol::DEFAULT_MAX_FRAME,
             subscription_capacity: 1024,
             max_in_flight: 8 * 1024 * 1024,
         }
@@ -185,6 +191,9 @@ pub struct ClientCounters {
     /// Publishes that failed because the broker's ACL refused them (reason
     /// `unauthorized`): acknowledged like the others, delivered to no one.
     pub failed_unauthorized: AtomicU64,
+    /// Publishes dropped unsent because a broker's WELCOME lowered
+    /// `max_frame` below them after they were buffered (counted as failed).
+    pub failed_too_large: AtomicU64,
 }
 
 /// The payloads of one broker read for one subscription: ranges of one
@@ -267,6 +276,8 @@ impl Client {
             counters: ClientCounters::default(),
             refusals_reported: AtomicU64::new(0),
         });
+        // Frame lengths as buffered include the 4-byte length prefix.
+        shared.outbox.set_max_frame(options.broker_max_frame.min(protocol::MAX_MAX_FRAME) + 4);
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (peer, peer_rx) = watch::channel(Peer { endpoint: options.endpoint.clone(), token: options.token.clone() });
         let link = BrokerLink::new(

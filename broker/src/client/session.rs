@@ -118,17 +118,30 @@ impl ClientSession {
 
     /// A connection is up (past WELCOME): appends to `out` every
     /// SUBSCRIBE, then every unacknowledged chunk in its original order.
-    /// Returns how many publishes that resends.
-    pub(super) fn connected(&mut self, out: &mut BytesMut) -> u64 {
+    /// With `max_len`, frames longer than it (length prefix included) are
+    /// dropped rather than resent: a broker that lowered its `max_frame`
+    /// would refuse them and close the connection at every attempt.
+    pub(super) fn connected(&mut self, out: &mut BytesMut, max_len: Option<usize>) -> Resent {
         self.connected = true;
         self.acked_here = 0;
         for (&sub_id, state) in &self.subscriptions {
             encode_subscribe(sub_id, state, out);
         }
-        let mut resent = 0;
+        let mut resent = Resent::default();
+        if let Some(max_len) = max_len {
+            for (chunk, frames) in &mut self.unacked {
+                if let Some(kept) = without_oversized(chunk, max_len) {
+                    self.in_flight -= kept.dropped_bytes;
+                    resent.dropped_frames += kept.dropped_frames;
+                    resent.dropped_bytes += kept.dropped_bytes;
+                    (*chunk, *frames) = (kept.chunk, kept.frames);
+                }
+            }
+            self.unacked.retain(|(_, frames)| *frames > 0);
+        }
         for (chunk, frames) in &self.unacked {
             out.extend_from_slice(chunk);
-            resent += *frames as u64;
+            resent.frames += *frames as u64;
         }
         resent
     }
@@ -248,6 +261,61 @@ impl ClientSession {
             }
         }
     }
+}
+
+/// What [`ClientSession::connected`] resends, and what it dropped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Resent {
+    /// Publishes resent.
+    pub(super) frames: u64,
+    /// Publishes dropped as longer than the broker accepts ...
+    pub(super) dropped_frames: usize,
+    /// ... and their bytes.
+    pub(super) dropped_bytes: usize,
+}
+
+/// A chunk of whole frames without those over a length limit.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Kept {
+    /// The frames kept, in order.
+    pub(super) chunk: Bytes,
+    /// How many.
+    pub(super) frames: usize,
+    /// Frames left out ...
+    pub(super) dropped_frames: usize,
+    /// ... and their bytes.
+    pub(super) dropped_bytes: usize,
+}
+
+/// `chunk` (whole frames) without its frames longer than `max_len` bytes,
+/// length prefix included; `None` when every frame fits (nothing copied).
+pub(super) fn without_oversized(chunk: &Bytes, max_len: usize) -> Option<Kept> {
+    let lengths = || {
+        let mut at = 0;
+        std::iter::from_fn(move || {
+            let len = protocol::frame_len(chunk.get(at..)?).min(chunk.len() - at);
+            (len > 0).then(|| {
+                at += len;
+                (at - len, len)
+            })
+        })
+    };
+    if lengths().all(|(_, len)| len <= max_len) {
+        return None;
+    }
+    let mut kept = Kept { chunk: Bytes::new(), frames: 0, dropped_frames: 0, dropped_bytes: 0 };
+    let mut bytes = BytesMut::with_capacity(chunk.len());
+    for (at, len) in lengths() {
+        if len > max_len {
+            kept.dropped_frames += 1;
+            kept.dropped_bytes += len;
+        } else {
+            bytes.extend_from_slice(&chunk[at..at + len]);
+            kept.frames += 1;
+        }
+    }
+    kept.chunk = bytes.freeze();
+    Some(kept)
 }
 
 /// Appends one SUBSCRIBE.

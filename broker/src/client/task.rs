@@ -19,7 +19,7 @@ use myc_transport::{Endpoint, FrameReader, LengthPrefixed, Link};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::session::{ClientSession, Received};
+use super::session::{self, ClientSession, Received};
 use super::{DeliveryBatch, Shared};
 use crate::Error;
 use crate::protocol::{self, ClientOp, ServerOp};
@@ -75,6 +75,10 @@ pub(super) struct BrokerLink {
     /// Rate limit of the warnings about broker ERRORs that keep the
     /// connection (a refused publish can repeat at line rate).
     error_log: myc_transport::OnceASecond,
+    /// Set once a WELCOME lowered the broker's `max_frame` under what
+    /// buffered publishes were checked against: the frame length allowed
+    /// now, and every chunk written or resent is filtered against it.
+    filter_over: Option<usize>,
 }
 
 impl BrokerLink {
@@ -97,6 +101,7 @@ impl BrokerLink {
             received: Received::default(),
             out: BytesMut::new(),
             error_log: myc_transport::OnceASecond::default(),
+            filter_over: None,
         }
     }
 
@@ -107,6 +112,24 @@ impl BrokerLink {
                 let sub_id = self.session.subscribe(topic, group, &mut self.out);
                 self.sinks.insert(sub_id, Sink { tx, on_active: Some(on_active) });
             }
+        }
+    }
+
+    /// Settles as failed `frames` publishes (`bytes` long) left unsent as
+    /// longer than the broker now accepts, and says so.
+    fn drop_too_large(&self, frames: usize, bytes: usize) {
+        if frames == 0 {
+            return;
+        }
+        self.shared.outbox.settle(frames, bytes, true);
+        let total = self.shared.counters.failed_too_large.fetch_add(frames as u64, Ordering::Relaxed) + frames as u64;
+        if self.error_log.ready() {
+            tracing::warn!(
+                dropped = frames,
+                failed_too_large = total,
+                max_frame = self.filter_over.unwrap_or_default().saturating_sub(4),
+                "publishes longer than the broker's max_frame dropped (it lowered its limit after they were buffered)"
+            );
         }
     }
 
@@ -188,7 +211,14 @@ impl Link for BrokerLink {
             return Err(Error::Protocol("closed before WELCOME".to_owned()));
         };
         match ServerOp::decode(frame.slice(4..)).map_err(|error| Error::Protocol(error.to_string()))? {
-            ServerOp::Welcome { .. } => Ok((reader, write_half)),
+            ServerOp::Welcome { max_frame, .. } => {
+                let allowed = usize::try_from(max_frame).unwrap_or(usize::MAX).min(protocol::MAX_MAX_FRAME) + 4;
+                let before = self.shared.outbox.set_max_frame(allowed);
+                if allowed < before || self.filter_over.is_some() {
+                    self.filter_over = Some(allowed);
+                }
+                Ok((reader, write_half))
+            }
             ServerOp::Error { code, message } => Err(Error::Broker { code, message }),
             other => Err(Error::Protocol(format!("expected WELCOME, got {other:?}"))),
         }
@@ -197,8 +227,9 @@ impl Link for BrokerLink {
     async fn run(&mut self, (mut reader, mut writer): (Reader, Writer)) -> Result<(), Error> {
         // Subscriptions first, then resend what was never acknowledged.
         self.out.clear();
-        let resent = self.session.connected(&mut self.out);
-        self.shared.counters.resent.fetch_add(resent, Ordering::Relaxed);
+        let resent = self.session.connected(&mut self.out, self.filter_over);
+        self.shared.counters.resent.fetch_add(resent.frames, Ordering::Relaxed);
+        self.drop_too_large(resent.dropped_frames, resent.dropped_bytes);
         writer.write_all(&self.out).await.map_err(write_error)?;
         self.out.clear();
         let shared = Arc::clone(&self.shared);
@@ -224,6 +255,14 @@ impl Link for BrokerLink {
                     }
                 }
                 (chunk, frames) = outbox.next_chunk(), if self.session.has_room() => {
+                    let (chunk, frames) =
+                        match self.filter_over.and_then(|max_len| session::without_oversized(&chunk, max_len)) {
+                            Some(kept) => {
+                                self.drop_too_large(kept.dropped_frames, kept.dropped_bytes);
+                                (kept.chunk, kept.frames)
+                            }
+                            None => (chunk, frames),
+                        };
                     self.session.sent(chunk.clone(), frames);
                     writer.write_all(&chunk).await.map_err(write_error)?;
                 }

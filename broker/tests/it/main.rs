@@ -6,6 +6,7 @@
 
 mod errors;
 mod flood;
+mod frame_limit;
 mod identity;
 mod pubsub;
 mod refused;

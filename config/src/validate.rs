@@ -7,6 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{Backend, Error, Settings};
 
+/// The largest `broker.server.max_frame` the broker protocol allows (the
+/// broker crate's `MAX_MAX_FRAME`; this crate does not depend on it).
+const MAX_BROKER_FRAME: usize = 16 * 1024 * 1024;
+
 impl Settings {
     /// Every problem with these settings.
     ///
@@ -62,6 +66,15 @@ impl Settings {
             if value == 0 {
                 problem(key, "must be greater than 0".to_owned());
             }
+        }
+        // The broker protocol's ceiling: a frame's delivery must fit well
+        // inside one subscriber's 64 MiB outbound limit, and clients read
+        // frames of at most 16 MiB.
+        if self.broker.server.max_frame > MAX_BROKER_FRAME {
+            problem(
+                "broker.server.max_frame",
+                format!("{} is over the protocol's limit of {MAX_BROKER_FRAME} (16 MiB)", self.broker.server.max_frame),
+            );
         }
         for (key, mode) in [
             ("broker.server.socket_mode", &self.broker.server.socket_mode),

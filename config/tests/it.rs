@@ -231,6 +231,18 @@ async fn hot_reload_applies_a_good_edit_within_a_second_and_keeps_the_last_good_
 }
 
 #[test]
+fn a_broker_max_frame_over_the_protocols_16_mib_is_refused_and_16_mib_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("frame.toml");
+    std::fs::write(&file, "[broker.server]\nmax_frame = 100000000\n").unwrap();
+    let Err(Error::Invalid(problems)) = load(&Sources::file_only(&file)) else { panic!("must be refused") };
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].contains("broker.server.max_frame") && problems[0].contains("16 MiB"), "{problems:?}");
+    std::fs::write(&file, "[broker.server]\nmax_frame = 16777216\n").unwrap();
+    assert_eq!(load(&Sources::file_only(&file)).unwrap().broker.server.max_frame, 16 * 1024 * 1024);
+}
+
+#[test]
 fn socket_modes_are_octal_and_never_world_writable() {
     assert_eq!(myc_config::socket_mode("0640"), Some(0o640));
     assert_eq!(myc_config::socket_mode("0666"), None, "world-writable");

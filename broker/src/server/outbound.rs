@@ -74,6 +74,8 @@ pub(super) struct Outbound {
     /// shutdown), so the connection ends even if the peer keeps its side open.
     pub(super) closing: Notify,
     metrics: Arc<Metrics>,
+    /// Paces the warning for deliveries dropped under `drop_new`.
+    drop_log: myc_transport::OnceASecond,
 }
 
 impl Outbound {
@@ -95,6 +97,7 @@ impl Outbound {
             queued_bytes: AtomicUsize::new(0),
             closing: Notify::new(),
             metrics,
+            drop_log: myc_transport::OnceASecond::default(),
         };
         (outbound, rx)
     }
@@ -132,7 +135,15 @@ impl Outbound {
             return true;
         }
         match side.flow.over_limit(side.pushed) {
-            Verdict::Drop => self.metrics.drop_deliveries("slow_consumer", frames),
+            Verdict::Drop => {
+                self.metrics.drop_deliveries("slow_consumer", frames);
+                if self.drop_log.ready() {
+                    tracing::warn!(
+                        limit = self.limit,
+                        "dropping deliveries to a subscriber over its outbound limit (drop_new; logged at most once a second)"
+                    );
+                }
+            }
             Verdict::Disconnect => {
                 self.metrics.slow_consumers.inc();
                 tracing::warn!("closing a slow consumer over its outbound limit");

@@ -348,6 +348,10 @@ impl RelayLink {
     /// Counts `n` messages refused by the broker path for `error`.
     fn count_refusals(&self, error: &Error, n: usize) {
         match error {
+            // Over the broker's max_frame: the broker's refusal, not a full buffer.
+            Error::Broker(myc_broker::Error::Buffer(myc_transport::PushError::OverPeerLimit { .. })) => {
+                self.counters.up_error.inc_by(n as u64)
+            }
             Error::Broker(myc_broker::Error::Buffer(_)) => self.counters.up_buffer_full.inc_by(n as u64),
             _ => self.counters.up_error.inc_by(n as u64),
         };

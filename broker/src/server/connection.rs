@@ -20,6 +20,9 @@ use super::outbound::{AckState, Outbound, Positions, ack_loop, record, write_loo
 use super::{Group, Shared, Subscriber, TopicEntry};
 use crate::protocol::{self, ClientOp, DecodeError, ErrorCode, PublishRef, ServerOp, Topic};
 
+/// The ERROR `shutting_down` message.
+pub(super) const SHUTTING_DOWN: &str = "broker is shutting down";
+
 /// How long a new connection has to send its HELLO.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -33,11 +36,16 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     // The handshake runs inline, before any task is spawned, so that
     // connect + HELLO/WELCOME costs no task hand-off.
     let mut reader = FrameReader::new(read_half, LengthPrefixed { max_body: shared.settings.max_frame });
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, reader.read_frame()).await {
-        Ok(Ok(Some(frame))) => ClientOp::decode(frame.slice(4..)).map_err(fatal_decode),
-        Ok(Ok(None)) => return,
-        Ok(Err(error)) => Err(fatal_framing(error)),
-        Err(_) => Err((ErrorCode::HelloRequired, "no HELLO within 10 s".to_owned())),
+    let mut stopping = shared.stopping.clone();
+    let hello = tokio::select! {
+        read = tokio::time::timeout(HELLO_TIMEOUT, reader.read_frame()) => match read {
+            Ok(Ok(Some(frame))) => ClientOp::decode(frame.slice(4..)).map_err(fatal_decode),
+            Ok(Ok(None)) => return,
+            Ok(Err(error)) => Err(fatal_framing(error)),
+            Err(_) => Err((ErrorCode::HelloRequired, "no HELLO within 10 s".to_owned())),
+        },
+        // A shutdown does not wait out a silent peer's HELLO time.
+        _ = stopping.wait_for(|stopping| *stopping) => Err((ErrorCode::ShuttingDown, SHUTTING_DOWN.to_owned())),
     };
     let permissions = match hello.and_then(|hello| check_hello(&shared.settings, &hello, peer_uid)) {
         Ok(Admitted { welcome, permissions }) => {
@@ -60,6 +68,10 @@ pub(super) async fn serve_connection(shared: Arc<Shared>, stream: Stream) {
     let mut writer = myc_transport::AbortOnDrop::spawn(write_loop(write_half, rx, Arc::clone(&outbound)));
     shared.metrics.connections.inc();
     shared.lock_connections().insert(connection_id, Arc::clone(&outbound));
+    // Registered after the shutdown sweep: it would never hear of it.
+    if *shared.stopping.borrow() {
+        outbound.send_fatal(ErrorCode::ShuttingDown, SHUTTING_DOWN);
+    }
     let ack = Arc::new((Mutex::new(AckState::default()), Notify::new()));
     let acker = myc_transport::AbortOnDrop::spawn(ack_loop(
         Arc::clone(&ack),

@@ -114,7 +114,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     on_start: impl FnOnce(ServerHandle),
 ) {
+    let (stop, stopped) = watch::channel(false);
     let shared = Arc::new(Shared {
+        stopping: stopped.clone(),
         connection_slots: Arc::new(Semaphore::new(settings.max_connections)),
         grace_ends: Instant::now() + settings.restart_grace,
         settings,
@@ -124,7 +126,6 @@ pub async fn serve(
         metrics: Arc::new(Metrics::default()),
     });
     on_start(ServerHandle { metrics: Arc::clone(&shared.metrics) });
-    let (stop, stopped) = watch::channel(false);
     let mut acceptors = JoinSet::new();
     for listener in listeners {
         let shared = Arc::clone(&shared);
@@ -135,7 +136,7 @@ pub async fn serve(
     let _ = stop.send(true);
     let open: Vec<Arc<Outbound>> = shared.lock_connections().values().cloned().collect();
     for outbound in open {
-        outbound.send_fatal(ErrorCode::ShuttingDown, "broker is shutting down");
+        outbound.send_fatal(ErrorCode::ShuttingDown, connection::SHUTTING_DOWN);
     }
     // Connections end once their queues are flushed; any still open after
     // the grace period are aborted with their acceptor.
@@ -145,6 +146,9 @@ pub async fn serve(
 
 struct Shared {
     settings: Settings,
+    /// True once the broker is shutting down: a connection still in its
+    /// handshake, or registered after the sweep, is told so too.
+    stopping: watch::Receiver<bool>,
     connection_slots: Arc<Semaphore>,
     grace_ends: Instant,
     router: RwLock<HashMap<Topic, TopicEntry>>,

@@ -483,3 +483,34 @@ async fn moving_the_only_subscriber_of_a_topic_frees_its_slot_for_the_new_one() 
     assert_eq!(broker.handle.metrics.subscriptions.get(), 2);
     broker.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_still_without_hello_is_told_of_a_shutdown_which_does_not_wait_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sock");
+    let broker = TestBroker::start(&path, fast_settings()).await;
+    let mut silent = UnixStream::connect(&path).await.unwrap();
+    // Connections are accepted in order: once a later one is greeted and
+    // answered, the silent one is being served (waiting for its HELLO).
+    let mut greeted = UnixStream::connect(&path).await.unwrap();
+    round(&mut greeted, hello(), 1).await;
+
+    let started = std::time::Instant::now();
+    broker.stop().await;
+    let stopped_after = started.elapsed();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), silent.read_to_end(&mut received)).await.unwrap().unwrap();
+    assert!(
+        matches!(decode_all(&received).last(), Some(ServerOp::Error { code: ErrorCode::ShuttingDown, .. })),
+        "{received:?}"
+    );
+    // Not the 10 s HELLO time, nor the 5 s the shutdown grants connections
+    // to flush.
+    assert!(stopped_after < Duration::from_secs(4), "shutdown took {stopped_after:?}");
+    let mut greeted_received = Vec::new();
+    greeted.read_to_end(&mut greeted_received).await.unwrap();
+    assert!(matches!(
+        decode_all(&greeted_received).last(),
+        Some(ServerOp::Error { code: ErrorCode::ShuttingDown, .. })
+    ));
+}

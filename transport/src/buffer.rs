@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// What to do with a push when the buffer is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -121,6 +121,22 @@ struct Inner {
     /// Longest frame accepted, as the peer said (unbounded until set).
     max_frame: usize,
     closed: Option<String>,
+    /// Frames pushed so far: a frame's sequence number is its place here.
+    pushed: u64,
+    /// What left the queue at its head and is not retired yet, oldest
+    /// first: runs of taken frames (settled in take order by
+    /// [`FrameBuffer::release`]) and of dropped ones. Never starts with a
+    /// dropped run: those retire at once when nothing older is in flight.
+    removed: VecDeque<Removed>,
+    /// Every frame up to this sequence number is settled or dropped.
+    retired_through: u64,
+}
+
+/// A run of frames that left the queue at its head.
+#[derive(Debug, Clone, Copy)]
+struct Removed {
+    frames: u64,
+    dropped: bool,
 }
 
 impl Inner {
@@ -128,6 +144,48 @@ impl Inner {
         match self.pool.pop() {
             Some(block) if block.capacity() >= at_least => block,
             _ => BytesMut::with_capacity(BLOCK.max(at_least)),
+        }
+    }
+
+    /// Records `frames` frames leaving the queue at its head, taken (to be
+    /// released) or dropped.
+    fn removed(&mut self, frames: usize, dropped: bool) {
+        let frames = frames as u64;
+        if frames == 0 {
+            return;
+        }
+        match self.removed.back_mut() {
+            Some(last) if last.dropped == dropped => last.frames += frames,
+            _ => self.removed.push_back(Removed { frames, dropped }),
+        }
+        self.retire_dropped();
+    }
+
+    /// Retires the dropped runs at the front: nothing older is in flight.
+    fn retire_dropped(&mut self) {
+        while let Some(front) = self.removed.front()
+            && front.dropped
+        {
+            self.retired_through += front.frames;
+            self.removed.pop_front();
+        }
+    }
+
+    /// Retires `frames` taken frames, oldest first (and the dropped runs
+    /// that were waiting behind them).
+    fn settle(&mut self, frames: usize) {
+        let mut left = frames as u64;
+        while left > 0
+            && let Some(front) = self.removed.front_mut()
+        {
+            let settled = left.min(front.frames);
+            front.frames -= settled;
+            self.retired_through += settled;
+            left -= settled;
+            if front.frames == 0 {
+                self.removed.pop_front();
+            }
+            self.retire_dropped();
         }
     }
 
@@ -144,6 +202,7 @@ impl Inner {
             self.full.pop_front();
         }
         self.queued_frames -= 1;
+        self.removed(1, true);
         len
     }
 }
@@ -160,6 +219,8 @@ pub struct FrameBuffer {
     room: Notify,
     dropped_newest: AtomicU64,
     dropped_oldest: AtomicU64,
+    /// `Inner::retired_through`, for flushes to wait on.
+    retired: watch::Sender<u64>,
 }
 
 impl FrameBuffer {
@@ -178,11 +239,15 @@ impl FrameBuffer {
                 held_frames: 0,
                 max_frame: usize::MAX,
                 closed: None,
+                pushed: 0,
+                removed: VecDeque::new(),
+                retired_through: 0,
             }),
             ready: Notify::new(),
             room: Notify::new(),
             dropped_newest: AtomicU64::new(0),
             dropped_oldest: AtomicU64::new(0),
+            retired: watch::Sender::new(0),
         }
     }
 
@@ -321,6 +386,7 @@ impl FrameBuffer {
                         inner.held_frames -= 1;
                         self.dropped_oldest.fetch_add(1, Ordering::Relaxed);
                     }
+                    self.retired.send_replace(inner.retired_through);
                 }
             }
         }
@@ -343,6 +409,7 @@ impl FrameBuffer {
         inner.queued_frames += 1;
         inner.held_bytes += written;
         inner.held_frames += 1;
+        inner.pushed += 1;
         Some(Ok(()))
     }
 
@@ -353,6 +420,7 @@ impl FrameBuffer {
         let mut inner = self.lock();
         if let Some((block, frames)) = inner.full.pop_front() {
             inner.queued_frames -= frames;
+            inner.removed(frames, false);
             return Some((block.freeze(), frames));
         }
         if inner.current_frames == 0 {
@@ -364,6 +432,7 @@ impl FrameBuffer {
         let chunk = inner.current.split();
         let frames = std::mem::take(&mut inner.current_frames);
         inner.queued_frames -= frames;
+        inner.removed(frames, false);
         Some((chunk.freeze(), frames))
     }
 
@@ -398,12 +467,29 @@ impl FrameBuffer {
     }
 
     /// Gives back room held by `frames` frames of `bytes` bytes in all.
+    /// They are the oldest taken and not yet released, in take order.
     pub fn release(&self, frames: usize, bytes: usize) {
         let mut inner = self.lock();
         inner.held_frames = inner.held_frames.saturating_sub(frames);
         inner.held_bytes = inner.held_bytes.saturating_sub(bytes);
+        inner.settle(frames);
+        self.retired.send_replace(inner.retired_through);
         drop(inner);
         self.room.notify_waiters();
+    }
+
+    /// Frames pushed so far (each frame's sequence number is its place in
+    /// this count).
+    pub fn pushed(&self) -> u64 {
+        self.lock().pushed
+    }
+
+    /// Follows the sequence number up to which every frame is settled
+    /// ([`FrameBuffer::release`]) or dropped (`drop_oldest`, or discarded
+    /// by [`FrameBuffer::close`]); it also changes, to wake waiters, when
+    /// pushes start or stop being refused.
+    pub fn retired(&self) -> watch::Receiver<u64> {
+        self.retired.subscribe()
     }
 
     /// Refuses every later push (and waiting ones) with `reason`, keeping
@@ -414,6 +500,7 @@ impl FrameBuffer {
         inner.closed = reason.map(str::to_owned);
         drop(inner);
         self.room.notify_waiters();
+        self.retired.send_modify(|_| {});
     }
 
     /// Fails every later push (and waiting ones) with `reason`; returns how
@@ -422,6 +509,8 @@ impl FrameBuffer {
         let mut inner = self.lock();
         inner.closed = Some(reason.to_owned());
         let discarded = std::mem::take(&mut inner.queued_frames);
+        inner.removed(discarded, true);
+        self.retired.send_replace(inner.retired_through);
         inner.full.clear();
         inner.current.clear();
         inner.current_frames = 0;

@@ -195,21 +195,24 @@ impl Outbox {
 
     /// Waits until everything published before the call is settled, or
     /// `deadline` passes, or the publisher gives up.
+    ///
+    /// "Settled" is by position, not by count: the flush is done once every
+    /// frame pushed before it is settled or was dropped (`drop_oldest`), so
+    /// drops of later frames never stand in for earlier ones still in
+    /// flight.
     pub async fn flush(&self, deadline: Duration) -> Flushed {
-        let target = self.counters.published.load(Ordering::Relaxed);
-        // Messages the buffer dropped (drop_oldest) will never settle.
-        let done = |settled: u64| settled + self.buffer.dropped_oldest() >= target;
-        let mut settled = self.settled.subscribe();
-        let wait = settled.wait_for(|&count| done(count) || self.state() == ConnectionState::Failed);
+        let target = self.buffer.pushed();
+        let mut retired = self.buffer.retired();
+        let wait = retired.wait_for(|&through| through >= target || self.state() == ConnectionState::Failed);
         let _ = tokio::time::timeout(deadline, wait).await;
-        let count = *self.settled.borrow();
-        if done(count) {
+        let through = *self.buffer.retired().borrow();
+        if through >= target {
             return Flushed::Done;
         }
         if let Some(reason) = self.gave_up() {
             return Flushed::GaveUp(reason);
         }
-        Flushed::Pending(target.saturating_sub(count + self.buffer.dropped_oldest()))
+        Flushed::Pending(target - through)
     }
 
     /// Gives up for `reason`: later pushes fail with it, queued frames are
@@ -465,6 +468,7 @@ mod tests {
     use bytes::BufMut;
 
     use super::*;
+    use crate::buffer::FullPolicy;
 
     /// Test frames: `[len u8][len bytes]`.
     fn byte_prefixed(bytes: &[u8]) -> usize {
@@ -500,6 +504,56 @@ mod tests {
         outbox.settle(frames, chunk.len(), false);
         assert_eq!(outbox.flush(Duration::from_millis(10)).await, Flushed::Done);
         assert_eq!(outbox.buffered_bytes(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drops_of_later_messages_never_stand_in_for_earlier_ones_still_in_flight() {
+        let limits = BufferLimits {
+            max_bytes: 1000,
+            max_messages: 4,
+            deadline: Duration::from_millis(50),
+            policy: FullPolicy::DropOldest,
+        };
+        let outbox = Arc::new(Outbox::new(limits, byte_prefixed));
+        push(&outbox, 1);
+        push(&outbox, 2);
+        let (chunk, frames) = outbox.next_chunk().await;
+        assert_eq!(frames, 2, "1 and 2 in flight");
+        let flush = tokio::spawn({
+            let outbox = Arc::clone(&outbox);
+            async move { outbox.flush(Duration::from_secs(1)).await }
+        });
+        tokio::task::yield_now().await;
+        // Later publishes overflow: four of them are dropped, oldest first.
+        for value in 3..=8 {
+            push(&outbox, value);
+        }
+        assert_eq!(outbox.buffer.dropped_oldest(), 4);
+        tokio::task::yield_now().await;
+        assert!(!flush.is_finished(), "1 and 2 are not settled");
+        outbox.settle(frames, chunk.len(), true);
+        assert_eq!(flush.await.unwrap(), Flushed::Done);
+        // A flush now waits for 7 and 8, then is done once they are.
+        assert_eq!(outbox.flush(Duration::from_millis(10)).await, Flushed::Pending(2));
+        let (chunk, frames) = outbox.next_chunk().await;
+        assert_eq!(&chunk[..], &[1, 7, 1, 8]);
+        outbox.settle(frames, chunk.len(), false);
+        assert_eq!(outbox.flush(Duration::from_millis(10)).await, Flushed::Done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn messages_dropped_with_nothing_older_in_flight_retire_at_once() {
+        let limits =
+            BufferLimits { max_bytes: 1000, max_messages: 2, deadline: Duration::ZERO, policy: FullPolicy::DropOldest };
+        let outbox = Outbox::new(limits, byte_prefixed);
+        for value in 1..=5 {
+            push(&outbox, value);
+        }
+        assert_eq!(outbox.buffer.dropped_oldest(), 3);
+        assert_eq!(outbox.flush(Duration::from_millis(10)).await, Flushed::Pending(2), "4 and 5 queued");
+        let (chunk, frames) = outbox.next_chunk().await;
+        outbox.settle(frames, chunk.len(), false);
+        assert_eq!(outbox.flush(Duration::ZERO).await, Flushed::Done);
     }
 
     /// A link that never connects.

@@ -250,6 +250,11 @@ impl Link for RelayLink {
         format!("unix:{}", self.inner.path().display())
     }
 
+    /// A relay restarted, or briefly away, must not end the path for good:
+    /// past `max_reconnects` publishes fail fast, what is buffered is kept,
+    /// and the next connection clears the failure (as the broker client).
+    const KEEP_TRYING: bool = true;
+
     async fn run(&mut self, stream: Stream) -> Result<(), Error> {
         let inner = &self.inner;
         let (mut read_half, mut write_half) = stream.into_split();

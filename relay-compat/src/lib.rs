@@ -50,7 +50,8 @@ pub enum Error {
         /// Messages not yet written.
         pending: u64,
     },
-    /// The client gave up reconnecting.
-    #[error("max_reconnects_exceeded: gave up after {0} consecutive failed connection attempts")]
+    /// `max_reconnects` attempts failed in a row (the client keeps trying,
+    /// keeping what it buffered; the next connection clears this).
+    #[error("max_reconnects_exceeded: {0} consecutive failed connection attempts; retrying in the background")]
     MaxReconnectsExceeded(u32),
 }

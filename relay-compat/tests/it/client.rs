@@ -81,9 +81,10 @@ async fn publish_refuses_what_is_not_one_whole_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_max_reconnects_the_client_gives_up_and_says_why() {
+async fn after_max_reconnects_the_client_fails_fast_keeps_its_buffer_and_recovers_with_the_relay() {
     let dir = tempfile::tempdir().unwrap();
-    let mut options = options(&dir.path().join("never.sock"));
+    let path = dir.path().join("md.sock");
+    let mut options = options(&path);
     options.reconnect.max_reconnects = Some(3);
     let client = RelayClient::start(options);
     client.publish(&message(2, 1)).await.unwrap();
@@ -91,11 +92,25 @@ async fn after_max_reconnects_the_client_gives_up_and_says_why() {
     assert!(flushed.unwrap_err().to_string().contains("max_reconnects_exceeded"));
     let later = client.try_publish(&message(2, 2));
     assert!(later.unwrap_err().to_string().contains("max_reconnects_exceeded"));
-    assert_eq!(
-        client.publisher_counters().failed.load(Ordering::Relaxed),
-        1,
-        "the buffered message is lost, and counted"
-    );
+    assert_eq!(client.publisher_counters().failed.load(Ordering::Relaxed), 0, "the buffered message is kept");
+
+    // A relay comes (here a bare socket, to see the bytes): the next
+    // connection clears the failure and the buffered message goes out first.
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), listener.accept()).await.unwrap().unwrap();
+    let mut identification = [0u8; myc_codec::HEADER_LEN];
+    stream.read_exact(&mut identification).await.unwrap();
+    let first = message(2, 1);
+    let mut got = vec![0u8; first.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, first);
+    client.publish(&message(2, 3)).await.unwrap();
+    client.flush(Duration::from_secs(10)).await.unwrap();
+    let third = message(2, 3);
+    let mut got = vec![0u8; third.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut got)).await.unwrap().unwrap();
+    assert_eq!(got, third);
+    assert_eq!(client.publisher_counters().failed.load(Ordering::Relaxed), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -112,7 +112,17 @@ pub struct NatsCounters {
     pub duplicates: AtomicU64,
     /// Publishes sent again after a failed or missing acknowledgement.
     pub retried: AtomicU64,
+    /// Messages dropped unsent as over the server's `max_payload` (one it
+    /// lowered after they were buffered), counted as failed.
+    pub failed_too_large: AtomicU64,
 }
+
+/// NATS's default `max_payload`, assumed until a server says.
+const DEFAULT_MAX_PAYLOAD: usize = 1024 * 1024;
+
+/// Room for the `Nats-Msg-Id` header a JetStream publish carries
+/// (`NATS/1.0`, the header line with the longest id, the blank line).
+const MSG_ID_HEADER_ROOM: usize = 64;
 
 struct Inner {
     outbox: Outbox,
@@ -125,11 +135,39 @@ struct Inner {
     /// Bumped at each change of servers: the drain task sends the block it
     /// holds again, whole, to the new ones.
     moved: tokio::sync::watch::Sender<u64>,
+    /// The longest message the servers take, headers included (their
+    /// `max_payload`, as last seen).
+    max_payload: AtomicUsize,
 }
 
 impl Inner {
     fn client(&self) -> async_nats::Client {
         self.servers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1.clone()
+    }
+
+    /// Bytes a message of `len` bytes takes against `max_payload`.
+    fn payload_len(&self, len: usize) -> usize {
+        len + if self.options.jetstream { MSG_ID_HEADER_ROOM } else { 0 }
+    }
+
+    /// Refuses a message the servers would refuse: core NATS would lose it
+    /// unseen, and JetStream would have the server close the connection
+    /// at every retry, with every later message waiting behind it.
+    fn check_size(&self, message: &[u8]) -> Result<(), Error> {
+        let (len, max) = (self.payload_len(message.len()), self.max_payload.load(Ordering::Relaxed));
+        if len > max {
+            return Err(Error::Buffer(myc_transport::PushError::OverPeerLimit { len, max }));
+        }
+        Ok(())
+    }
+
+    /// Follows the `max_payload` of the server `client` is connected to
+    /// (nothing before the first INFO).
+    fn learn_max_payload(&self, client: &async_nats::Client) {
+        let max = client.server_info().max_payload;
+        if max > 0 {
+            self.max_payload.store(max, Ordering::Relaxed);
+        }
     }
 }
 
@@ -165,6 +203,7 @@ impl NatsPublisher {
             servers: std::sync::Mutex::new((options.clone(), client)),
             options,
             moved: tokio::sync::watch::channel(0).0,
+            max_payload: AtomicUsize::new(DEFAULT_MAX_PAYLOAD),
         });
         let task = AbortOnDrop::spawn(drain(Arc::clone(&inner)));
         Ok(NatsPublisher { inner, _task: Arc::new(task) })
@@ -204,6 +243,7 @@ impl NatsPublisher {
     /// The buffer's refusal (`buffer_full`, a drop).
     pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
         let len = check(topic, message)?;
+        self.inner.check_size(message)?;
         Ok(self.inner.outbox.push(len, |dst| encode(dst, topic, message)).await?)
     }
 
@@ -213,6 +253,7 @@ impl NatsPublisher {
     /// As [`NatsPublisher::publish`], with `buffer_full` at once.
     pub fn try_publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
         let len = check(topic, message)?;
+        self.inner.check_size(message)?;
         Ok(self.inner.outbox.try_push(len, |dst| encode(dst, topic, message))?)
     }
 
@@ -331,18 +372,22 @@ async fn drain(inner: Arc<Inner>) {
             if moved.has_changed().unwrap_or(false) {
                 (client, jetstream) = switch(&inner, &mut moved, client).await;
             }
+            inner.learn_max_payload(&client);
             let messages = split(&chunk, &inner.options.subject_prefix);
             let delivered = tokio::select! {
-                () = deliver(&inner, &client, jetstream.as_ref(), messages) => true,
-                _ = moved.changed() => false,
+                failed = deliver(&inner, &client, jetstream.as_ref(), messages) => Some(failed),
+                _ = moved.changed() => None,
             };
-            if delivered {
+            if let Some(Failed { frames: failed_frames, bytes: failed_bytes }) = delivered {
+                // Settled oldest first; which of the block failed does not
+                // matter to the counts.
+                inner.outbox.settle(failed_frames, failed_bytes, true);
+                inner.outbox.settle(frames - failed_frames, chunk.len() - failed_bytes, false);
                 break;
             }
             inner.counters.retried.fetch_add(frames as u64, Ordering::Relaxed);
             tracing::info!(frames, "NATS servers changed: the block in hand goes again to the new ones");
         }
-        inner.outbox.settle(frames, chunk.len(), false);
         inner.outbox.recycle(chunk);
     }
 }
@@ -357,6 +402,13 @@ async fn connected(
         moved.borrow_and_update();
         let client = inner.client();
         if !inner.options.jetstream {
+            // A flush answers once the connection is up, so the server's
+            // INFO (its max_payload) is known before the first delivery.
+            tokio::select! {
+                _ = client.flush() => {}
+                _ = moved.changed() => continue,
+            }
+            inner.learn_max_payload(&client);
             return (client, None);
         }
         tokio::select! {
@@ -380,25 +432,62 @@ async fn switch(
     connected(inner, moved).await
 }
 
+/// Messages of a block that failed, and their bytes as buffered.
+#[derive(Debug, Default, Clone, Copy)]
+struct Failed {
+    frames: usize,
+    bytes: usize,
+}
+
 /// Delivers one block: core NATS hands each message over; JetStream waits
-/// for every acknowledgement.
+/// for every acknowledgement. Messages over the server's `max_payload`
+/// (lowered after they were buffered) are dropped unsent, and with core
+/// NATS a publish the client refuses fails: both are returned, to be
+/// counted failed rather than delivered.
 async fn deliver(
     inner: &Inner,
     client: &async_nats::Client,
     jetstream: Option<&async_nats::jetstream::Context>,
     messages: Vec<(async_nats::Subject, Bytes)>,
-) {
+) -> Failed {
+    let mut failed = Failed::default();
+    let max = inner.max_payload.load(Ordering::Relaxed);
+    let prefix = inner.options.subject_prefix.len();
+    let mut fail = |subject: &async_nats::Subject, payload: &Bytes| {
+        failed.frames += 1;
+        failed.bytes += 4 + 1 + subject.len().saturating_sub(prefix) + payload.len();
+    };
+    let mut sendable = Vec::with_capacity(messages.len());
+    for (subject, payload) in messages {
+        if inner.payload_len(payload.len()) > max {
+            inner.counters.failed_too_large.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                len = payload.len(),
+                max_payload = max,
+                "a message over the NATS server's max_payload dropped"
+            );
+            fail(&subject, &payload);
+        } else {
+            sendable.push((subject, payload));
+        }
+    }
     match jetstream {
         None => {
-            for (subject, payload) in messages {
-                // Errs only once the client is closed for good.
-                if let Err(error) = client.publish(subject, payload).await {
+            for (subject, payload) in sendable {
+                if let Err(error) = client.publish(subject.clone(), payload.clone()).await {
                     tracing::warn!(%error, "NATS publish failed");
+                    if error.kind() == async_nats::client::PublishErrorKind::MaxPayloadExceeded {
+                        // The client knew the server's limit before we did.
+                        inner.counters.failed_too_large.fetch_add(1, Ordering::Relaxed);
+                        inner.learn_max_payload(client);
+                    }
+                    fail(&subject, &payload);
                 }
             }
         }
-        Some(context) => publish_acknowledged(inner, context, messages).await,
+        Some(context) => publish_acknowledged(inner, context, sendable).await,
     }
+    failed
 }
 
 /// The subject and message of each frame of a chunk (messages are slices

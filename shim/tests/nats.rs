@@ -171,6 +171,82 @@ async fn jetstream_stores_a_retried_publish_once() {
     assert_eq!(stream_messages(&nats.url()).await, 3);
 }
 
+/// A message of `len` bytes (a vendor TLV pads it), sequence `sequence`.
+fn message_of(sequence: u64, len: usize) -> Vec<u8> {
+    let header = Header::new(Domain::MarketData, Source::TestClient, sequence, 1_700_000_000_000_000_000 + sequence);
+    let mut builder = MessageBuilder::new(header);
+    let mut left = len - 32;
+    while left > 0 {
+        // TLVs of at most 60,000 bytes each: 2 bytes of TLV header up to
+        // 255 bytes of value, 5 for an extended one.
+        let take = left.min(60_005);
+        let value = if take - 2 <= 255 { take - 2 } else { take - 5 };
+        builder = builder.tlv(TlvType::from_u8(201), &vec![7u8; value]).unwrap();
+        left -= take;
+    }
+    let built = builder.build();
+    assert_eq!(built.len(), len);
+    built
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jetstream_message_over_max_payload_is_refused_and_never_blocks_the_ones_after_it() {
+    let store = tempfile::tempdir().unwrap();
+    let Some(nats) = Nats::start(&["-js".to_owned(), "-sd".to_owned(), store.path().display().to_string()]) else {
+        return;
+    };
+    let publisher = NatsPublisher::start(options(vec![nats.url()], true)).await.unwrap();
+    publisher.publish("market_data", &message(1)).await.unwrap();
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    // 1 MiB of message is the server's max_payload, but the message id
+    // header comes on top: the server would close the connection on it.
+    let refused = publisher.publish("market_data", &message_of(2, 1024 * 1024)).await.unwrap_err();
+    assert!(refused.to_string().contains("message_too_large"), "{refused}");
+    for sequence in 3..=10 {
+        publisher.publish("market_data", &message(sequence)).await.unwrap();
+    }
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    assert_eq!(stream_messages(&nats.url()).await, 9);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_core_nats_message_over_a_smaller_max_payload_is_never_counted_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("nats.conf");
+    std::fs::write(&config, "max_payload: 65536\n").unwrap();
+    let Some(nats) = Nats::start(&["-c".to_owned(), config.display().to_string()]) else { return };
+    let (seen, _task) = subscribe(&nats.url(), "myc.market_data").await;
+    let publisher = NatsPublisher::start(options(vec![nats.url()], false)).await.unwrap();
+    // Before the first delivery the publisher assumes NATS's default 1 MiB:
+    // the large message is either refused at once or, if already buffered
+    // when the server's 64 KiB is learnt, dropped unsent and counted failed.
+    let mut refused = 0;
+    for (sequence, len) in [(1, 100), (2, 100_000), (3, 100)] {
+        match publisher.publish("market_data", &message_of(sequence, len)).await {
+            Ok(()) => {}
+            Err(error) => {
+                assert!(error.to_string().contains("message_too_large"), "{error}");
+                refused += 1;
+            }
+        }
+    }
+    publisher.flush(Duration::from_secs(20)).await.unwrap();
+    let dropped = publisher.counters().failed_too_large.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        refused + dropped,
+        1,
+        "refused {refused}, dropped {dropped}, failed {}, seen {:?}",
+        publisher.publisher_counters().failed.load(std::sync::atomic::Ordering::Relaxed),
+        seen.lock().unwrap().iter().map(|payload| payload.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(publisher.publisher_counters().failed.load(std::sync::atomic::Ordering::Relaxed), dropped);
+    wait_until("the two small messages", || seen.lock().unwrap().len() == 2).await;
+    assert!(seen.lock().unwrap().iter().all(|payload| payload.len() == 100));
+    // Learnt now: a large message is refused at once.
+    let refused = publisher.publish("market_data", &message_of(4, 100_000)).await.unwrap_err();
+    assert!(refused.to_string().contains("message_too_large"), "{refused}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stream_is_created_with_the_limits_the_settings_give() {
     let store = tempfile::tempdir().unwrap();

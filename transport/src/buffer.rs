@@ -485,9 +485,9 @@ impl FrameBuffer {
     }
 
     /// Follows the sequence number up to which every frame is settled
-    /// ([`FrameBuffer::release`]) or dropped (`drop_oldest`, or discarded
-    /// by [`FrameBuffer::close`]); it also changes, to wake waiters, when
-    /// pushes start or stop being refused.
+    /// ([`FrameBuffer::release`]) or dropped (`drop_oldest`); it also
+    /// changes, to wake waiters, when pushes start or stop being refused
+    /// and when [`FrameBuffer::close`] discards frames (which never retire).
     pub fn retired(&self) -> watch::Receiver<u64> {
         self.retired.subscribe()
     }
@@ -508,9 +508,10 @@ impl FrameBuffer {
     pub fn close(&self, reason: &str) -> usize {
         let mut inner = self.lock();
         inner.closed = Some(reason.to_owned());
+        // Discarded frames are lost, not retired: a flush waiting for them
+        // reports why (it is woken below).
         let discarded = std::mem::take(&mut inner.queued_frames);
-        inner.removed(discarded, true);
-        self.retired.send_replace(inner.retired_through);
+        self.retired.send_modify(|_| {});
         inner.full.clear();
         inner.current.clear();
         inner.current_frames = 0;

@@ -74,6 +74,9 @@ fn index(domain: Domain) -> Option<usize> {
 pub struct Downlink {
     /// Weak: the relay owns its link, and the link owns this.
     relay: Weak<Relay>,
+    /// The downlink's budget for waiting on consumers behind, all of them
+    /// together, as a producer's.
+    hold: Arc<std::sync::Mutex<myc_transport::HoldBudget>>,
 }
 
 impl std::fmt::Debug for Downlink {
@@ -93,7 +96,8 @@ pub struct Delivered {
 
 impl Downlink {
     pub(super) fn new(relay: &Arc<Relay>) -> Downlink {
-        Downlink { relay: Arc::downgrade(relay) }
+        let hold = myc_transport::HoldBudget::new(relay.settings.stall_timeout, std::time::Instant::now());
+        Downlink { relay: Arc::downgrade(relay), hold: Arc::new(std::sync::Mutex::new(hold)) }
     }
 
     /// Queues `messages` (each one whole message) to every consumer of the
@@ -132,7 +136,10 @@ impl Downlink {
         // Hold on to nothing of the relay across the wait but the peers.
         drop(relay);
         for target in behind {
-            target.wait_below_bound().await;
+            let started = std::time::Instant::now();
+            let most = self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).available(started);
+            target.wait_below_bound(most).await;
+            self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spend(started.elapsed());
         }
         Some(outcome)
     }

@@ -267,6 +267,7 @@ async fn read_loop(
     let mut linked = LinkedBatch::default();
     let mut targets: Vec<Arc<Peer>> = Vec::new();
     let mut behind: Vec<Arc<Peer>> = Vec::new();
+    let mut producer_hold = myc_transport::HoldBudget::new(relay.settings.stall_timeout, std::time::Instant::now());
     loop {
         let batch = tokio::select! {
             batch = reader.read_batch() => batch,
@@ -311,9 +312,13 @@ async fn read_loop(
         // A reading consumer that fell behind gets a moment to catch up (the
         // producer waits, losing nothing) while its hold budget lasts; past
         // it, it is marked stuck and handled by its policy until it keeps up
-        // again.
+        // again. The producer's own budget bounds the waits for all of them
+        // together: several slow consumers never hold it back longer than
+        // one may.
         for target in behind.drain(..) {
-            target.wait_below_bound().await;
+            let started = std::time::Instant::now();
+            target.wait_below_bound(producer_hold.available(started)).await;
+            producer_hold.spend(started.elapsed());
         }
     }
 }

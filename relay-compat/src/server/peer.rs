@@ -168,9 +168,10 @@ impl Peer {
     /// Waits until the queue is back under its bound, as long as this
     /// consumer's hold budget lasts; past it, the consumer is lagging and
     /// gets its policy, so the producer goes on at full speed.
-    pub(super) async fn wait_below_bound(&self) {
+    pub(super) async fn wait_below_bound(&self, most: Duration) {
         let started = Instant::now();
-        let stall = self.lock().flow.hold_for(started);
+        // The consumer's own budget, and what the producer has left of its.
+        let stall = self.lock().flow.hold_for(started).min(most);
         let drained = async {
             loop {
                 let progress = self.progress.notified();

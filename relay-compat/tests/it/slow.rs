@@ -103,3 +103,65 @@ async fn a_slow_consumer_loses_its_oldest_messages_instead_of_pacing_the_produce
     relay.stop().await;
     assert!(slow_reader.await.unwrap() > 0, "the slow consumer was served all along");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn six_slow_consumers_together_hold_the_producer_no_longer_than_one_may() {
+    const SLOW: usize = 6;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = RelaySettings { queue_messages: 1000, queue_bytes: 256 * 1024, ..RelaySettings::default() };
+    let relay = TestRelay::start(&dir.path().join("md.sock"), Domain::MarketData, settings).await;
+    // Each drains its queue well within the stall timeout, so each wait for
+    // one of them ends with it "caught up"; waited for in turn, they would
+    // pace the producer at their rate and lose nearly nothing.
+    let mut readers = Vec::new();
+    for _ in 0..SLOW {
+        let mut slow = UnixStream::connect(&relay.path).await.unwrap();
+        readers.push(tokio::spawn(async move {
+            let mut buffer = [0u8; 8 * 1024];
+            let mut total = 0usize;
+            loop {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                match slow.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return total,
+                    Ok(n) => total += n,
+                }
+            }
+        }));
+    }
+    relay.wait_for("connections", "consumer", SLOW as i64).await;
+    feed_many_consumers(&relay, SLOW + 1).await;
+    // The producer's own hold budget bounds the waits for all of them: most
+    // of what they could not take in time was dropped for them.
+    let dropped = relay.count("dropped", "slow_consumer");
+    assert!(dropped > (SLOW as i64) * 20_000 / 4, "only {dropped} dropped: the slow consumers paced the producer");
+    relay.stop().await;
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0, "every slow consumer was served all along");
+    }
+}
+
+/// [`feed_while_a_consumer_reads`] with `consumers` consumers connected
+/// once the healthy one is.
+async fn feed_many_consumers(relay: &TestRelay, consumers: usize) {
+    let mut reader = RelayTap::connect(&relay.path).await.unwrap();
+    relay.wait_for("connections", "consumer", consumers as i64).await;
+    let n = 20_000u64;
+    let (progress, mut received) = tokio::sync::watch::channel(0u64);
+    let consumer = tokio::spawn(async move {
+        for sequence in 1..=n {
+            let got = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.unwrap().unwrap().unwrap();
+            assert_eq!(got.bytes[..], message(2, sequence)[..], "the reading consumer misses nothing");
+            progress.send_replace(sequence);
+        }
+    });
+    let mut producer = UnixStream::connect(&relay.path).await.unwrap();
+    producer.write_all(&identification(2)).await.unwrap();
+    for first in (1..=n).step_by(500) {
+        let last = (first + 499).min(n);
+        let burst: Vec<u8> = (first..=last).flat_map(|sequence| message(2, sequence)).collect();
+        tokio::time::timeout(Duration::from_secs(10), producer.write_all(&burst)).await.unwrap().unwrap();
+        let caught_up = received.wait_for(|&done| done + 500 >= last);
+        tokio::time::timeout(Duration::from_secs(10), caught_up).await.unwrap().unwrap();
+    }
+    consumer.await.unwrap();
+}

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
 use tokio::time::Instant;
 
@@ -108,8 +108,6 @@ pub struct PublisherCounters {
 pub struct Outbox {
     buffer: FrameBuffer,
     counters: PublisherCounters,
-    /// The settled count, for `flush` to wait on; equals `counters.settled`.
-    settled: watch::Sender<u64>,
     /// [`ConnectionState`] as 0 connecting, 1 connected, 2 failed.
     state: AtomicU8,
     /// Why the publisher gave up; set with `state` failed, cleared when a
@@ -128,7 +126,6 @@ impl Outbox {
         Outbox {
             buffer: FrameBuffer::new(limits, frame_len),
             counters: PublisherCounters::default(),
-            settled: watch::channel(0).0,
             state: AtomicU8::new(0),
             gave_up: Mutex::new(None),
             new_options: Mutex::new(None),
@@ -180,12 +177,12 @@ impl Outbox {
     /// lost rather than delivered): their room goes back to the buffer and
     /// `flush` counts them.
     pub fn settle(&self, frames: usize, bytes: usize, failed: bool) {
-        self.buffer.release(frames, bytes);
         if failed {
             self.counters.failed.fetch_add(frames as u64, Ordering::Relaxed);
         }
-        let total = self.counters.settled.fetch_add(frames as u64, Ordering::Relaxed) + frames as u64;
-        self.settled.send_replace(total);
+        self.counters.settled.fetch_add(frames as u64, Ordering::Relaxed);
+        // Last: it wakes the flushes, which then see the counts.
+        self.buffer.release(frames, bytes);
     }
 
     /// Gives a settled chunk's memory back for reuse.
@@ -221,10 +218,9 @@ impl Outbox {
     pub fn give_up(&self, reason: &str) {
         *self.gave_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
         self.set_state(ConnectionState::Failed);
+        // Closing wakes waiting flushes: they report the reason.
         let discarded = self.buffer.close(reason);
         self.counters.failed.fetch_add(discarded as u64, Ordering::Relaxed);
-        // Wakes waiting flushes: they report the reason.
-        self.settled.send_modify(|_| {});
     }
 
     /// Refuses later pushes with `reason` (flushes return it) while keeping
@@ -233,8 +229,8 @@ impl Outbox {
     fn refuse_for_now(&self, reason: &str) {
         *self.gave_up.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason.to_owned());
         self.state.store(2, Ordering::Release);
+        // Wakes waiting flushes: they report the reason.
         self.buffer.refuse(Some(reason));
-        self.settled.send_modify(|_| {});
     }
 
     /// Undoes [`Outbox::refuse_for_now`]: pushes are accepted again.

@@ -76,7 +76,7 @@ pub struct Downlink {
     relay: Weak<Relay>,
     /// The downlink's budget for waiting on consumers behind, all of them
     /// together, as a producer's.
-    hold: Arc<std::sync::Mutex<myc_transport::HoldBudget>>,
+    hold: Arc<tokio::sync::Mutex<myc_transport::HoldBudget>>,
 }
 
 impl std::fmt::Debug for Downlink {
@@ -97,7 +97,7 @@ pub struct Delivered {
 impl Downlink {
     pub(super) fn new(relay: &Arc<Relay>) -> Downlink {
         let hold = myc_transport::HoldBudget::new(relay.settings.stall_timeout, std::time::Instant::now());
-        Downlink { relay: Arc::downgrade(relay), hold: Arc::new(std::sync::Mutex::new(hold)) }
+        Downlink { relay: Arc::downgrade(relay), hold: Arc::new(tokio::sync::Mutex::new(hold)) }
     }
 
     /// Queues `messages` (each one whole message) to every consumer of the
@@ -135,12 +135,7 @@ impl Downlink {
         }
         // Hold on to nothing of the relay across the wait but the peers.
         drop(relay);
-        for target in behind {
-            let started = std::time::Instant::now();
-            let most = self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).available(started);
-            target.wait_below_bound(most).await;
-            self.hold.lock().unwrap_or_else(std::sync::PoisonError::into_inner).spend(started.elapsed());
-        }
+        Peer::wait_for_behind(behind, &mut *self.hold.lock().await).await;
         Some(outcome)
     }
 }

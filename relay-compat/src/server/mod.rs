@@ -313,13 +313,8 @@ async fn read_loop(
         // producer waits, losing nothing) while its hold budget lasts; past
         // it, it is marked stuck and handled by its policy until it keeps up
         // again. The producer's own budget bounds the waits for all of them
-        // together: several slow consumers never hold it back longer than
-        // one may.
-        for target in behind.drain(..) {
-            let started = std::time::Instant::now();
-            target.wait_below_bound(producer_hold.available(started)).await;
-            producer_hold.spend(started.elapsed());
-        }
+        // together.
+        Peer::wait_for_behind(behind.drain(..), &mut producer_hold).await;
     }
 }
 

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use myc_codec::Source;
-use myc_transport::{FlowRules, SlowPolicy, SubscriberFlow, Verdict};
+use myc_transport::{FlowRules, HoldBudget, SlowPolicy, SubscriberFlow, Verdict};
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::Notify;
@@ -168,7 +168,19 @@ impl Peer {
     /// Waits until the queue is back under its bound, as long as this
     /// consumer's hold budget lasts; past it, the consumer is lagging and
     /// gets its policy, so the producer goes on at full speed.
-    pub(super) async fn wait_below_bound(&self, most: Duration) {
+    /// Waits for each of `behind` to drain below its bound, each no longer
+    /// than its own hold budget lasts and all of them together no longer
+    /// than `feeder`'s (a producer's, or the broker link's downlink's):
+    /// several slow consumers never hold a feeder back longer than one may.
+    pub(super) async fn wait_for_behind(behind: impl IntoIterator<Item = Arc<Peer>>, feeder: &mut HoldBudget) {
+        for target in behind {
+            let started = Instant::now();
+            target.wait_below_bound(feeder.available(started)).await;
+            feeder.spend(started.elapsed());
+        }
+    }
+
+    async fn wait_below_bound(&self, most: Duration) {
         let started = Instant::now();
         // The consumer's own budget, and what the producer has left of its.
         let stall = self.lock().flow.hold_for(started).min(most);

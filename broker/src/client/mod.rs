@@ -276,8 +276,7 @@ impl Client {
             counters: ClientCounters::default(),
             refusals_reported: AtomicU64::new(0),
         });
-        // Frame lengths as buffered include the 4-byte length prefix.
-        shared.outbox.set_max_frame(options.broker_max_frame.min(protocol::MAX_MAX_FRAME) + 4);
+        shared.outbox.set_max_frame(buffered_frame_limit(options.broker_max_frame));
         let (commands, commands_rx) = mpsc::unbounded_channel();
         let (peer, peer_rx) = watch::channel(Peer { endpoint: options.endpoint.clone(), token: options.token.clone() });
         let link = BrokerLink::new(
@@ -452,6 +451,13 @@ impl Client {
 }
 
 /// Checks a publish; returns its topic, checked, and its frame length.
+/// The longest frame to buffer for a broker whose `max_frame` (the body
+/// length it takes) is `max_frame`: frames are buffered with their 4-byte
+/// length prefix.
+fn buffered_frame_limit(max_frame: usize) -> usize {
+    max_frame.min(protocol::MAX_MAX_FRAME) + 4
+}
+
 fn check_publish<'a>(topic: &'a str, payload: &[u8]) -> Result<(TopicRef<'a>, usize), Error> {
     let checked =
         TopicRef::new(topic.as_bytes()).map_err(|reason| Error::BadTopic { topic: topic.to_owned(), reason })?;

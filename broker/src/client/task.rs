@@ -212,7 +212,7 @@ impl Link for BrokerLink {
         };
         match ServerOp::decode(frame.slice(4..)).map_err(|error| Error::Protocol(error.to_string()))? {
             ServerOp::Welcome { max_frame, .. } => {
-                let allowed = usize::try_from(max_frame).unwrap_or(usize::MAX).min(protocol::MAX_MAX_FRAME) + 4;
+                let allowed = super::buffered_frame_limit(usize::try_from(max_frame).unwrap_or(usize::MAX));
                 let before = self.shared.outbox.set_max_frame(allowed);
                 if allowed < before || self.filter_over.is_some() {
                     self.filter_over = Some(allowed);

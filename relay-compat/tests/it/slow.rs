@@ -16,16 +16,17 @@ async fn run(policy: QueuePolicy) -> (TestRelay, UnixStream, tempfile::TempDir) 
     let settings = RelaySettings { queue_messages: 1000, queue_bytes: 256 * 1024, policy, ..RelaySettings::default() };
     let relay = TestRelay::start(&dir.path().join("md.sock"), Domain::MarketData, settings).await;
     let stuck = UnixStream::connect(&relay.path).await.unwrap();
-    feed_while_a_consumer_reads(&relay).await;
+    feed_while_a_consumer_reads(&relay, 2).await;
     (relay, stuck, dir)
 }
 
 /// Connects a reading consumer and a producer, and sends 20,000 messages at
 /// the pace the reading consumer sustains; returns once it has them all, in
-/// order (it asserts that).
-async fn feed_while_a_consumer_reads(relay: &TestRelay) {
+/// order (it asserts that). `consumers` is how many consumers the relay
+/// has once the reading one is connected.
+async fn feed_while_a_consumer_reads(relay: &TestRelay, consumers: usize) {
     let mut reader = RelayTap::connect(&relay.path).await.unwrap();
-    relay.wait_for("connections", "consumer", 2).await;
+    relay.wait_for("connections", "consumer", consumers as i64).await;
     let n = 20_000u64;
     let (progress, mut received) = tokio::sync::watch::channel(0u64);
     let consumer = tokio::spawn(async move {
@@ -47,6 +48,22 @@ async fn feed_while_a_consumer_reads(relay: &TestRelay) {
         tokio::time::timeout(Duration::from_secs(10), caught_up).await.unwrap().unwrap();
     }
     consumer.await.unwrap();
+}
+
+/// A consumer reading at most 8 KiB a millisecond until the relay closes
+/// it; returns how many bytes it read.
+fn slow_reader(mut slow: UnixStream) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let mut buffer = [0u8; 8 * 1024];
+        let mut total = 0usize;
+        loop {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => return total,
+                Ok(n) => total += n,
+            }
+        }
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,19 +103,8 @@ async fn a_slow_consumer_loses_its_oldest_messages_instead_of_pacing_the_produce
     // well within the stall timeout every time, so only the share of the
     // producer's time it takes gives it away — waiting for it each time would
     // pace the producer at 8 MB/s and drop nothing.
-    let mut slow = UnixStream::connect(&relay.path).await.unwrap();
-    let slow_reader = tokio::spawn(async move {
-        let mut buffer = [0u8; 8 * 1024];
-        let mut total = 0usize;
-        loop {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-            match slow.read(&mut buffer).await {
-                Ok(0) | Err(_) => return total,
-                Ok(n) => total += n,
-            }
-        }
-    });
-    feed_while_a_consumer_reads(&relay).await;
+    let slow_reader = slow_reader(UnixStream::connect(&relay.path).await.unwrap());
+    feed_while_a_consumer_reads(&relay, 2).await;
     assert!(relay.count("dropped", "slow_consumer") > 0, "the slow consumer was not waited for");
     relay.stop().await;
     assert!(slow_reader.await.unwrap() > 0, "the slow consumer was served all along");
@@ -115,21 +121,10 @@ async fn six_slow_consumers_together_hold_the_producer_no_longer_than_one_may() 
     // pace the producer at their rate and lose nearly nothing.
     let mut readers = Vec::new();
     for _ in 0..SLOW {
-        let mut slow = UnixStream::connect(&relay.path).await.unwrap();
-        readers.push(tokio::spawn(async move {
-            let mut buffer = [0u8; 8 * 1024];
-            let mut total = 0usize;
-            loop {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-                match slow.read(&mut buffer).await {
-                    Ok(0) | Err(_) => return total,
-                    Ok(n) => total += n,
-                }
-            }
-        }));
+        readers.push(slow_reader(UnixStream::connect(&relay.path).await.unwrap()));
     }
     relay.wait_for("connections", "consumer", SLOW as i64).await;
-    feed_many_consumers(&relay, SLOW + 1).await;
+    feed_while_a_consumer_reads(&relay, SLOW + 1).await;
     // The producer's own hold budget bounds the waits for all of them: most
     // of what they could not take in time was dropped for them.
     let dropped = relay.count("dropped", "slow_consumer");
@@ -138,30 +133,4 @@ async fn six_slow_consumers_together_hold_the_producer_no_longer_than_one_may() 
     for reader in readers {
         assert!(reader.await.unwrap() > 0, "every slow consumer was served all along");
     }
-}
-
-/// [`feed_while_a_consumer_reads`] with `consumers` consumers connected
-/// once the healthy one is.
-async fn feed_many_consumers(relay: &TestRelay, consumers: usize) {
-    let mut reader = RelayTap::connect(&relay.path).await.unwrap();
-    relay.wait_for("connections", "consumer", consumers as i64).await;
-    let n = 20_000u64;
-    let (progress, mut received) = tokio::sync::watch::channel(0u64);
-    let consumer = tokio::spawn(async move {
-        for sequence in 1..=n {
-            let got = tokio::time::timeout(Duration::from_secs(10), reader.next()).await.unwrap().unwrap().unwrap();
-            assert_eq!(got.bytes[..], message(2, sequence)[..], "the reading consumer misses nothing");
-            progress.send_replace(sequence);
-        }
-    });
-    let mut producer = UnixStream::connect(&relay.path).await.unwrap();
-    producer.write_all(&identification(2)).await.unwrap();
-    for first in (1..=n).step_by(500) {
-        let last = (first + 499).min(n);
-        let burst: Vec<u8> = (first..=last).flat_map(|sequence| message(2, sequence)).collect();
-        tokio::time::timeout(Duration::from_secs(10), producer.write_all(&burst)).await.unwrap().unwrap();
-        let caught_up = received.wait_for(|&done| done + 500 >= last);
-        tokio::time::timeout(Duration::from_secs(10), caught_up).await.unwrap().unwrap();
-    }
-    consumer.await.unwrap();
 }

@@ -150,15 +150,20 @@ impl Inner {
         len + if self.options.jetstream { MSG_ID_HEADER_ROOM } else { 0 }
     }
 
-    /// Refuses a message the servers would refuse: core NATS would lose it
-    /// unseen, and JetStream would have the server close the connection
-    /// at every retry, with every later message waiting behind it.
-    fn check_size(&self, message: &[u8]) -> Result<(), Error> {
+    /// The buffered frame length of `message` for `topic`, or why it is
+    /// refused: a bad topic, or a message the servers would refuse for its
+    /// size (core NATS would lose it unseen, and JetStream would have the
+    /// server close the connection at every retry, with every later message
+    /// waiting behind it).
+    fn check(&self, topic: &str, message: &[u8]) -> Result<usize, Error> {
+        if topic.is_empty() || topic.len() > 255 {
+            return Err(Error::BadTopic { topic: topic.to_owned(), reason: "a topic is 1 to 255 bytes" });
+        }
         let (len, max) = (self.payload_len(message.len()), self.max_payload.load(Ordering::Relaxed));
         if len > max {
             return Err(Error::Buffer(myc_transport::PushError::OverPeerLimit { len, max }));
         }
-        Ok(())
+        Ok(4 + 1 + topic.len() + message.len())
     }
 
     /// Follows the `max_payload` of the server `client` is connected to
@@ -242,8 +247,7 @@ impl NatsPublisher {
     /// # Errors
     /// The buffer's refusal (`buffer_full`, a drop).
     pub async fn publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
-        let len = check(topic, message)?;
-        self.inner.check_size(message)?;
+        let len = self.inner.check(topic, message)?;
         Ok(self.inner.outbox.push(len, |dst| encode(dst, topic, message)).await?)
     }
 
@@ -252,8 +256,7 @@ impl NatsPublisher {
     /// # Errors
     /// As [`NatsPublisher::publish`], with `buffer_full` at once.
     pub fn try_publish(&self, topic: &str, message: &[u8]) -> Result<(), Error> {
-        let len = check(topic, message)?;
-        self.inner.check_size(message)?;
+        let len = self.inner.check(topic, message)?;
         Ok(self.inner.outbox.try_push(len, |dst| encode(dst, topic, message))?)
     }
 
@@ -312,13 +315,6 @@ impl NatsPublisher {
     pub fn client(&self) -> async_nats::Client {
         self.inner.client()
     }
-}
-
-fn check(topic: &str, message: &[u8]) -> Result<usize, Error> {
-    if topic.is_empty() || topic.len() > 255 {
-        return Err(Error::BadTopic { topic: topic.to_owned(), reason: "a topic is 1 to 255 bytes" });
-    }
-    Ok(4 + 1 + topic.len() + message.len())
 }
 
 fn encode(dst: &mut BytesMut, topic: &str, message: &[u8]) {
